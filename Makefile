@@ -1,0 +1,93 @@
+# Kuaxin: two commands. `make run` sets up and starts the service; `make test` sets up and tests.
+SHELL := /bin/bash
+PYTHON_BIN ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+KX := $(VENV)/bin/kuaxin
+STAMP := $(VENV)/.installed
+
+# The embedded default pipeline (override on the command line: make run FIRMS=20000).
+FIRMS ?= 5000
+SEED ?= 7
+START ?= 2019-01
+END ?= 2025-12
+FAULT_RATE ?= 0.002
+DATA ?= data
+AS_OF ?= 2026-01-01
+DATASET_FROM ?= 2020-01-01
+DATASET_TO ?= 2025-01-01
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench clean
+
+help:
+	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
+	@echo "make test   set up and run the test suite"
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON_BIN) >/dev/null || { echo "need $(PYTHON_BIN) on PATH"; exit 1; }
+	$(PYTHON_BIN) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's chromium for the portal's browser tests; Playwright drives /usr/bin/chromium and
+# never downloads a browser of its own.
+browser:
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; fi; \
+	fi
+
+$(DATA)/raw/.done: $(STAMP)
+	$(KX) simulate --firms $(FIRMS) --seed $(SEED) --start $(START) --end $(END) --fault-rate $(FAULT_RATE) --out $(DATA)/raw --oracle-out $(DATA)/oracle
+	touch $@
+
+$(DATA)/clean/.done: $(DATA)/raw/.done
+	$(KX) ingest $(DATA)/raw --out $(DATA)/clean
+	touch $@
+
+data: $(DATA)/clean/.done
+
+$(DATA)/features/snapshot.parquet: $(DATA)/clean/.done
+	$(KX) features $(DATA)/clean --as-of $(AS_OF) --out $@
+
+$(DATA)/features/train.parquet: $(DATA)/clean/.done
+	$(KX) dataset $(DATA)/clean --from $(DATASET_FROM) --to $(DATASET_TO) --every quarter --out $@
+
+features: $(DATA)/features/snapshot.parquet
+dataset: $(DATA)/features/train.parquet
+
+$(DATA)/.trained: $(DATA)/features/train.parquet
+	$(KX) train --dataset $(DATA)/features/train.parquet --oracle $(DATA)/oracle --metrics-out $(DATA)/metrics.json
+	$(KX) promote
+	touch $@
+
+train: $(DATA)/.trained
+
+demo: $(DATA)/.trained $(DATA)/features/snapshot.parquet
+	$(KX) db upgrade
+	$(KX) demo --snapshot $(DATA)/features/snapshot.parquet --out $(DATA)/demo-keys.json
+
+serve:
+	$(KX) serve --host $(HOST) --port $(PORT) --snapshot $(DATA)/features/snapshot.parquet
+
+run: demo
+	$(MAKE) --no-print-directory serve
+
+# pytest exit code 5 means no test ran: that must fail, not pass.
+test: $(STAMP) browser
+	$(VENV)/bin/pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy features training serving kuaxin
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.run_all
+
+clean:
+	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db

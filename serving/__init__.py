@@ -1,0 +1,3 @@
+"""The FastAPI service: scores, explanations, what-if and recourse, product matching, pricing,
+consent, audit and the enterprise portal.
+"""
