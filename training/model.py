@@ -1,0 +1,492 @@
+"""The credit model: a LightGBM booster, its Platt calibration, score scale and master scale.
+
+:class:`CreditModel` is what the service loads and what MLflow's pyfunc wraps. It turns a
+frame of catalog features into PD, score, grade and supervision class, explains each PD with
+TreeSHAP contributions in calibrated log-odds, and maps the largest adverse contributions to
+reason codes with the catalog's texts.
+
+The calibration is affine in the booster's raw margin, ``log_odds = a + b * margin``, so the
+TreeSHAP contributions of the margin scaled by ``b`` (and the base value mapped by the same
+affine map) add up exactly to the calibrated log-odds. The PD floor applies to the PD (and so to
+the score and grade) but not to ``log_odds``, which stays the additive explanation target.
+
+A saved model is a folder: ``booster.txt`` (LightGBM text model), ``model.json`` (features,
+categories, calibration, scales, version, training window, metadata) and ``catalog.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import yaml
+
+from training.scale import PD_FLOOR, MasterScale, ScoreScale
+
+FORMAT_VERSION = 1
+BOOSTER_FILE = "booster.txt"
+MODEL_FILE = "model.json"
+CATALOG_FILE = "catalog.yaml"
+
+
+class ModelFileError(ValueError):
+    """A model folder is missing a file or holds an unusable one."""
+
+
+@dataclass
+class FeatureInfo:
+    """What the model needs to know about one input feature.
+
+    Parameters
+    ----------
+    name : str
+        Column name.
+    kind : {"numeric", "category"}
+        Numeric features are read as float64; categorical ones are coded by ``categories``.
+    categories : list of str, optional
+        The category levels seen in training (order = codes); unseen levels become missing.
+    monotone : int
+        LightGBM monotone constraint: +1 raises risk, -1 lowers it, 0 none.
+    reason_en, reason_zh : str
+        Reason-code texts shown when the feature pushes the PD up.
+    """
+
+    name: str
+    kind: str = "numeric"
+    categories: list[str] | None = None
+    monotone: int = 0
+    reason_en: str = ""
+    reason_zh: str = ""
+
+
+@dataclass
+class CreditModel:
+    """A calibrated, scaled and explainable LightGBM PD model.
+
+    Parameters
+    ----------
+    booster : lightgbm.Booster
+        Trained on the matrix of :meth:`matrix` (categoricals as integer codes).
+    features : list of FeatureInfo
+        Input features in booster order.
+    calibration : dict
+        ``{"intercept": a, "slope": b}``: calibrated log-odds ``a + b * margin``.
+    score_scale : ScoreScale
+    master_scale : MasterScale
+    pd_floor : float
+        PDs below it are raised to it.
+    version : str
+        Identifier of this trained model.
+    metadata : dict
+        Training window, data fingerprints, metrics and anything else to keep with the model.
+    catalog_yaml : str, optional
+        The catalog the model was trained with, saved as ``catalog.yaml``.
+    """
+
+    booster: lgb.Booster
+    features: list[FeatureInfo]
+    calibration: dict[str, float]
+    score_scale: ScoreScale
+    master_scale: MasterScale
+    pd_floor: float = PD_FLOOR
+    version: str = "0"
+    metadata: dict[str, Any] = field(default_factory=dict)
+    catalog_yaml: str | None = None
+
+    # ------------------------------------------------------------------ inputs
+    @property
+    def feature_names(self) -> list[str]:
+        """Input feature names in model order."""
+        return [f.name for f in self.features]
+
+    @property
+    def categorical(self) -> list[str]:
+        """Names of the categorical features."""
+        return [f.name for f in self.features if f.kind == "category"]
+
+    def prepare(self, df: pd.DataFrame) -> pd.DataFrame:
+        """Select the model's features in order with the training dtypes and categories.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Must hold every feature column (other columns are ignored).
+
+        Returns
+        -------
+        DataFrame
+            Numeric columns as float64, categorical ones as ``category`` with the training
+            levels (unseen levels become missing).
+
+        Raises
+        ------
+        ValueError
+            Naming the missing column or the column whose values are not numeric.
+        """
+        missing = [n for n in self.feature_names if n not in df.columns]
+        if missing:
+            raise ValueError(
+                f"input must have the model's feature columns; missing {missing[:10]}"
+                + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            )
+        out: dict[str, Any] = {}
+        for f in self.features:
+            col = df[f.name]
+            if f.kind == "category":
+                values = col.astype(object).where(col.notna(), None)
+                values = values.map(lambda v: None if v is None else str(v))
+                out[f.name] = pd.Categorical(values, categories=f.categories or [])
+            else:
+                if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object:
+                    converted = pd.to_numeric(col.astype(object), errors="coerce")
+                    bad = converted.isna() & col.notna()
+                    if bad.any():
+                        raise ValueError(f"{f.name} must be numeric; got {col[bad].iloc[0]!r}")
+                    col = converted
+                try:
+                    out[f.name] = col.astype("float64")
+                except (TypeError, ValueError) as exc:
+                    raise ValueError(f"{f.name} must be numeric; got {col.dtype}") from exc
+        return pd.DataFrame(out, index=df.index)
+
+    def matrix(self, df: pd.DataFrame) -> np.ndarray:
+        """Build the float64 matrix the booster reads (categoricals as codes, missing as NaN).
+
+        Parameters
+        ----------
+        df : DataFrame
+            Raw or prepared features.
+
+        Returns
+        -------
+        ndarray of shape (n, k)
+        """
+        prepared = self.prepare(df)
+        x = np.empty((len(prepared), len(self.features)), dtype=np.float64)
+        for j, f in enumerate(self.features):
+            if f.kind == "category":
+                codes = prepared[f.name].cat.codes.to_numpy().astype(np.float64)
+                codes[codes < 0] = np.nan
+                x[:, j] = codes
+            else:
+                x[:, j] = prepared[f.name].to_numpy(dtype=np.float64, na_value=np.nan)
+        return x
+
+    # ------------------------------------------------------------------ scoring
+    def margin(self, df: pd.DataFrame, num_threads: int = 1) -> np.ndarray:
+        """Raw booster margin (uncalibrated log-odds)."""
+        return np.asarray(
+            self.booster.predict(self.matrix(df), raw_score=True, num_threads=num_threads)
+        )
+
+    def calibrate(self, margin: np.ndarray) -> np.ndarray:
+        """Calibrated log-odds of default from raw margins."""
+        return self.calibration["intercept"] + self.calibration["slope"] * np.asarray(margin)
+
+    def floor(self, log_odds: np.ndarray) -> np.ndarray:
+        """PD from calibrated log-odds, floored at ``pd_floor``."""
+        pd_ = 1.0 / (1.0 + np.exp(-np.asarray(log_odds, dtype=float)))
+        return np.clip(pd_, self.pd_floor, 1.0 - 1e-12)
+
+    def predict_pd(self, df: pd.DataFrame, num_threads: int = 1) -> np.ndarray:
+        """Floored, calibrated 12-month PD of every row.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Features (see :meth:`prepare`).
+        num_threads : int
+            LightGBM threads; 1 for per-request calls.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
+        return self.floor(self.calibrate(self.margin(df, num_threads)))
+
+    def score(self, df: pd.DataFrame, num_threads: int = 1) -> pd.DataFrame:
+        """PD, calibrated log-odds, score, grade and supervision class of every row.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Features (see :meth:`prepare`).
+        num_threads : int
+            LightGBM threads; 1 for per-request calls.
+
+        Returns
+        -------
+        DataFrame
+            Columns ``pd``, ``log_odds`` (calibrated, unfloored: what :meth:`explain` adds up
+            to), ``score`` (from the floored PD), ``grade``, ``supervision_class``; same index
+            as ``df``.
+        """
+        log_odds = self.calibrate(self.margin(df, num_threads))
+        return self._frame(log_odds, df.index)
+
+    def _frame(self, log_odds: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        pd_ = self.floor(log_odds)
+        grades = self.master_scale.grade(pd_)
+        classes = [self.master_scale.supervision_class(g) for g in np.atleast_1d(grades)]
+        return pd.DataFrame(
+            {
+                "pd": pd_,
+                "log_odds": log_odds,
+                "score": self.score_scale.score(pd_),
+                "grade": np.atleast_1d(grades).astype(str),
+                "supervision_class": classes,
+            },
+            index=index,
+        )
+
+    # ------------------------------------------------------------------ explanations
+    def explain(self, df: pd.DataFrame, num_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """TreeSHAP contributions in calibrated log-odds.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Features (see :meth:`prepare`).
+        num_threads : int
+            LightGBM threads; 1 for per-request calls.
+
+        Returns
+        -------
+        contrib : ndarray of shape (n, k)
+            Contribution of each feature (model order) to the calibrated log-odds.
+        base : ndarray of shape (n,)
+            The calibrated base value; ``contrib.sum(1) + base`` equals ``log_odds``.
+        """
+        raw = np.asarray(
+            self.booster.predict(self.matrix(df), pred_contrib=True, num_threads=num_threads)
+        )
+        slope = self.calibration["slope"]
+        contrib = raw[:, :-1] * slope
+        base = self.calibration["intercept"] + slope * raw[:, -1]
+        return contrib, base
+
+    def reasons(
+        self, df: pd.DataFrame, top: int = 4, num_threads: int = 1
+    ) -> list[list[dict[str, Any]]]:
+        """List the top adverse contributions of every row as reason codes.
+
+        Parameters
+        ----------
+        df : DataFrame
+            Features (see :meth:`prepare`).
+        top : int
+            At most this many reasons per row (DOMAIN.md §5.3: typically up to 4).
+        num_threads : int
+            LightGBM threads.
+
+        Returns
+        -------
+        list of list of dict
+            Per row, reasons in decreasing contribution, each with ``code``, ``feature``,
+            ``value`` (as given, ``None`` when missing), ``contribution`` (> 0, calibrated
+            log-odds), ``text_en``, ``text_zh``. Only features that raise the PD are listed.
+        """
+        contrib, _ = self.explain(df, num_threads)
+        values = self.prepare(df)
+        out: list[list[dict[str, Any]]] = []
+        for i in range(contrib.shape[0]):
+            order = np.argsort(-contrib[i], kind="stable")
+            row: list[dict[str, Any]] = []
+            for j in order[:top]:
+                c = float(contrib[i, j])
+                if not c > 0:
+                    break
+                f = self.features[j]
+                row.append(
+                    {
+                        "code": reason_code(j),
+                        "feature": f.name,
+                        "value": _plain(values.iat[i, j]),
+                        "contribution": c,
+                        "text_en": f.reason_en or f.name,
+                        "text_zh": f.reason_zh or f.name,
+                    }
+                )
+            out.append(row)
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def to_json(self) -> dict[str, Any]:
+        """Everything but the booster and catalog, as saved in ``model.json``."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            "features": [asdict(f) for f in self.features],
+            "calibration": dict(self.calibration),
+            "score_scale": self.score_scale.to_dict(),
+            "master_scale": self.master_scale.to_list(),
+            "pd_floor": self.pd_floor,
+            "metadata": self.metadata,
+        }
+
+    def save(self, path: Path | str) -> Path:
+        """Write ``booster.txt``, ``model.json`` and ``catalog.yaml`` into a folder.
+
+        Parameters
+        ----------
+        path : Path or str
+            Folder (created if needed; existing model files are overwritten).
+
+        Returns
+        -------
+        Path
+            The folder.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.booster.save_model(str(folder / BOOSTER_FILE))
+        (folder / MODEL_FILE).write_text(
+            json.dumps(self.to_json(), indent=2, ensure_ascii=False, default=_json_default),
+            encoding="utf-8",
+        )
+        catalog = self.catalog_yaml or yaml.safe_dump(
+            {"features": [asdict(f) for f in self.features]}, allow_unicode=True, sort_keys=False
+        )
+        (folder / CATALOG_FILE).write_text(catalog, encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, path: Path | str) -> CreditModel:
+        """Read a model folder written by :meth:`save`.
+
+        Raises
+        ------
+        ModelFileError
+            When a file is missing or unreadable, naming it.
+        """
+        folder = Path(path)
+        for name in (BOOSTER_FILE, MODEL_FILE, CATALOG_FILE):
+            if not (folder / name).is_file():
+                raise ModelFileError(f"model folder {folder} must contain {name}; it does not")
+        try:
+            data = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
+            features = [FeatureInfo(**f) for f in data["features"]]
+            calibration = {k: float(v) for k, v in data["calibration"].items()}
+            score_scale = ScoreScale.from_dict(data["score_scale"])
+            master_scale = MasterScale.from_list(data["master_scale"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelFileError(f"{folder / MODEL_FILE} is not a valid model file: {exc}") from exc
+        try:
+            booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+        except lgb.basic.LightGBMError as exc:
+            raise ModelFileError(f"{folder / BOOSTER_FILE} is not a LightGBM model: {exc}") from exc
+        if booster.num_feature() != len(features):
+            raise ModelFileError(
+                f"{folder / BOOSTER_FILE} has {booster.num_feature()} features; "
+                f"model.json lists {len(features)}"
+            )
+        return cls(
+            booster=booster,
+            features=features,
+            calibration=calibration,
+            score_scale=score_scale,
+            master_scale=master_scale,
+            pd_floor=float(data.get("pd_floor", PD_FLOOR)),
+            version=str(data.get("version", "0")),
+            metadata=data.get("metadata", {}),
+            catalog_yaml=(folder / CATALOG_FILE).read_text(encoding="utf-8"),
+        )
+
+
+def reason_code(position: int) -> str:
+    """Reason code of the feature at ``position`` in model order (``R001`` …)."""
+    return f"R{position + 1:03d}"
+
+
+def features_from_catalog(
+    catalog: Any, names: Sequence[str], frame: pd.DataFrame
+) -> list[FeatureInfo]:
+    """Feature descriptions from the catalog, with categories as seen in ``frame``.
+
+    Parameters
+    ----------
+    catalog : features.catalog.Catalog or None
+        Supplies dtype, direction and reason texts; without it every non-numeric column is
+        categorical, there are no monotone constraints and reason texts are the column names.
+    names : sequence of str
+        Feature columns in model order.
+    frame : DataFrame
+        Training rows (categories are collected from them).
+
+    Returns
+    -------
+    list of FeatureInfo
+    """
+    out: list[FeatureInfo] = []
+    for name in names:
+        col = frame[name]
+        spec = catalog[name] if catalog is not None and name in catalog.names else None
+        if spec is not None:
+            is_cat = spec.dtype == "category"
+            monotone = {"increases_risk": 1, "decreases_risk": -1}.get(spec.direction, 0)
+            reason_en, reason_zh = spec.reason_en or name, spec.reason_zh or name
+        else:
+            is_cat = not (
+                pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype)
+            )
+            monotone, reason_en, reason_zh = 0, name, name
+        categories: list[str] | None = None
+        if is_cat:
+            monotone = 0
+            if isinstance(col.dtype, pd.CategoricalDtype):
+                levels = [str(c) for c in col.cat.categories]
+            else:
+                levels = sorted({str(v) for v in col.dropna().unique()})
+            if spec is not None and getattr(spec, "categories", None):
+                levels = [str(c) for c in spec.categories] + [
+                    c for c in levels if c not in {str(s) for s in spec.categories}
+                ]
+            categories = levels
+        out.append(
+            FeatureInfo(
+                name=name,
+                kind="category" if is_cat else "numeric",
+                categories=categories,
+                monotone=monotone,
+                reason_en=reason_en,
+                reason_zh=reason_zh,
+            )
+        )
+    return out
+
+
+def _plain(value: Any) -> Any:
+    """Convert to a JSON-friendly Python value (None for missing)."""
+    if value is None:
+        return None
+    if isinstance(value, float | np.floating):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return value
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return str(value)
