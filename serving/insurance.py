@@ -1,0 +1,378 @@
+"""Short-term export credit insurance quotes: country risk, premium, limits, subsidy, declines.
+
+A quote takes a firm (its features and grade), a buyer country, the buyer's grade, payment terms
+(L/C, D/P, D/A, O/A), credit days, an amount and a cover percentage, and returns the premium rate
+with each component (:func:`serving.pricing.premium_rate`), the premium, the buyer credit limit,
+the maximum liability, the municipal subsidy and the net premium -- or a decline with its
+reasons (OECD category 7, a dishonest-listed firm, terms beyond the maximum, cover above the
+product's, the firm failing the product's rules).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.matching import TraceRow, evaluate_rules, is_missing
+from serving.pricing import (
+    CountryTableRef,
+    PaymentTerms,
+    PricingConfig,
+    load_pricing_config,
+    premium_rate,
+)
+from serving.products import Product, ProductCatalog
+
+DEFAULT_PRODUCT = "sinosure_steci_comprehensive"
+
+
+class CountryTableError(ValueError):
+    """A country-risk table that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Country:
+    """One country's OECD risk classification."""
+
+    iso3: str
+    name: str
+    crc: int | None
+    high_income_unclassified: bool
+
+    @property
+    def category(self) -> str:
+        """Pricing key: ``"HI"`` for unclassified high-income countries, else the CRC digit."""
+        if self.high_income_unclassified:
+            return "HI"
+        return str(self.crc)
+
+
+class CountryTable:
+    """OECD Country Risk Classification, looked up by ISO3 code or name.
+
+    Parameters
+    ----------
+    countries : list of Country
+    as_of : str
+        Date of the classification.
+    """
+
+    def __init__(self, countries: list[Country], as_of: str = "") -> None:
+        self.countries = list(countries)
+        self.as_of = as_of
+        self._index: dict[str, Country] = {}
+        for c in countries:
+            self._index[c.iso3.upper()] = c
+            self._index[c.name.upper()] = c
+
+    def __len__(self) -> int:
+        return len(self.countries)
+
+    def __contains__(self, code: object) -> bool:
+        return isinstance(code, str) and code.strip().upper() in self._index
+
+    def lookup(self, code: str) -> Country:
+        """The country for an ISO3 code or an exact name (case-insensitive)."""
+        try:
+            return self._index[code.strip().upper()]
+        except KeyError:
+            raise KeyError(
+                f"buyer_country must be an ISO3 code or name in the OECD table; got {code!r}"
+            ) from None
+
+    @classmethod
+    def from_csv_text(
+        cls, text: str, as_of: str = "", origin: str = "country table"
+    ) -> CountryTable:
+        """Parse the OECD CSV (``country, iso3, crc_as_parsed, notes``).
+
+        A note ``(6)`` marks high-income OECD / euro-area countries that are not classified
+        (priced at market rates; category 0 in the table but kept apart, DOMAIN.md §1.5).
+        """
+        reader = csv.DictReader(io.StringIO(text))
+        need = {"country", "iso3", "crc_as_parsed"}
+        if reader.fieldnames is None or not need <= set(reader.fieldnames):
+            raise CountryTableError(
+                f"{origin}: expected columns {sorted(need)}; got {reader.fieldnames}"
+            )
+        countries = []
+        for n, rec in enumerate(reader, start=2):
+            raw = (rec.get("crc_as_parsed") or "").strip()
+            try:
+                crc = int(raw) if raw else None
+            except ValueError:
+                raise CountryTableError(
+                    f"{origin}: line {n}: crc_as_parsed must be 0-7 or empty; got {raw!r}"
+                ) from None
+            if crc is not None and not 0 <= crc <= 7:
+                raise CountryTableError(f"{origin}: line {n}: crc_as_parsed must be 0-7; got {crc}")
+            hi = "(6)" in (rec.get("notes") or "")
+            if crc is None and not hi:
+                continue  # neither classified nor high-income: no basis to price
+            countries.append(
+                Country(
+                    iso3=rec["iso3"].strip().upper(),
+                    name=rec["country"].strip(),
+                    crc=crc,
+                    high_income_unclassified=hi,
+                )
+            )
+        if not countries:
+            raise CountryTableError(f"{origin}: no countries")
+        return cls(countries, as_of=as_of)
+
+
+def load_country_table(
+    path: str | Path | None = None, ref: CountryTableRef | None = None
+) -> CountryTable:
+    """Load the OECD country table (the CSV ``features`` ships, unless a path is given)."""
+    if path is not None:
+        return CountryTable.from_csv_text(Path(path).read_text(encoding="utf-8"), origin=str(path))
+    r = ref or load_pricing_config().insurance.country_table
+    return _shipped_table(r.package, r.resource, r.as_of)
+
+
+@lru_cache(maxsize=4)
+def _shipped_table(package: str, resource: str, as_of: str) -> CountryTable:
+    res = resources.files(package).joinpath(resource)
+    if not res.is_file():
+        raise CountryTableError(
+            f"country table {package}/{resource} is missing; set insurance.country_table in "
+            "serving/config/pricing.yaml or pass a path"
+        )
+    return CountryTable.from_csv_text(
+        res.read_text(encoding="utf-8"), as_of=as_of, origin=f"{package}/{resource}"
+    )
+
+
+class QuoteRequest(BaseModel):
+    """What an insurer (or the firm) asks a quote for."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str = Field(default=DEFAULT_PRODUCT, description="insurance product id")
+    buyer_country: str = Field(min_length=2, max_length=60, description="ISO3 code or name")
+    buyer_grade: str = Field(default="unknown", description="insurer buyer grade A/B/C/D/unknown")
+    terms: PaymentTerms = Field(description="L/C, D/P, D/A or O/A")
+    credit_days: int = Field(ge=0, le=720, description="credit period, days")
+    amount_usd: float = Field(gt=0, le=1e10, description="shipment / insured turnover, USD")
+    cover: float | None = Field(
+        default=None, gt=0, le=1, description="indemnity share; the product's default when omitted"
+    )
+
+
+@dataclass
+class Decline:
+    """One reason cover is declined."""
+
+    code: str
+    message_en: str
+    message_zh: str
+
+
+@dataclass
+class Quote:
+    """A quote or a decline."""
+
+    product_id: str
+    decision: str  # "quoted" | "declined"
+    buyer_country: str
+    country_category: str | None
+    terms: str
+    credit_days: int
+    cover: float
+    amount_usd: float
+    rate: float | None = None
+    components: list[dict[str, Any]] = field(default_factory=list)
+    buyer_credit_limit_usd: float | None = None
+    insured_amount_usd: float | None = None
+    uninsured_amount_usd: float | None = None
+    premium_usd: float | None = None
+    max_liability_usd: float | None = None
+    subsidy_share: float | None = None
+    subsidy_usd: float | None = None
+    net_premium_usd: float | None = None
+    declines: list[Decline] = field(default_factory=list)
+    trace: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["declines"] = [d.__dict__ for d in self.declines]
+        return out
+
+
+def subsidy_share(product: Product, exports_12m_usd: float | None, pricing: PricingConfig) -> float:
+    """Share of the premium the municipality pays for this firm and product."""
+    if "premium" not in product.subsidies:
+        return 0.0
+    s = pricing.subsidies.premium
+    if exports_12m_usd is not None and exports_12m_usd <= s.exports_threshold_usd:
+        return s.share
+    return s.share_above_threshold
+
+
+def quote(
+    *,
+    row: Mapping[str, Any],
+    request: QuoteRequest,
+    product: Product | None = None,
+    catalog: ProductCatalog | None = None,
+    grades: Sequence[str],
+    pricing: PricingConfig | None = None,
+    countries: CountryTable | None = None,
+    trace: list[TraceRow] | None = None,
+) -> Quote:
+    """Price short-term export credit cover for a firm's shipment, or decline it.
+
+    Parameters
+    ----------
+    row : mapping
+        The exporter's features and model outputs (``grade``, ``dishonest_listed``,
+        ``exports_12m_usd``...).
+    request : QuoteRequest
+    product : Product, optional
+        The insurance product; looked up in ``catalog`` by ``request.product_id`` otherwise.
+    catalog : ProductCatalog, optional
+    grades : sequence of str
+        Master-scale grades, best first.
+    pricing : PricingConfig, optional
+    countries : CountryTable, optional
+    trace : list of TraceRow, optional
+        The product's rules already evaluated for this firm.
+
+    Returns
+    -------
+    Quote
+
+    Raises
+    ------
+    KeyError
+        Unknown product or buyer country.
+    ValueError
+        A non-insurance product, an unknown buyer grade.
+    """
+    cfg = pricing or load_pricing_config()
+    p = cfg.insurance
+    if product is None:
+        if catalog is None:
+            raise ValueError("quote needs a product or a catalog")
+        product = catalog[request.product_id]
+    if product.insurance is None:
+        raise ValueError(
+            f"product_id must be an insurance product; {product.id!r} is {product.kind}"
+        )
+    table = countries if countries is not None else load_country_table(ref=p.country_table)
+    spec = product.insurance
+    buyer_country = request.buyer_country
+    terms: str = request.terms
+    credit_days = request.credit_days
+    buyer_grade = request.buyer_grade
+    exporter_grade = str(row["grade"])
+    if spec.shipment is not None and spec.buyer_grade_from_exporter is not None:
+        # Upstream purchase cover: the "buyer" is the firm itself.
+        buyer_country, terms = spec.shipment.buyer_country, spec.shipment.terms
+        credit_days = spec.shipment.credit_days
+        buyer_grade = spec.buyer_grade_from_exporter[exporter_grade]
+    if buyer_grade not in p.buyer_grades:
+        raise ValueError(
+            f"buyer_grade must be one of {sorted(p.buyer_grades)}; got {buyer_grade!r}"
+        )
+    country = table.lookup(buyer_country)
+    cover = spec.cover_default if request.cover is None else request.cover
+    q = Quote(
+        product_id=product.id,
+        decision="declined",
+        buyer_country=country.iso3,
+        country_category=country.category,
+        terms=terms,
+        credit_days=credit_days,
+        cover=cover,
+        amount_usd=request.amount_usd,
+    )
+    trace = trace if trace is not None else evaluate_rules(product.rules, row, grades)
+    q.trace = [t.as_dict() for t in trace]
+
+    declines = []
+    if country.category in p.declined_categories or country.category not in p.country_base_rate:
+        declines.append(
+            Decline(
+                "country_category",
+                f"{country.name} is OECD category {country.category}: no cover",
+                f"{country.name} 属于经合组织国家风险第{country.category}类，不予承保",
+            )
+        )
+    dishonest = row.get("dishonest_listed")
+    if not is_missing(dishonest) and float(dishonest) >= 1:
+        declines.append(
+            Decline(
+                "dishonest_listed",
+                "the exporter is on the dishonest judgment-debtor list",
+                "出口企业被列入失信被执行人名单",
+            )
+        )
+    max_days = min(spec.max_credit_days, p.max_credit_days)
+    if credit_days > max_days:
+        declines.append(
+            Decline(
+                "credit_days",
+                f"credit period {credit_days} days is beyond the maximum {max_days} days",
+                f"信用期 {credit_days} 天超过最长 {max_days} 天",
+            )
+        )
+    if cover > spec.cover_max or cover < p.min_cover:
+        declines.append(
+            Decline(
+                "cover",
+                f"cover {cover:.0%} is outside {p.min_cover:.0%}-{spec.cover_max:.0%} for this product",
+                f"保障比例 {cover:.0%} 不在本产品 {p.min_cover:.0%}-{spec.cover_max:.0%} 范围内",
+            )
+        )
+    failed = [t for t in trace if not t.passed and t.field != "dishonest_listed"]
+    for t in failed:
+        declines.append(
+            Decline(
+                "eligibility",
+                f"rule not met: {t.rule} (actual {t.actual})",
+                f"不满足条件：{t.rule}（实际 {t.actual}）",
+            )
+        )
+    if declines:
+        q.declines = declines
+        return q
+
+    pr = premium_rate(
+        country_category=country.category,
+        buyer_grade=buyer_grade,
+        terms=terms,
+        credit_days=credit_days,
+        cover=cover,
+        exporter_grade=exporter_grade,
+        product_factor=spec.product_factor,
+        params=p,
+    )
+    limit = p.buyer_limit_base_usd[country.category] * p.buyer_grades[buyer_grade].limit_share
+    insured = min(request.amount_usd, limit)
+    premium = max(pr.rate * insured, p.minimum_premium_usd)
+    exports = row.get("exports_12m_usd")
+    share = subsidy_share(product, None if is_missing(exports) else float(exports), cfg)
+    q.decision = "quoted"
+    q.rate = pr.rate
+    q.components = [c.__dict__ for c in pr.components]
+    q.buyer_credit_limit_usd = limit
+    q.insured_amount_usd = insured
+    q.uninsured_amount_usd = request.amount_usd - insured
+    q.premium_usd = premium
+    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * cover)
+    q.subsidy_share = share
+    q.subsidy_usd = premium * share
+    q.net_premium_usd = premium - q.subsidy_usd
+    return q

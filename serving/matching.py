@@ -1,0 +1,653 @@
+"""Matching a firm and a financing need to products: rule engine, limits, prices and bundles.
+
+Every product is evaluated rule by rule (``rule, field, required, actual, pass``) over the firm's
+catalog features and model outputs (``pd``, ``score``, ``grade``, ``supervision_class``), plus
+the need's own checks (purpose, amount and tenor within the product's ranges). Financing
+products get an indicative limit (trade volume x multiple, scaled down with PD) and a
+risk-based rate (:func:`serving.pricing.loan_rate`); insurance products an indicative premium
+(:func:`serving.insurance.quote`). A **bundle** assigns an insurance policy to a financing
+product that accepts assignment: the bank's LGD falls to the insured LGD and so does the rate.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.pricing import (
+    PaymentTerms,
+    PricingConfig,
+    insured_lgd,
+    load_pricing_config,
+    loan_rate,
+    turnover_meur,
+)
+from serving.products import MODEL_FIELDS, Product, ProductCatalog, Rule
+
+_NUMERIC_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    ">=": operator.ge,
+    "<=": operator.le,
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+    "!=": operator.ne,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule engine
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TraceRow:
+    """The evaluation of one rule for one firm."""
+
+    rule: str
+    field: str
+    op: str
+    required: Any
+    actual: Any
+    passed: bool
+    source: Literal["firm", "model", "need", "bundle"]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form (``pass`` rather than ``passed``)."""
+        return {
+            "rule": self.rule,
+            "field": self.field,
+            "op": self.op,
+            "required": self.required,
+            "actual": self.actual,
+            "pass": self.passed,
+            "source": self.source,
+        }
+
+
+def is_missing(value: Any) -> bool:
+    """Whether a feature value is missing (``None``, NaN, ``pd.NA``)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    try:
+        return bool(isinstance(value, float | np.floating) and math.isnan(value))
+    except TypeError:
+        return False
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly scalar: numpy scalars to Python, NaN to None."""
+    if is_missing(value):
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return value
+    return value
+
+
+def _token(value: Any) -> str:
+    """Canonical string for set membership: 1, 1.0 and True compare as "1"."""
+    if isinstance(value, bool | np.bool_):
+        return str(int(value))
+    if isinstance(value, int | float | np.integer | np.floating):
+        f = float(value)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return str(value)
+
+
+def rule_passes(rule: Rule, actual: Any, grades: Sequence[str]) -> bool:
+    """Whether ``actual`` satisfies ``rule``.
+
+    Parameters
+    ----------
+    rule : Rule
+    actual : Any
+        The firm's value of ``rule.field``.
+    grades : sequence of str
+        Master-scale grades, best first: ``grade >= BB`` means BB or better.
+
+    Returns
+    -------
+    bool
+    """
+    if is_missing(actual):
+        return rule.if_missing == "pass"
+    if rule.op in ("in", "not_in"):
+        inside = _token(actual) in {_token(v) for v in rule.value}
+        return inside if rule.op == "in" else not inside
+    if rule.field == "grade":
+        if rule.op in ("==", "!="):
+            return (str(actual) == str(rule.value)) == (rule.op == "==")
+        rank = {g: i for i, g in enumerate(grades)}
+        if str(actual) not in rank:
+            raise ValueError(f"grade must be one of {list(grades)}; got {actual!r}")
+        # A better grade has a smaller rank: "grade >= BB" is rank(actual) <= rank(BB).
+        return _NUMERIC_OPS[rule.op](rank[str(rule.value)], rank[str(actual)])
+    if isinstance(rule.value, str) or isinstance(actual, str):
+        if rule.op not in ("==", "!="):
+            raise ValueError(f"rule {rule.text!r}: cannot compare text with {rule.op}")
+        return (_token(actual) == _token(rule.value)) == (rule.op == "==")
+    return _NUMERIC_OPS[rule.op](float(actual), float(rule.value))
+
+
+def evaluate_rules(
+    rules: Sequence[Rule],
+    row: Mapping[str, Any],
+    grades: Sequence[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> list[TraceRow]:
+    """Evaluate rules over one firm, one trace row each, in rule order.
+
+    Parameters
+    ----------
+    rules : sequence of Rule
+    row : mapping
+        The firm's features and model outputs.
+    grades : sequence of str
+        Master-scale grades, best first.
+    overrides : mapping, optional
+        Values that replace the firm's (e.g. ``{"insured": 1}`` when a policy is assigned);
+        their rows are marked ``source="bundle"``.
+
+    Returns
+    -------
+    list of TraceRow
+    """
+    out = []
+    for rule in rules:
+        bundled = overrides is not None and rule.field in overrides
+        actual = overrides[rule.field] if bundled else row.get(rule.field)  # type: ignore[index]
+        source: Literal["firm", "model", "need", "bundle"] = (
+            "bundle" if bundled else "model" if rule.field in MODEL_FIELDS else "firm"
+        )
+        out.append(
+            TraceRow(
+                rule=rule.text,
+                field=rule.field,
+                op=rule.op,
+                required=rule.value,
+                actual=_plain(actual),
+                passed=rule_passes(rule, actual, grades),
+                source=source,
+            )
+        )
+    return out
+
+
+def rule_mask(rule: Rule, frame: pd.DataFrame, grades: Sequence[str]) -> pd.Series:
+    """Vectorised :func:`rule_passes` over a frame of firms (same results, row by row).
+
+    Parameters
+    ----------
+    rule : Rule
+    frame : DataFrame
+        One row per firm with the rule's field as a column.
+    grades : sequence of str
+
+    Returns
+    -------
+    Series of bool
+    """
+    if rule.field not in frame.columns:
+        raise KeyError(f"rule {rule.text!r}: column {rule.field!r} not in the frame")
+    col = frame[rule.field]
+    missing = col.isna()
+    if rule.op in ("in", "not_in"):
+        tokens = col.map(lambda v: None if is_missing(v) else _token(v))
+        inside = tokens.isin({_token(v) for v in rule.value})
+        ok = inside if rule.op == "in" else ~inside
+    elif rule.field == "grade":
+        if rule.op in ("==", "!="):
+            eq = col.astype("string") == str(rule.value)
+            ok = eq if rule.op == "==" else ~eq
+        else:
+            ranks = {g: i for i, g in enumerate(grades)}
+            actual_rank = col.astype("string").map(ranks).astype(float)
+            # A better grade has a smaller rank: "grade >= BB" is rank(BB) >= rank(actual).
+            ok = _NUMERIC_OPS[rule.op](float(ranks[str(rule.value)]), actual_rank)
+    elif isinstance(rule.value, str):
+        eq = col.map(lambda v: None if is_missing(v) else _token(v)) == _token(rule.value)
+        ok = eq if rule.op == "==" else ~eq
+    else:
+        ok = _NUMERIC_OPS[rule.op](
+            pd.to_numeric(col, errors="coerce").astype(float), float(rule.value)
+        )
+    ok = ok.fillna(False).astype(bool)
+    return ok.where(~missing, rule.if_missing == "pass").astype(bool)
+
+
+def eligible_mask(
+    product: Product,
+    frame: pd.DataFrame,
+    grades: Sequence[str],
+    *,
+    overrides: Mapping[str, Any] | None = None,
+) -> pd.Series:
+    """Whether each firm passes every firm/model rule of a product (no need checks)."""
+    ok = pd.Series(True, index=frame.index)
+    for rule in product.rules:
+        if overrides is not None and rule.field in overrides:
+            ok &= rule_passes(rule, overrides[rule.field], grades)
+        else:
+            ok &= rule_mask(rule, frame, grades)
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Needs, limits and matches
+# ---------------------------------------------------------------------------------------------
+
+
+class Shipment(BaseModel):
+    """A shipment for an indicative premium (defaults from ``pricing.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    buyer_country: str = Field(min_length=2, max_length=60)
+    buyer_grade: str = "unknown"
+    terms: PaymentTerms = "O/A"
+    credit_days: int = Field(default=60, ge=0, le=720)
+
+
+class Need(BaseModel):
+    """A firm's financing need."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount_cny: float = Field(gt=0, le=1e9, description="amount wanted, CNY")
+    purpose: str = Field(min_length=1, max_length=40, description="e.g. working_capital")
+    tenor_months: int = Field(ge=1, le=120)
+    insurance_wanted: bool = False
+    shipment: Shipment | None = None
+
+
+def need_rules(product: Product, need: Need) -> list[TraceRow]:
+    """The need's checks against a financing product: purpose, amount and tenor ranges."""
+    assert product.amount is not None and product.tenor is not None
+    checks = [
+        ("need.purpose", "in", product.purposes, need.purpose, need.purpose in product.purposes),
+        (
+            "need.amount_cny",
+            ">=",
+            product.amount.min_cny,
+            need.amount_cny,
+            need.amount_cny >= product.amount.min_cny,
+        ),
+        (
+            "need.amount_cny",
+            "<=",
+            product.amount.max_cny,
+            need.amount_cny,
+            need.amount_cny <= product.amount.max_cny,
+        ),
+        (
+            "need.tenor_months",
+            ">=",
+            product.tenor.min_months,
+            need.tenor_months,
+            need.tenor_months >= product.tenor.min_months,
+        ),
+        (
+            "need.tenor_months",
+            "<=",
+            product.tenor.max_months,
+            need.tenor_months,
+            need.tenor_months <= product.tenor.max_months,
+        ),
+    ]
+    rows = []
+    for fld, op, req, act, ok in checks:
+        shown = "{" + ", ".join(req) + "}" if isinstance(req, list) else f"{req:g}"
+        rows.append(
+            TraceRow(
+                rule=f"{fld} {op.replace('_', ' ')} {shown}",
+                field=fld,
+                op=op,
+                required=req,
+                actual=act,
+                passed=bool(ok),
+                source="need",
+            )
+        )
+    return rows
+
+
+def limit_basis_usd(product: Product, row: Mapping[str, Any]) -> float:
+    """The trade volume a product's limit is sized from, USD (0 when unknown)."""
+    basis = product.limit.basis
+    source, divisor = {
+        "exports_monthly": ("exports_12m_usd", 12.0),
+        "exports_annual": ("exports_12m_usd", 1.0),
+        "gmv_monthly": ("gmv_6m_usd", 6.0),
+        "overseas_stock": ("overseas_stock_usd", 1.0),
+    }[basis]
+    value = row.get(source)
+    if is_missing(value):
+        return 0.0
+    return max(float(value), 0.0) / divisor
+
+
+def indicative_limit_cny(
+    product: Product, row: Mapping[str, Any], pd_: float, pricing: PricingConfig
+) -> float:
+    """Indicative limit: basis x multiple x max(0, 1 - PD / pd_zero), capped, rounded down.
+
+    Parameters
+    ----------
+    product : Product
+    row : mapping
+        Firm features.
+    pd_ : float
+        The firm's PD.
+    pricing : PricingConfig
+
+    Returns
+    -------
+    float
+        CNY; 0 when the firm has no trade volume on the basis or PD reaches ``pd_zero``.
+    """
+    p = pricing.loan
+    scale = max(0.0, 1.0 - pd_ / p.limit_pd_zero)
+    raw = limit_basis_usd(product, row) * p.cny_per_usd * product.limit.multiple * scale
+    if product.amount is not None:
+        raw = min(raw, product.amount.max_cny)
+    return math.floor(raw / p.limit_round_cny) * p.limit_round_cny
+
+
+def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[str, Any]]:
+    """What each failed rule asks for (the direction of change)."""
+    out = []
+    for t in trace:
+        if t.passed:
+            continue
+        if t.source == "need":
+            what = "adjust the request"
+        elif t.field == "grade":
+            what = "improve the grade (see recourse / what-if)"
+        elif t.op in (">=", ">"):
+            what = "increase"
+        elif t.op in ("<=", "<"):
+            what = "decrease"
+        else:
+            what = "change"
+        if t.actual is None and t.source != "need":
+            what = "provide the missing information"
+        out.append(
+            {
+                "field": t.field,
+                "rule": t.rule,
+                "required": t.required,
+                "actual": t.actual,
+                "change": what,
+                "actionable": None
+                if actionable is None or t.source == "need"
+                else (t.field in actionable or t.field in MODEL_FIELDS),
+            }
+        )
+    return out
+
+
+RecourseFn = Callable[[Product, list[TraceRow]], Any]
+
+
+@dataclass
+class MatchResult:
+    """Everything matching found for one firm and need."""
+
+    financing: list[dict[str, Any]] = field(default_factory=list)
+    insurance: list[dict[str, Any]] = field(default_factory=list)
+    bundles: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"financing": self.financing, "insurance": self.insurance, "bundles": self.bundles}
+
+
+def match(
+    row: Mapping[str, Any],
+    need: Need,
+    catalog: ProductCatalog,
+    *,
+    grades: Sequence[str],
+    pricing: PricingConfig | None = None,
+    countries: Any = None,
+    actionable: set[str] | None = None,
+    recourse: RecourseFn | None = None,
+) -> MatchResult:
+    """Rank every product for a firm and a need.
+
+    Parameters
+    ----------
+    row : mapping
+        The firm's features plus model outputs ``pd``, ``score``, ``grade``,
+        ``supervision_class``.
+    need : Need
+    catalog : ProductCatalog
+    grades : sequence of str
+        Master-scale grades, best first.
+    pricing : PricingConfig, optional
+        The shipped configuration when omitted.
+    countries : serving.insurance.CountryTable, optional
+        The shipped OECD table when omitted.
+    actionable : set of str, optional
+        Actionable feature names (from the feature catalog) to mark hints.
+    recourse : callable, optional
+        ``recourse(product, trace) -> plan`` for ineligible products (e.g. a wrapper around
+        ``serving.recourse.find_recourse``); its result is returned as ``recourse.plan``.
+
+    Returns
+    -------
+    MatchResult
+        Financing and insurance lists ranked (eligible first, then fewest failed rules, then
+        cheapest) and the bundles.
+    """
+    from serving import insurance as ins
+
+    cfg = pricing or load_pricing_config()
+    table = countries if countries is not None else ins.load_country_table()
+    pd_ = float(row["pd"])
+    turnover = turnover_meur(_num(row.get("exports_12m_usd")), cfg.loan)
+    shipment = need.shipment or Shipment(**cfg.default_shipment.model_dump())
+    result = MatchResult()
+
+    def _recourse(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
+        if all(t.passed for t in trace):
+            return None
+        plan = recourse(product, trace) if recourse is not None else None
+        return {"hints": _hints(trace, actionable), "plan": plan}
+
+    for product in catalog.financing:
+        assert product.pricing is not None
+        trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
+        limit = indicative_limit_cny(product, row, pd_, cfg)
+        price = loan_rate(
+            pd_,
+            lgd=product.pricing.lgd,
+            tenor_months=need.tenor_months,
+            turnover_meur=turnover,
+            rate_range=(product.pricing.rate_min, product.pricing.rate_max),
+            params=cfg.loan,
+        )
+        eligible = all(t.passed for t in trace)
+        offer = min(need.amount_cny, limit)
+        result.financing.append(
+            {
+                **_product_head(product),
+                "eligible": eligible,
+                "trace": [t.as_dict() for t in trace],
+                "failed": sum(not t.passed for t in trace),
+                "limit_cny": limit,
+                "offer_cny": offer if eligible else 0.0,
+                "covers_need": eligible and limit >= need.amount_cny,
+                "price": price.as_dict(),
+                "interest_cny": offer * price.rate * need.tenor_months / 12.0 if eligible else 0.0,
+                "recourse": _recourse(product, trace),
+            }
+        )
+    for product in catalog.insurance:
+        trace = evaluate_rules(product.rules, row, grades)
+        q = ins.quote(
+            row=row,
+            request=ins.QuoteRequest(
+                product_id=product.id,
+                buyer_country=shipment.buyer_country,
+                buyer_grade=shipment.buyer_grade,
+                terms=shipment.terms,
+                credit_days=shipment.credit_days,
+                amount_usd=max(need.amount_cny / cfg.loan.cny_per_usd, 1.0),
+            ),
+            product=product,
+            grades=grades,
+            pricing=cfg,
+            countries=table,
+            trace=trace,
+        )
+        eligible = all(t.passed for t in trace)
+        result.insurance.append(
+            {
+                **_product_head(product),
+                "eligible": eligible,
+                "requested": need.insurance_wanted,
+                "trace": [t.as_dict() for t in trace],
+                "failed": sum(not t.passed for t in trace),
+                "limit_usd": limit_basis_usd(product, row) * product.limit.multiple,
+                "quote": q.as_dict(),
+                "recourse": _recourse(product, trace),
+            }
+        )
+    result.bundles = _bundles(row, need, catalog, grades, cfg, table, turnover, shipment)
+    result.financing.sort(key=lambda m: (not m["eligible"], m["failed"], m["price"]["rate"]))
+    result.insurance.sort(
+        key=lambda m: (
+            not m["eligible"],
+            m["failed"],
+            m["quote"]["rate"] if m["quote"]["rate"] is not None else math.inf,
+        )
+    )
+    return result
+
+
+def _num(value: Any) -> float | None:
+    return None if is_missing(value) else float(value)
+
+
+def _product_head(product: Product) -> dict[str, Any]:
+    return {
+        "product_id": product.id,
+        "name_en": product.name_en,
+        "name_zh": product.name_zh,
+        "provider_en": product.provider.name_en,
+        "provider_zh": product.provider.name_zh,
+        "kind": product.kind,
+        "policy_tags": list(product.policy_tags),
+        "subsidies": list(product.subsidies),
+    }
+
+
+def _bundles(
+    row: Mapping[str, Any],
+    need: Need,
+    catalog: ProductCatalog,
+    grades: Sequence[str],
+    cfg: PricingConfig,
+    table: Any,
+    turnover: float | None,
+    shipment: Shipment,
+) -> list[dict[str, Any]]:
+    """Financing products that accept an assigned policy x insurance policies the firm gets."""
+    from serving import insurance as ins
+
+    pd_ = float(row["pd"])
+    out = []
+    policies = [p for p in catalog.insurance if p.kind == "export_credit_insurance"]
+    for fin in catalog.financing:
+        if not fin.policy_assignment:
+            continue
+        assert fin.pricing is not None
+        for pol in policies:
+            assert pol.insurance is not None
+            pol_trace = evaluate_rules(pol.rules, row, grades)
+            if not all(t.passed for t in pol_trace):
+                continue
+            fin_trace = evaluate_rules(fin.rules, row, grades, overrides={"insured": 1})
+            fin_trace += need_rules(fin, need)
+            if not all(t.passed for t in fin_trace):
+                continue
+            limit = indicative_limit_cny(fin, row, pd_, cfg)
+            offer = min(need.amount_cny, limit)
+            if offer <= 0:
+                continue
+            cover = pol.insurance.cover_default
+            rng = (fin.pricing.rate_min, fin.pricing.rate_max)
+            common = {
+                "tenor_months": need.tenor_months,
+                "turnover_meur": turnover,
+                "rate_range": rng,
+                "params": cfg.loan,
+            }
+            plain = loan_rate(pd_, lgd=fin.pricing.lgd, **common)  # type: ignore[arg-type]
+            lgd_b = min(fin.pricing.lgd, insured_lgd(cover, cfg.loan))
+            bundled = loan_rate(pd_, lgd=lgd_b, **common)  # type: ignore[arg-type]
+            # The policy insures the receivables the advance is made against.
+            invoice_usd = offer / (fin.advance_rate or 1.0) / cfg.loan.cny_per_usd
+            q = ins.quote(
+                row=row,
+                request=ins.QuoteRequest(
+                    product_id=pol.id,
+                    buyer_country=shipment.buyer_country,
+                    buyer_grade=shipment.buyer_grade,
+                    terms=shipment.terms,
+                    credit_days=min(shipment.credit_days, pol.insurance.max_credit_days),
+                    amount_usd=invoice_usd,
+                    cover=cover,
+                ),
+                product=pol,
+                grades=grades,
+                pricing=cfg,
+                countries=table,
+                trace=pol_trace,
+            )
+            years = need.tenor_months / 12.0
+            interest_plain = offer * plain.rate * years
+            interest_bundled = offer * bundled.rate * years
+            subsidy = 0.0
+            if "policy_financing_interest" in fin.subsidies:
+                s = cfg.subsidies.policy_financing_interest
+                subsidy = min(interest_bundled * s.share, s.cap_cny_per_year * years)
+            net_premium_cny = (q.net_premium_usd or 0.0) * cfg.loan.cny_per_usd
+            out.append(
+                {
+                    "financing_id": fin.id,
+                    "insurance_id": pol.id,
+                    "name_en": f"{pol.name_en} + {fin.name_en}",
+                    "name_zh": f"{pol.name_zh} + {fin.name_zh}",
+                    "eligible_unbundled": all(
+                        t.passed for t in evaluate_rules(fin.rules, row, grades)
+                    ),
+                    "trace": [t.as_dict() for t in fin_trace],
+                    "offer_cny": offer,
+                    "cover": cover,
+                    "lgd_unbundled": fin.pricing.lgd,
+                    "lgd_bundled": lgd_b,
+                    "rate_unbundled": plain.rate,
+                    "rate_bundled": bundled.rate,
+                    "price_unbundled": plain.as_dict(),
+                    "price_bundled": bundled.as_dict(),
+                    "interest_unbundled_cny": interest_plain,
+                    "interest_bundled_cny": interest_bundled,
+                    "interest_subsidy_cny": subsidy,
+                    "premium_quote": q.as_dict(),
+                    "net_premium_cny": net_premium_cny,
+                    "saving_cny": interest_plain - (interest_bundled - subsidy) - net_premium_cny,
+                }
+            )
+    out.sort(key=lambda b: -b["saving_cny"])
+    return out
