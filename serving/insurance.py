@@ -11,11 +11,11 @@ product's, the firm failing the product's rules).
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +80,7 @@ class CountryTable:
         return isinstance(code, str) and code.strip().upper() in self._index
 
     def lookup(self, code: str) -> Country:
-        """The country for an ISO3 code or an exact name (case-insensitive)."""
+        """Return the country for an ISO3 code or an exact name (case-insensitive)."""
         try:
             return self._index[code.strip().upper()]
         except KeyError:
@@ -137,20 +137,19 @@ def load_country_table(
     if path is not None:
         return CountryTable.from_csv_text(Path(path).read_text(encoding="utf-8"), origin=str(path))
     r = ref or load_pricing_config().insurance.country_table
-    return _shipped_table(r.package, r.resource, r.as_of)
+    return _shipped_table(r.module, r.resource, r.as_of)
 
 
 @lru_cache(maxsize=4)
-def _shipped_table(package: str, resource: str, as_of: str) -> CountryTable:
-    res = resources.files(package).joinpath(resource)
+def _shipped_table(module: str, resource: str, as_of: str) -> CountryTable:
+    origin = Path(str(importlib.import_module(module).__file__)).parent
+    res = origin / resource
     if not res.is_file():
         raise CountryTableError(
-            f"country table {package}/{resource} is missing; set insurance.country_table in "
+            f"country table {res} is missing; set insurance.country_table in "
             "serving/config/pricing.yaml or pass a path"
         )
-    return CountryTable.from_csv_text(
-        res.read_text(encoding="utf-8"), as_of=as_of, origin=f"{package}/{resource}"
-    )
+    return CountryTable.from_csv_text(res.read_text(encoding="utf-8"), as_of=as_of, origin=str(res))
 
 
 class QuoteRequest(BaseModel):

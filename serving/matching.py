@@ -82,7 +82,7 @@ def is_missing(value: Any) -> bool:
 
 
 def _plain(value: Any) -> Any:
-    """A JSON-friendly scalar: numpy scalars to Python, NaN to None."""
+    """Return a JSON-friendly scalar: numpy scalars to Python, NaN to None."""
     if is_missing(value):
         return None
     if isinstance(value, np.generic):
@@ -270,7 +270,7 @@ class Need(BaseModel):
 
 
 def need_rules(product: Product, need: Need) -> list[TraceRow]:
-    """The need's checks against a financing product: purpose, amount and tenor ranges."""
+    """Check the need against a financing product: purpose, amount and tenor ranges."""
     assert product.amount is not None and product.tenor is not None
     checks = [
         ("need.purpose", "in", product.purposes, need.purpose, need.purpose in product.purposes),
@@ -321,7 +321,7 @@ def need_rules(product: Product, need: Need) -> list[TraceRow]:
 
 
 def limit_basis_usd(product: Product, row: Mapping[str, Any]) -> float:
-    """The trade volume a product's limit is sized from, USD (0 when unknown)."""
+    """Return the trade volume a product's limit is sized from, USD (0 when unknown)."""
     basis = product.limit.basis
     source, divisor = {
         "exports_monthly": ("exports_12m_usd", 12.0),
@@ -338,7 +338,7 @@ def limit_basis_usd(product: Product, row: Mapping[str, Any]) -> float:
 def indicative_limit_cny(
     product: Product, row: Mapping[str, Any], pd_: float, pricing: PricingConfig
 ) -> float:
-    """Indicative limit: basis x multiple x max(0, 1 - PD / pd_zero), capped, rounded down.
+    """Size the indicative limit: basis x multiple x max(0, 1 - PD / pd_zero), capped, rounded down.
 
     Parameters
     ----------
@@ -363,7 +363,7 @@ def indicative_limit_cny(
 
 
 def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[str, Any]]:
-    """What each failed rule asks for (the direction of change)."""
+    """Say what each failed rule asks for (the direction of change)."""
     out = []
     for t in trace:
         if t.passed:

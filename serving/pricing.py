@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from statistics import NormalDist
 from typing import Any, Literal
@@ -74,9 +73,9 @@ class BuyerGradeParams(_Strict):
 
 
 class CountryTableRef(_Strict):
-    """Where the OECD country-risk table is shipped (package resource)."""
+    """Where the OECD country-risk table is shipped: a path beside a module's file."""
 
-    package: str
+    module: str
     resource: str
     as_of: str
 
@@ -190,7 +189,7 @@ def load_pricing_config(path: str | Path | None = None) -> PricingConfig:
 
 @lru_cache(maxsize=1)
 def _default_pricing_config() -> PricingConfig:
-    text = resources.files("serving").joinpath("config/pricing.yaml").read_text(encoding="utf-8")
+    text = (Path(__file__).parent / "config" / "pricing.yaml").read_text(encoding="utf-8")
     return PricingConfig.model_validate(yaml.safe_load(text))
 
 
@@ -412,7 +411,7 @@ class PremiumRate:
 
 
 def credit_day_band(credit_days: int, params: InsuranceParams | None = None) -> int:
-    """The band (upper bound, days) a credit period falls in; raises beyond the maximum."""
+    """Return the band (upper bound, days) a credit period falls in; raises beyond the maximum."""
     p = params or load_pricing_config().insurance
     if credit_days < 0 or credit_days > p.max_credit_days:
         raise ValueError(f"credit_days must be in 0..{p.max_credit_days}; got {credit_days}")
@@ -420,7 +419,7 @@ def credit_day_band(credit_days: int, params: InsuranceParams | None = None) -> 
 
 
 def tenor_factor(credit_days: int, params: InsuranceParams | None = None) -> float:
-    """Fixed loading plus time at risk: ``loading + (1 - loading) x band / 360``."""
+    """Return the tenor factor, a fixed loading plus time at risk: ``loading + (1 - loading) x band / 360``."""
     p = params or load_pricing_config().insurance
     band = credit_day_band(credit_days, p)
     return p.tenor_loading + (1.0 - p.tenor_loading) * band / 360.0

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -392,4 +391,4 @@ def load_products(
 
 @lru_cache(maxsize=1)
 def _shipped_text() -> str:
-    return resources.files("serving").joinpath("config/products.yaml").read_text(encoding="utf-8")
+    return (Path(__file__).parent / "config" / "products.yaml").read_text(encoding="utf-8")

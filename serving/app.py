@@ -1,0 +1,131 @@
+"""The FastAPI application factory.
+
+``create_app(settings, state)`` builds an app; nothing happens at import time. At start-up the
+lifespan applies the database migrations and loads the model and snapshot (unless a prepared
+:class:`~serving.state.ServingState` is passed in, as tests do).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+from serving import problems
+from serving.db import Database, upgrade
+from serving.metrics import Metrics, RequestContextMiddleware
+from serving.settings import Settings
+from serving.state import LoadError, ServingState
+
+logger = logging.getLogger(__name__)
+
+API_PREFIX = "/v1"
+#: Routers of other domains, included when their module exists. A module either exposes
+#: ``register(app)`` (full control, e.g. the portal's pages and static files) or a ``router``
+#: mounted under ``/v1``.
+OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal")
+
+DESCRIPTION = """
+Kuaxin (跨信) scores Shenzhen cross-border e-commerce firms for banks and insurers, and shows
+firms what others see about them.
+
+* **Keys**: send `X-API-Key: <key>` (create keys with `kuaxin keys create`).
+* **Consent**: a bank or insurer sees a firm only under an active consent the firm granted
+  (scope `score`, `explanation` or `quote`); an enterprise key sees only its own firm; regulators
+  see aggregates only.
+* **Audit**: every access to firm data is recorded before the data is returned; if it cannot
+  be recorded the answer is 503 and no data leaves.
+* **Errors** are RFC 9457 problem details (`application/problem+json`) naming the field and
+  what was expected.
+"""
+
+
+def _optional_router(name: str) -> ModuleType | None:
+    module = f"serving.routers.{name}"
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:  # a missing dependency inside the module is a real error
+            raise
+        return None
+
+
+def create_app(settings: Settings | None = None, state: ServingState | None = None) -> FastAPI:
+    """Build the service.
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Defaults to ``Settings()`` (the ``KUAXIN_*`` environment).
+    state : ServingState, optional
+        A prepared serving state (model and snapshot already loaded); when None the lifespan
+        loads one from ``settings`` (if ``settings.load_on_start``).
+
+    Returns
+    -------
+    FastAPI
+    """
+    settings = settings or Settings()
+    preloaded = state is not None
+    serving = state or ServingState()
+    metrics = Metrics()
+    db = Database(settings.database_url)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await run_in_threadpool(upgrade, settings.database_url)
+        if not preloaded and settings.load_on_start:
+            try:
+                await run_in_threadpool(serving.load, settings)
+            except LoadError:
+                logger.error("starting without a model: data endpoints answer 503 until a reload")
+        current = serving.current
+        metrics.ready.set(1 if current is not None else 0)
+        metrics.firms.set(len(current.position) if current is not None else 0)
+        yield
+        db.dispose()
+
+    app = FastAPI(
+        title="Kuaxin scoring service",
+        version="1",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.serving = serving
+    app.state.metrics = metrics
+    app.state.db = db
+    problems.install(app)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
+
+    from serving.routers import (
+        access_log,
+        admin,
+        consents,
+        explain,
+        health,
+        recourse,
+        scores,
+        whatif,
+    )
+
+    for module in (scores, explain, whatif, recourse, consents, access_log, admin, health):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(health.metrics_router)
+    for name in OPTIONAL_ROUTERS:
+        module = _optional_router(name)
+        if module is None:
+            continue
+        if hasattr(module, "register"):
+            module.register(app)
+        else:
+            app.include_router(module.router, prefix=API_PREFIX)
+    return app

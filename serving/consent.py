@@ -1,0 +1,202 @@
+"""Consents: a firm opens its data to one institution, for scopes and a purpose, until expiry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from features.uscc import validate as validate_uscc
+from serving.models import SCOPES, Consent
+
+
+class ConsentError(ValueError):
+    """A consent cannot be granted or revoked as asked (the message says why)."""
+
+
+class ConsentState(StrEnum):
+    """State of a consent at a moment."""
+
+    active = "active"
+    expired = "expired"
+    revoked = "revoked"
+
+
+def _aware(ts: datetime) -> datetime:
+    # SQLite hands timestamps back without a zone; every stored time is UTC.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def state_of(consent: Consent, now: datetime | None = None) -> ConsentState:
+    """Return whether ``consent`` is active, expired or revoked at ``now``."""
+    now = now or datetime.now(UTC)
+    if consent.revoked_at is not None:
+        return ConsentState.revoked
+    if _aware(consent.expires_at) <= now:
+        return ConsentState.expired
+    return ConsentState.active
+
+
+def scopes_of(consent: Consent) -> list[str]:
+    """Return the scopes a consent opens."""
+    return [s for s in consent.scopes.split(",") if s]
+
+
+def grant(
+    session: Session,
+    firm_usc: str,
+    institution: str,
+    scopes: list[str],
+    purpose: str,
+    expires_at: datetime,
+    granted_by: int | None = None,
+) -> Consent:
+    """Record a firm's consent.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session (the caller commits).
+    firm_usc : str
+        The granting firm.
+    institution : str
+        The institution (an API key's ``org``) that may read.
+    scopes : list of str
+        Subset of ``serving.models.SCOPES``.
+    purpose : str
+        Why the institution reads (recorded with every access).
+    expires_at : datetime
+        End of the consent (timezone-aware; must lie in the future).
+    granted_by : int, optional
+        Id of the key that granted it (None from the CLI).
+
+    Returns
+    -------
+    Consent
+        The new row.
+
+    Raises
+    ------
+    ConsentError
+        Invalid firm, unknown scope, empty purpose or institution, expiry not in the future.
+    """
+    check = validate_uscc(firm_usc)
+    if not check.valid:
+        raise ConsentError(f"firm must be a valid USCC; {check.reason}")
+    bad = sorted(set(scopes) - set(SCOPES))
+    if bad or not scopes:
+        raise ConsentError(
+            f"scopes must be a non-empty subset of {', '.join(SCOPES)}; got {scopes}"
+        )
+    if not institution.strip():
+        raise ConsentError("institution must be a non-empty name")
+    if not purpose.strip():
+        raise ConsentError("purpose must be a non-empty text")
+    if expires_at.tzinfo is None:
+        raise ConsentError("expires_at must carry a time zone")
+    now = datetime.now(UTC)
+    if expires_at <= now:
+        raise ConsentError(f"expires_at must lie in the future; got {expires_at.isoformat()}")
+    row = Consent(
+        firm_usc=firm_usc,
+        institution=institution.strip(),
+        scopes=",".join(sorted(set(scopes))),
+        purpose=purpose.strip(),
+        granted_at=now,
+        expires_at=expires_at,
+        granted_by=granted_by,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def revoke(session: Session, consent_id: int, firm_usc: str | None = None) -> Consent:
+    """Revoke a consent at once.
+
+    Parameters
+    ----------
+    session : sqlalchemy.orm.Session
+        Open session (the caller commits).
+    consent_id : int
+        The consent.
+    firm_usc : str, optional
+        When given, the consent must belong to this firm.
+
+    Raises
+    ------
+    ConsentError
+        No such consent (for this firm).
+    """
+    row = session.get(Consent, consent_id)
+    if row is None or (firm_usc is not None and row.firm_usc != firm_usc):
+        raise ConsentError(
+            f"no consent with id {consent_id}" + (f" for firm {firm_usc}" if firm_usc else "")
+        )
+    if row.revoked_at is None:
+        row.revoked_at = datetime.now(UTC)
+    return row
+
+
+def list_consents(
+    session: Session, firm_usc: str | None = None, institution: str | None = None
+) -> list[Consent]:
+    """Consents of a firm and/or to an institution, oldest first."""
+    query = sa.select(Consent).order_by(Consent.id)
+    if firm_usc is not None:
+        query = query.where(Consent.firm_usc == firm_usc)
+    if institution is not None:
+        query = query.where(Consent.institution == institution)
+    return list(session.scalars(query))
+
+
+def active_consent(
+    session: Session, firm_usc: str, institution: str, scope: str, now: datetime | None = None
+) -> Consent | None:
+    """Return the active consent of ``firm_usc`` to ``institution`` covering ``scope``, if any.
+
+    Returns
+    -------
+    Consent or None
+        The latest-expiring active consent with the scope.
+    """
+    now = now or datetime.now(UTC)
+    rows = session.scalars(
+        sa.select(Consent)
+        .where(
+            Consent.firm_usc == firm_usc,
+            Consent.institution == institution,
+            Consent.revoked_at.is_(None),
+            Consent.expires_at > now,
+        )
+        .order_by(Consent.expires_at.desc())
+    )
+    for row in rows:
+        if scope in scopes_of(row):
+            return row
+    return None
+
+
+def active_consents_for(
+    session: Session, firm_uscs: list[str], institution: str, scope: str
+) -> dict[str, Consent]:
+    """Active consents with ``scope`` of many firms to one institution (for batch calls)."""
+    now = datetime.now(UTC)
+    found: dict[str, Consent] = {}
+    # Chunks keep the IN list under every driver's parameter limit.
+    for start in range(0, len(firm_uscs), 900):
+        chunk = firm_uscs[start : start + 900]
+        rows = session.scalars(
+            sa.select(Consent).where(
+                Consent.firm_usc.in_(chunk),
+                Consent.institution == institution,
+                Consent.revoked_at.is_(None),
+                Consent.expires_at > now,
+            )
+        )
+        for row in rows:
+            if scope in scopes_of(row) and row.firm_usc not in found:
+                found[row.firm_usc] = row
+    return found

@@ -1,0 +1,254 @@
+"""``Annotated`` dependencies: database session, caller, role and consent checks, audit.
+
+Routers of every domain use these::
+
+    @router.get("/firms/{usc_code}/quote")
+    def quote(access: Annotated[FirmAccess, Depends(require_firm_access("quote"))], ...):
+        ...
+        audit_access(request, session, [access], loaded.model_version)
+
+Checks run in this order so that nothing leaks: key (401), USCC (422), role and consent (403),
+then the route's own 404 for a firm that is not in the snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import APIKeyHeader
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from features.uscc import validate as validate_uscc
+from serving.audit import AuditEntry, AuditUnavailableError, append
+from serving.auth import Principal, authenticate
+from serving.consent import active_consent
+from serving.db import Database
+from serving.problems import ProblemError, field_error
+from serving.settings import Settings
+from serving.state import Loaded, ServingState
+
+#: Roles that read firm data under the firm's consent.
+CONSENT_ROLES = frozenset({"bank", "insurer"})
+#: The header carrying the API key.
+API_KEY_HEADER = "X-API-Key"
+
+_api_key = APIKeyHeader(
+    name=API_KEY_HEADER, auto_error=False, description="API key from `kuaxin keys create`"
+)
+
+
+def get_settings(request: Request) -> Settings:
+    """Return the app's settings."""
+    return request.app.state.settings
+
+
+def get_database(request: Request) -> Database:
+    """Return the app's database."""
+    return request.app.state.db
+
+
+def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
+    """Yield a session per request."""
+    with db.sessions() as session:
+        yield session
+
+
+def get_state(request: Request) -> ServingState:
+    """Return the serving state (model and snapshot)."""
+    return request.app.state.serving
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+DbSession = Annotated[Session, Depends(get_session)]
+StateDep = Annotated[ServingState, Depends(get_state)]
+
+
+def current_key(session: DbSession, key: Annotated[str | None, Depends(_api_key)]) -> Principal:
+    """Return the caller behind the ``X-API-Key`` header; 401 when missing, unknown or revoked."""
+    challenge = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
+    if not key:
+        raise ProblemError(
+            401, f"missing API key: send it in the {API_KEY_HEADER} header", headers=challenge
+        )
+    try:
+        principal = authenticate(session, key)
+    except SQLAlchemyError as exc:
+        raise ProblemError(
+            503, "key store unavailable; try again", headers={"Retry-After": "5"}
+        ) from exc
+    if principal is None:
+        raise ProblemError(401, "invalid or revoked API key", headers=challenge)
+    return principal
+
+
+CurrentKey = Annotated[Principal, Depends(current_key)]
+
+
+def require_role(*roles: str) -> Callable[[Principal], Principal]:
+    """Build a dependency that lets only keys with one of ``roles`` through (403 otherwise)."""
+
+    def check(principal: CurrentKey) -> Principal:
+        if principal.role not in roles:
+            raise ProblemError(
+                403, f"role {principal.role} may not use this endpoint; allowed: {', '.join(roles)}"
+            )
+        return principal
+
+    return check
+
+
+def loaded_state(state: StateDep) -> Loaded:
+    """Return the bundle being served; 503 when no model and snapshot are loaded."""
+    current = state.current
+    if current is None:
+        raise ProblemError(
+            503,
+            "no model loaded: the service is not ready (see /v1/ready)",
+            kind="not-ready",
+            headers={"Retry-After": "30"},
+        )
+    return current
+
+
+LoadedDep = Annotated[Loaded, Depends(loaded_state)]
+
+
+def checked_uscc(usc_code: str, field: str = "path.usc_code") -> str:
+    """Return ``usc_code`` if it is a valid USCC; else a 422 naming the failed check."""
+    check = validate_uscc(usc_code)
+    if not check.valid:
+        raise field_error(
+            field, f"not a valid USCC ({check.reason})", expected="18-character GB 32100 code"
+        )
+    return usc_code
+
+
+@dataclass(frozen=True)
+class FirmAccess:
+    """A granted access to one firm's data (what the audit row records)."""
+
+    principal: Principal
+    usc_code: str
+    purpose: str
+    consent_id: int | None
+
+
+def firm_access(session: Session, principal: Principal, usc_code: str, scope: str) -> FirmAccess:
+    """Decide whether ``principal`` may read ``scope`` data of ``usc_code``.
+
+    Raises
+    ------
+    ProblemError
+        403 for a role without firm access, another firm's enterprise key, or no active
+        consent with the scope; 503 when the consent store cannot be read.
+    """
+    if principal.role == "enterprise":
+        if principal.firm_usc != usc_code:
+            raise ProblemError(403, "an enterprise key sees only its own firm")
+        return FirmAccess(principal, usc_code, "own record", None)
+    if principal.role in CONSENT_ROLES:
+        try:
+            consent = active_consent(session, usc_code, principal.org, scope)
+        except SQLAlchemyError as exc:
+            raise ProblemError(503, "consent store unavailable; try again") from exc
+        if consent is None:
+            raise ProblemError(
+                403,
+                f"no active consent of firm {usc_code} to {principal.org} with scope {scope!r}",
+                kind="no-consent",
+            )
+        return FirmAccess(principal, usc_code, consent.purpose, consent.id)
+    raise ProblemError(403, f"role {principal.role} has no access to firm data")
+
+
+def require_firm_access(scope: str) -> Callable[..., FirmAccess]:
+    """Build a dependency granting access to the firm in the ``usc_code`` path parameter.
+
+    Parameters
+    ----------
+    scope : str
+        Consent scope the endpoint needs (``score``, ``explanation``, ``quote``).
+    """
+
+    def check(
+        principal: CurrentKey,
+        session: DbSession,
+        usc_code: Annotated[
+            str, Path(description="the firm's USCC", examples=["91440300MA5FAKE00X"])
+        ],
+    ) -> FirmAccess:
+        return firm_access(session, principal, checked_uscc(usc_code), scope)
+
+    return check
+
+
+def require_firm_owner() -> Callable[..., Principal]:
+    """Build a dependency for a firm's own records (consents, access log): its key or an admin."""
+
+    def check(
+        principal: CurrentKey,
+        usc_code: Annotated[str, Path(description="the firm's USCC")],
+    ) -> Principal:
+        checked_uscc(usc_code)
+        if principal.role == "admin" or (
+            principal.role == "enterprise" and principal.firm_usc == usc_code
+        ):
+            return principal
+        raise ProblemError(403, "only the firm itself (or an admin) may use this endpoint")
+
+    return check
+
+
+def endpoint_name(request: Request) -> str:
+    """Return ``METHOD /path/{template}`` of the matched route."""
+    route = request.scope.get("route")
+    path = getattr(route, "path", request.url.path)
+    return f"{request.method} {path}"
+
+
+def audit_access(
+    request: Request, session: Session, accesses: Sequence[FirmAccess], model_version: str
+) -> None:
+    """Record the accesses before any data leaves; 503 when the record cannot be written.
+
+    Parameters
+    ----------
+    request : Request
+    session : Session
+        The request's session (committed here).
+    accesses : sequence of FirmAccess
+        One per firm whose data is about to be returned.
+    model_version : str
+        Version of the model whose output is returned.
+    """
+    endpoint = endpoint_name(request)
+    request_id = getattr(request.state, "request_id", "")
+    entries = [
+        AuditEntry(
+            request_id=request_id,
+            key_id=a.principal.key_id,
+            role=a.principal.role,
+            institution=a.principal.org,
+            firm_usc=a.usc_code,
+            purpose=a.purpose,
+            endpoint=endpoint,
+            model_version=model_version,
+        )
+        for a in accesses
+    ]
+    try:
+        append(session, entries)
+    except AuditUnavailableError as exc:
+        metrics = getattr(request.app.state, "metrics", None)
+        if metrics is not None:
+            metrics.audit_failures.inc()
+        raise ProblemError(
+            503,
+            "the access could not be recorded in the audit log, so no data is returned; try again",
+            kind="audit-unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc

@@ -1,0 +1,95 @@
+"""Prometheus metrics and the request-id middleware (pure ASGI, so it adds little latency)."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class Metrics:
+    """The service's metrics, on a registry of their own (one per app, so tests can build many)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kuaxin_http_requests_total",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kuaxin_http_request_seconds",
+            "HTTP request latency by route",
+            ["method", "route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "kuaxin_audit_failures_total",
+            "Firm-data requests refused because the audit record could not be written",
+            registry=self.registry,
+        )
+        self.reloads = Counter(
+            "kuaxin_reloads_total",
+            "Model/snapshot reloads by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.firms = Gauge(
+            "kuaxin_firms_loaded", "Firms scored in the served snapshot", registry=self.registry
+        )
+        self.ready = Gauge(
+            "kuaxin_ready", "1 when a model and snapshot are served", registry=self.registry
+        )
+
+
+class RequestContextMiddleware:
+    """Give every request an id (``X-Request-ID`` in and out) and record its metrics.
+
+    Parameters
+    ----------
+    app : ASGIApp
+    metrics : Metrics
+    """
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one ASGI call."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
+            "latin-1"
+        )
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = [500]
+        start = time.perf_counter()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+                headers = MutableHeaders(scope=message)
+                if "x-request-id" not in headers:
+                    headers.append("X-Request-ID", request_id)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            route: Any = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "")
+            self.metrics.requests.labels(method, path, str(status[0])).inc()
+            self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)

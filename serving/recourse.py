@@ -1,0 +1,440 @@
+"""Recourse: the smallest plausible changes to actionable features that reach a goal.
+
+The search moves only actionable catalog features, only in the direction that lowers risk by
+the catalog (``increases_risk`` features go down, ``decreases_risk`` ones go up), within the
+catalog bounds and in multiples of the catalog ``step``. Cost is the sum over changed features
+of ``|change| / scale`` (scale: the population spread of the feature when given, else ten
+steps) plus a small charge per changed feature, so fewer and smaller changes win. A beam search
+over single-feature moves finds a plan, a pruning pass walks each change back as far as the
+goal allows, and the final vector is scored again to confirm the goal (``reached``).
+
+``goal`` is any predicate over the scored row (features plus ``pd``, ``log_odds``, ``score``,
+``grade``, ``supervision_class``): reaching a grade (:func:`grade_goal`) or passing a
+product's eligibility rules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from features.catalog import Catalog, FeatureSpec
+    from training.model import CreditModel
+
+Goal = Callable[[Mapping[str, Any]], bool]
+#: Charge per changed feature (in units of one feature scale): prefers sparse plans.
+PER_FEATURE_COST = 0.05
+#: Step multiples tried for each move, and fractions of the feature's scale.
+STEP_MULTIPLES = (1, 2, 5)
+SCALE_FRACTIONS = (0.25, 0.5, 1.0)
+SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
+
+
+class ChangeError(ValueError):
+    """A requested feature change is not allowed; ``expected`` says what would be."""
+
+    def __init__(self, feature: str, message: str, expected: str) -> None:
+        super().__init__(f"{feature}: {message}")
+        self.feature = feature
+        self.message = message
+        self.expected = expected
+
+
+@dataclass(frozen=True)
+class PlannedChange:
+    """One feature change of a plan."""
+
+    feature: str
+    before: Any
+    after: Any
+    cost: float
+
+
+@dataclass(frozen=True)
+class RecoursePlan:
+    """Result of :func:`find_recourse`.
+
+    Attributes
+    ----------
+    reached : bool
+        Whether the changed vector, scored again, meets the goal.
+    already_met : bool
+        The unchanged row meets the goal (no changes needed).
+    changes : list of PlannedChange
+    cost : float
+        Normalised cost of the changes.
+    before, after : dict
+        Scored rows (``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``).
+    features : dict
+        The changed feature vector (feature -> value).
+    evaluated : int
+        Candidate vectors scored.
+    """
+
+    reached: bool
+    already_met: bool
+    changes: list[PlannedChange]
+    cost: float
+    before: dict[str, Any]
+    after: dict[str, Any]
+    features: dict[str, Any] = field(repr=False)
+    evaluated: int = 0
+
+
+def grade_goal(model: CreditModel, target: str) -> Goal:
+    """Goal: the grade is ``target`` or better on the model's master scale.
+
+    Raises
+    ------
+    ValueError
+        ``target`` is not a grade of the scale.
+    """
+    scale = model.master_scale
+    limit = scale.rank(target)
+    return lambda row: scale.rank(str(row["grade"])) <= limit
+
+
+def _is_missing(value: Any) -> bool:
+    try:
+        return value is None or bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def check_change(spec: FeatureSpec, value: Any) -> Any:
+    """Validate and coerce a requested value of one actionable feature.
+
+    Parameters
+    ----------
+    spec : FeatureSpec
+        The feature's catalog entry.
+    value : Any
+        Requested value (JSON scalar).
+
+    Returns
+    -------
+    Any
+        The value in the feature's type (float, int, bool as 0/1 int, or category string).
+
+    Raises
+    ------
+    ChangeError
+        Not actionable, wrong type, outside the bounds, or not a known category.
+    """
+    if not spec.actionable:
+        raise ChangeError(spec.name, "is not actionable", "an actionable catalog feature")
+    if spec.dtype == "category":
+        cats = [str(c) for c in spec.categories or []]
+        if not isinstance(value, str) or value not in cats:
+            raise ChangeError(spec.name, f"got {value!r}", f"one of {', '.join(cats)}")
+        return value
+    if isinstance(value, bool):
+        value = int(value)
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise ChangeError(spec.name, f"got {value!r}", f"a finite {spec.dtype}")
+    if spec.dtype in ("int", "bool") and float(value) != int(value):
+        raise ChangeError(spec.name, f"got {value!r}", f"a whole number ({spec.dtype})")
+    lower = -math.inf if spec.lower is None else spec.lower
+    upper = math.inf if spec.upper is None else spec.upper
+    if not lower <= value <= upper:
+        raise ChangeError(
+            spec.name, f"{value!r} is out of bounds", f"between {lower:g} and {upper:g}"
+        )
+    return int(value) if spec.dtype in ("int", "bool") else float(value)
+
+
+def scored_rows(model: CreditModel, frame: pd.DataFrame) -> pd.DataFrame:
+    """Score ``frame`` and return it with the score columns appended (one thread)."""
+    scores = model.score(frame, num_threads=1)
+    out = frame.copy()
+    for col in SCORE_COLUMNS:
+        out[col] = scores[col].to_numpy()
+    return out
+
+
+def feature_scales(snapshot: pd.DataFrame, catalog: Catalog) -> dict[str, float]:
+    """Measure the population spread of each numeric actionable feature (IQR, else std).
+
+    Used to normalise change costs, so a change of one spread costs 1 on every feature.
+    """
+    scales: dict[str, float] = {}
+    for name in catalog.actionable:
+        if name not in snapshot.columns or catalog[name].dtype == "category":
+            continue
+        col = pd.to_numeric(snapshot[name], errors="coerce").dropna()
+        if col.empty:
+            continue
+        spread = float(col.quantile(0.75) - col.quantile(0.25))
+        if not spread > 0:
+            spread = float(col.std()) if len(col) > 1 else 0.0
+        if spread > 0 and math.isfinite(spread):
+            scales[name] = spread
+    return scales
+
+
+@dataclass
+class _Move:
+    feature: str
+    sign: int
+    step: float
+    lower: float
+    upper: float
+    scale: float
+    integer: bool
+
+
+def _moves(
+    model: CreditModel,
+    catalog: Catalog,
+    row: Mapping[str, Any],
+    scales: Mapping[str, float],
+    features: Sequence[str] | None,
+) -> list[_Move]:
+    names = set(model.feature_names)
+    chosen = features if features is not None else catalog.actionable
+    moves = []
+    for name in chosen:
+        if name not in catalog or name not in names:
+            continue
+        spec = catalog[name]
+        sign = {"increases_risk": -1, "decreases_risk": 1}.get(spec.direction, 0)
+        if not spec.actionable or spec.dtype == "category" or sign == 0:
+            continue  # no catalog direction: no plausible "better" way to move it
+        if _is_missing(row.get(name)):
+            continue
+        integer = spec.dtype in ("int", "bool")
+        step = float(spec.step) if spec.step else (1.0 if integer else 0.0)
+        scale = float(scales.get(name) or 0.0) or (10 * step if step else 1.0)
+        if not step:
+            step = scale / 20
+        moves.append(
+            _Move(
+                feature=name,
+                sign=sign,
+                step=step,
+                lower=-math.inf if spec.lower is None else float(spec.lower),
+                upper=math.inf if spec.upper is None else float(spec.upper),
+                scale=scale,
+                integer=integer,
+            )
+        )
+    return moves
+
+
+def _snap(move: _Move, origin: float, value: float) -> float:
+    # Whole steps away from the original value, inside the bounds.
+    steps = round((value - origin) / move.step)
+    out = min(max(origin + steps * move.step, move.lower), move.upper)
+    return float(round(out)) if move.integer else out
+
+
+def _cost(
+    changes: Mapping[str, float], origin: Mapping[str, float], moves: Mapping[str, _Move]
+) -> float:
+    return sum(
+        abs(v - origin[f]) / moves[f].scale + PER_FEATURE_COST
+        for f, v in changes.items()
+        if v != origin[f]
+    )
+
+
+def find_recourse(
+    model: CreditModel,
+    catalog: Catalog,
+    row: Mapping[str, Any] | pd.Series,
+    goal: Goal,
+    *,
+    scales: Mapping[str, float] | None = None,
+    features: Sequence[str] | None = None,
+    max_steps: int = 40,
+    beam: int = 12,
+    progress: Callable[[pd.DataFrame], np.ndarray] | None = None,
+) -> RecoursePlan:
+    """Search the cheapest plausible changes of actionable features that meet ``goal``.
+
+    Parameters
+    ----------
+    model : CreditModel
+        Scores candidate vectors (PD, score, grade).
+    catalog : Catalog
+        Actionability, direction, bounds and steps.
+    row : mapping or Series
+        The firm's features (at least the model's).
+    goal : callable
+        Predicate over a scored row (features + score columns).
+    scales : mapping, optional
+        Spread of each feature for the cost (see :func:`feature_scales`); ten steps otherwise.
+    features : sequence of str, optional
+        Only move these (still actionable and directed); all actionable ones by default.
+    max_steps : int
+        Most single-feature moves in a plan (search depth).
+    beam : int
+        Partial plans kept per depth.
+    progress : callable, optional
+        Lower is closer to the goal, over a scored candidate frame; the calibrated log-odds
+        by default (fits grade goals and most product rules).
+
+    Returns
+    -------
+    RecoursePlan
+        ``reached`` is the re-checked outcome of the final vector; when the goal cannot be met
+        the plan holds the cheapest changes with the best progress found.
+    """
+    if isinstance(row, pd.Series):
+        row = row.to_dict()
+    base = {name: row[name] for name in model.feature_names}
+    extra = {k: v for k, v in row.items() if k not in base}
+    progress = progress or (lambda f: f["log_odds"].to_numpy())
+    frame0 = pd.DataFrame([base])
+    scored0 = scored_rows(model, frame0)
+    before = {c: _plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
+    if goal({**extra, **scored0.iloc[0].to_dict()}):
+        return RecoursePlan(True, True, [], 0.0, before, before, dict(base), 1)
+    moves = {m.feature: m for m in _moves(model, catalog, base, scales or {}, features)}
+    origin = {f: float(base[f]) for f in moves}
+    evaluated = 1
+
+    def evaluate(candidates: list[dict[str, float]]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        nonlocal evaluated
+        frame = pd.DataFrame([base] * len(candidates))
+        for f in {f for c in candidates for f in c}:
+            frame[f] = [c.get(f, origin[f]) for c in candidates]
+        scored = scored_rows(model, frame)
+        evaluated += len(candidates)
+        records = scored.to_dict("records")
+        met = np.array([bool(goal({**extra, **r})) for r in records])
+        return scored, met, np.asarray(progress(scored), dtype=float)
+
+    def expand(state: dict[str, float]) -> list[dict[str, float]]:
+        out = []
+        for f, m in moves.items():
+            current = state.get(f, origin[f])
+            deltas = {k * m.step for k in STEP_MULTIPLES} | {q * m.scale for q in SCALE_FRACTIONS}
+            for d in deltas:
+                value = _snap(m, origin[f], current + m.sign * d)
+                if value != current:
+                    out.append({**state, f: value})
+        return out
+
+    best: dict[str, float] | None = None
+    best_cost = math.inf
+    best_progress: tuple[float, float, dict[str, float]] = (float(progress(scored0)[0]), 0.0, {})
+    frontier: list[dict[str, float]] = [{}]
+    seen: set[tuple] = {()}
+    useful: set[str] | None = None
+    for _depth in range(max_steps):
+        candidates = []
+        for state in frontier:
+            for cand in expand(state):
+                key = tuple(sorted(cand.items()))
+                if key not in seen:
+                    seen.add(key)
+                    candidates.append(cand)
+        if not candidates:
+            break
+        _, met, prog = evaluate(candidates)
+        costs = np.array([_cost(c, origin, moves) for c in candidates])
+        if useful is None:
+            # Features whose moves change nothing are dropped from the rest of the search.
+            p0 = best_progress[0]
+            useful = {
+                f
+                for c, p, ok in zip(candidates, prog, met, strict=True)
+                if p != p0 or ok
+                for f in c
+            }
+            moves = {f: m for f, m in moves.items() if f in useful}
+        for i in np.flatnonzero(met):
+            if costs[i] < best_cost:
+                best, best_cost = candidates[i], float(costs[i])
+        for c, p, k in zip(candidates, prog, costs, strict=True):
+            if (p, k) < best_progress[:2]:
+                best_progress = (float(p), float(k), c)
+        open_ = [i for i in range(len(candidates)) if not met[i] and costs[i] < best_cost]
+        if not open_:
+            break
+        # Half the beam by progress, half by progress per unit cost.
+        by_prog = sorted(open_, key=lambda i: prog[i])
+        by_ratio = sorted(open_, key=lambda i: -(prog.max() - prog[i] + 1e-12) / costs[i])
+        keep: list[int] = []
+        for i in [x for pair in zip(by_prog, by_ratio, strict=False) for x in pair]:
+            if i not in keep:
+                keep.append(i)
+            if len(keep) >= beam:
+                break
+        frontier = [candidates[i] for i in keep]
+    chosen = best if best is not None else best_progress[2]
+    if best is not None:
+        chosen = _prune(best, origin, moves, evaluate)
+    final = {**base, **chosen}
+    rescored = scored_rows(model, pd.DataFrame([final]))
+    reached = bool(goal({**extra, **rescored.iloc[0].to_dict()}))
+    changes = [
+        PlannedChange(
+            feature=f,
+            before=_plain(base[f]),
+            after=_plain(int(v) if moves[f].integer else v),
+            cost=abs(v - origin[f]) / moves[f].scale + PER_FEATURE_COST,
+        )
+        for f, v in chosen.items()
+        if v != origin[f]
+    ]
+    changes.sort(key=lambda c: -c.cost)
+    return RecoursePlan(
+        reached=reached,
+        already_met=False,
+        changes=changes,
+        cost=float(sum(c.cost for c in changes)),
+        before=before,
+        after={c: _plain(rescored[c].iat[0]) for c in SCORE_COLUMNS},
+        features={k: _plain(v) for k, v in final.items()},
+        evaluated=evaluated,
+    )
+
+
+def _prune(
+    plan: dict[str, float],
+    origin: Mapping[str, float],
+    moves: Mapping[str, _Move],
+    evaluate: Callable[[list[dict[str, float]]], tuple[pd.DataFrame, np.ndarray, np.ndarray]],
+) -> dict[str, float]:
+    """Walk changes back towards the original values while the goal still holds."""
+    current = dict(plan)
+    for _ in range(20):
+        candidates = []
+        for f, v in current.items():
+            m = moves[f]
+            for q in (0.0, 0.25, 0.5, 0.75, 0.9):
+                back = _snap(m, origin[f], origin[f] + q * (v - origin[f]))
+                if back != v:
+                    cand = dict(current)
+                    if back == origin[f]:
+                        del cand[f]
+                    else:
+                        cand[f] = back
+                    candidates.append(cand)
+        if not candidates:
+            break
+        _, met, _ = evaluate(candidates)
+        ok = [c for c, good in zip(candidates, met, strict=True) if good]
+        if not ok:
+            break
+        cheapest = min(ok, key=lambda c: _cost(c, origin, moves))
+        if _cost(cheapest, origin, moves) >= _cost(current, origin, moves):
+            break
+        current = cheapest
+    return current
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

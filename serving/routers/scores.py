@@ -1,0 +1,136 @@
+"""Scores: one firm, or a portfolio in one call (precomputed; no model work per request)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+
+from features.uscc import validate as validate_uscc
+from serving.auth import Principal
+from serving.consent import active_consents_for
+from serving.deps import (
+    CONSENT_ROLES,
+    DbSession,
+    FirmAccess,
+    LoadedDep,
+    SettingsDep,
+    audit_access,
+    require_firm_access,
+    require_role,
+)
+from serving.problems import FieldError, ProblemError, problem_responses
+from serving.schemas import BatchError, BatchRequest, BatchResponse, Score
+from serving.state import Loaded
+
+router = APIRouter(tags=["scores"])
+
+
+def require_known(loaded: Loaded, usc_code: str) -> None:
+    """404 when the firm is not in the served snapshot."""
+    if not loaded.has(usc_code):
+        raise ProblemError(
+            404, f"firm {usc_code} is not in the snapshot as of {loaded.as_of}", kind="unknown-firm"
+        )
+
+
+@router.get(
+    "/firms/{usc_code}/score",
+    response_model=Score,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+def get_score(
+    request: Request,
+    access: Annotated[FirmAccess, Depends(require_firm_access("score"))],
+    loaded: LoadedDep,
+    session: DbSession,
+) -> dict[str, Any]:
+    """PD, score, grade, supervision class and top reasons of one firm."""
+    require_known(loaded, access.usc_code)
+    payload = loaded.score_payload(access.usc_code)
+    audit_access(request, session, [access], loaded.model_version)
+    return payload
+
+
+@router.post(
+    "/scores/batch",
+    response_model=BatchResponse,
+    responses=problem_responses(401, 403, 422, 503),
+)
+def batch_scores(
+    request: Request,
+    body: BatchRequest,
+    principal: Annotated[Principal, Depends(require_role("bank", "insurer", "enterprise"))],
+    loaded: LoadedDep,
+    session: DbSession,
+    settings: SettingsDep,
+) -> dict[str, Any]:
+    """Scores of many firms; firms the caller may not see are listed under ``errors``."""
+    if len(body.usc_codes) > settings.batch_max:
+        raise ProblemError(
+            422,
+            f"body.usc_codes: {len(body.usc_codes)} firms; at most {settings.batch_max} per call",
+            kind="invalid-input",
+            errors=[
+                FieldError(
+                    field="body.usc_codes",
+                    message=f"{len(body.usc_codes)} items",
+                    expected=f"at most {settings.batch_max}",
+                )
+            ],
+        )
+    invalid = [
+        FieldError(
+            field=f"body.usc_codes.{i}",
+            message=f"not a valid USCC ({check.reason})",
+            expected="18-character GB 32100 code",
+        )
+        for i, code in enumerate(body.usc_codes)
+        if not (check := validate_uscc(code)).valid
+    ]
+    if invalid:
+        detail = "; ".join(f"{e.field}: {e.message}" for e in invalid[:5])
+        raise ProblemError(422, detail, kind="invalid-input", errors=invalid)
+    codes = list(dict.fromkeys(body.usc_codes))
+    errors: list[dict[str, Any]] = []
+    granted: list[FirmAccess] = []
+    if principal.role in CONSENT_ROLES:
+        consents = active_consents_for(session, codes, principal.org, "score")
+        for code in codes:
+            consent = consents.get(code)
+            if consent is None:
+                errors.append(
+                    BatchError(
+                        usc_code=code, status=403, detail="no active consent with scope 'score'"
+                    ).model_dump()
+                )
+            else:
+                granted.append(FirmAccess(principal, code, consent.purpose, consent.id))
+    else:  # an enterprise key: its own firm only
+        for code in codes:
+            if code == principal.firm_usc:
+                granted.append(FirmAccess(principal, code, "own record", None))
+            else:
+                errors.append(
+                    BatchError(
+                        usc_code=code, status=403, detail="an enterprise key sees only its own firm"
+                    ).model_dump()
+                )
+    known = []
+    for access in granted:
+        if loaded.has(access.usc_code):
+            known.append(access)
+        else:
+            errors.append(
+                BatchError(
+                    usc_code=access.usc_code, status=404, detail="not in the snapshot"
+                ).model_dump()
+            )
+    results = [loaded.score_payload(a.usc_code) for a in known]
+    audit_access(request, session, known, loaded.model_version)
+    return {
+        "results": results,
+        "errors": errors,
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+    }

@@ -1,0 +1,110 @@
+"""What-if: a firm's PD, score and grade after changing actionable features (live model call)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Request
+
+from serving.deps import DbSession, FirmAccess, LoadedDep, audit_access, require_firm_access
+from serving.problems import FieldError, ProblemError, problem_responses
+from serving.recourse import ChangeError, check_change
+from serving.routers.scores import require_known
+from serving.schemas import WhatIfRequest, WhatIfResponse
+from serving.state import Loaded, plain
+
+router = APIRouter(tags=["what-if and recourse"])
+
+
+def outcome(scores: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """PD, score, grade and supervision class of a scored row."""
+    return {
+        "pd": float(scores["pd"]),
+        "score": float(scores["score"]),
+        "grade": str(scores["grade"]),
+        "supervision_class": str(scores["supervision_class"]),
+    }
+
+
+def actionable_features(loaded: Loaded) -> list[str]:
+    """Actionable catalog features the served model uses."""
+    if loaded.catalog is None:
+        return []
+    used = set(loaded.model.feature_names)
+    return [f for f in loaded.catalog.actionable if f in used]
+
+
+def validated_changes(loaded: Loaded, changes: dict[str, Any]) -> dict[str, Any]:
+    """Coerce requested changes; 422 naming every bad feature and what it expects."""
+    allowed = set(actionable_features(loaded))
+    errors: list[FieldError] = []
+    values: dict[str, Any] = {}
+    for feature, value in changes.items():
+        where = f"body.changes.{feature}"
+        if feature not in allowed:
+            errors.append(
+                FieldError(
+                    field=where,
+                    message="not an actionable feature of the served model",
+                    expected="one of " + ", ".join(sorted(allowed)),
+                )
+            )
+            continue
+        try:
+            values[feature] = check_change(loaded.catalog[feature], value)  # type: ignore[index]
+        except ChangeError as exc:
+            errors.append(FieldError(field=where, message=exc.message, expected=exc.expected))
+    if errors:
+        raise ProblemError(
+            422,
+            "; ".join(f"{e.field}: {e.message}" for e in errors),
+            kind="invalid-input",
+            errors=errors,
+        )
+    return values
+
+
+def apply_changes(frame: pd.DataFrame, values: dict[str, Any]) -> pd.DataFrame:
+    """Set feature values on a one-row frame, keeping each column's dtype."""
+    out = frame.copy()
+    for feature, value in values.items():
+        col = out[feature]
+        if pd.api.types.is_bool_dtype(col.dtype):
+            value = bool(value)
+        elif isinstance(col.dtype, pd.CategoricalDtype) and value not in col.cat.categories:
+            out[feature] = col.cat.add_categories([value])
+        out.loc[out.index[0], feature] = value
+    return out
+
+
+@router.post(
+    "/firms/{usc_code}/what-if",
+    response_model=WhatIfResponse,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+def what_if(
+    request: Request,
+    body: WhatIfRequest,
+    access: Annotated[FirmAccess, Depends(require_firm_access("explanation"))],
+    loaded: LoadedDep,
+    session: DbSession,
+) -> dict[str, Any]:
+    """PD, score and grade after changing actionable features (scored live by the model)."""
+    require_known(loaded, access.usc_code)
+    values = validated_changes(loaded, body.changes)
+    row = loaded.features_of(access.usc_code)
+    changed = apply_changes(row, values)
+    after = loaded.model.score(changed, num_threads=1).iloc[0]
+    before = loaded.scores.iloc[loaded.position[access.usc_code]]
+    audit_access(request, session, [access], loaded.model_version)
+    return {
+        "usc_code": access.usc_code,
+        "before": outcome(before),
+        "after": outcome(after),
+        "changes": [
+            {"feature": f, "before": plain(row[f].iat[0]), "after": v} for f, v in values.items()
+        ],
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+    }
