@@ -71,21 +71,21 @@ def make_valid(firm_codes: list[str]) -> Factory:
 
 @pytest.fixture
 def raw_world(tmp_path: Path, make_valid: Factory) -> Callable[..., Path]:
-    """Factory ``raw_world(overrides=None, n=5)``: write a valid raw world to ``tmp_path/raw``.
+    """Factory ``raw_world(overrides=None, n=5, name="raw")``: write a raw world to ``tmp_path/name``.
 
     ``overrides`` maps a table name to the frame (or list of part frames) to write instead of
     the valid default; ``None`` as a value leaves the table out.
     """
 
-    def build(overrides: dict[str, object] | None = None, n: int = 5) -> Path:
-        raw = tmp_path / "raw"
+    def build(overrides: dict[str, object] | None = None, n: int = 5, name: str = "raw") -> Path:
+        raw = tmp_path / name
         overrides = overrides or {}
-        for name in TABLES:
-            frames = overrides.get(name, make_valid(name, n))
+        for table in TABLES:
+            frames = overrides.get(table, make_valid(table, n))
             if frames is None:
                 continue
             for part, frame in enumerate(frames if isinstance(frames, list) else [frames]):
-                io.write_table(frame, raw, name, part)
+                io.write_table(frame, raw, table, part)
         return raw
 
     return build

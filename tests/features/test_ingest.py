@@ -1,0 +1,306 @@
+"""Ingestion: every fault quarantined with its reason, nothing else; counts reconcile; clean
+tables typed per spec; unusable files fail with one line naming file and column."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features import contracts, io, uscc
+from features.ingest import ORDER, UnusableTableError, ingest
+from features.tables import TABLES
+
+N = 6
+
+
+def _wrong_check(code: str) -> str:
+    return code[:17] + next(c for c in uscc.ALPHABET if c != code[17])
+
+
+@pytest.fixture
+def faulty_world(raw_world, make_valid, firm_codes):
+    """A raw world with one fault of each kind; returns (raw dir, expected quarantine).
+
+    Expected quarantine: table -> {(source part, row): set of reason kinds}.
+    """
+    t = {name: make_valid(name, N) for name in TABLES}
+    expected: dict[str, dict[tuple[int, int], set[str]]] = {name: {} for name in TABLES}
+
+    # firms: a firm with a corrupted code (row N) and a pilot-era firm (row N + 1, accepted).
+    extra = make_valid("firms", N + 2).iloc[N:].copy()
+    extra.iloc[0, 0] = _wrong_check(firm_codes[N])
+    extra.iloc[1, 0] = sorted(uscc.PILOT_EXCEPTIONS)[0]
+    t["firms"] = pd.concat([t["firms"], extra], ignore_index=True)
+    expected["firms"][(0, N)] = {"usc_code: check_char"}
+
+    # tax: a valid code that is not a registered firm.
+    t["tax"].loc[2, "usc_code"] = firm_codes[N + 5]
+    expected["tax"][(0, 2)] = {"usc_code: reference"}
+
+    # marketplace_stores: refund rate out of range.
+    t["marketplace_stores"].loc[1, "refund_rate"] = 1.7
+    expected["marketplace_stores"][(0, 1)] = {"refund_rate: range"}
+
+    # utilities: bad period format.
+    t["utilities"].loc[3, "period"] = "2021/03"
+    expected["utilities"][(0, 3)] = {"period: format"}
+
+    # social_insurance: an exact copy of row 2 appended; a fractional headcount in row 4.
+    si = pd.concat([t["social_insurance"], t["social_insurance"].iloc[[2]]], ignore_index=True)
+    si["insured_headcount"] = si["insured_headcount"].astype("float64")
+    si.loc[4, "insured_headcount"] = 12.5
+    t["social_insurance"] = si
+    expected["social_insurance"][(0, N)] = {"duplicate"}
+    expected["social_insurance"][(0, 4)] = {"insured_headcount: type"}
+
+    # customs_declarations: same key as row 0, other content.
+    cd = t["customs_declarations"]
+    t["customs_declarations"] = pd.concat(
+        [cd, cd.iloc[[0]].assign(declared_value_usd=123.0)], ignore_index=True
+    )
+    expected["customs_declarations"][(0, N)] = {"duplicate_key"}
+
+    # customs_credit: dates arrive as ISO strings; one does not exist.
+    cc = t["customs_credit"]
+    cc["effective_date"] = cc["effective_date"].dt.strftime("%Y-%m-%d").astype(object)
+    cc.loc[1, "effective_date"] = "2021-02-30"
+    expected["customs_credit"][(0, 1)] = {"effective_date: type"}
+
+    # fx_receipts: a class that does not exist.
+    t["fx_receipts"].loc[5, "fx_class"] = "Z"
+    expected["fx_receipts"][(0, 5)] = {"fx_class: allowed"}
+
+    # overseas_warehouses: two parts; part 1 repeats part 0's row 1 exactly.
+    ow = t["overseas_warehouses"]
+    t["overseas_warehouses"] = [ow.iloc[:4], pd.concat([ow.iloc[4:], ow.iloc[[1]]])]
+    expected["overseas_warehouses"][(1, 2)] = {"duplicate"}
+
+    # loan_repayments: a loan that does not exist.
+    t["loan_repayments"].loc[0, "loan_id"] = "L99999"
+    expected["loan_repayments"][(0, 0)] = {"loan_id: reference"}
+
+    # court_records: a missing amount.
+    t["court_records"].loc[2, "amount_cny"] = np.nan
+    expected["court_records"][(0, 2)] = {"amount_cny: null"}
+
+    # admin_penalties: a negative fine.
+    t["admin_penalties"].loc[4, "amount_cny"] = -50.0
+    expected["admin_penalties"][(0, 4)] = {"amount_cny: range"}
+
+    # insurance_policies: two problems in one row.
+    t["insurance_policies"].loc[3, ["buyer_limit_usd", "claims_paid_usd"]] = [-1.0, -2.0]
+    expected["insurance_policies"][(0, 3)] = {"buyer_limit_usd: range", "claims_paid_usd: range"}
+
+    # loans and everything else stay clean; every table's rows reference firms 0..N-1.
+    return raw_world(t), expected
+
+
+def _quarantine(out: Path, table: str) -> pd.DataFrame:
+    if not io.part_files(out / "quarantine", table):
+        return pd.DataFrame(columns=["_reason", "_source", "_row"])
+    return io.read_table(out / "quarantine", table)
+
+
+def _kinds(reason: str) -> set[str]:
+    kinds = set()
+    for part in reason.split("; "):
+        if part == "duplicate":
+            kinds.add("duplicate")
+        elif part.startswith("duplicate of key"):
+            kinds.add("duplicate_key")
+        else:
+            column, kind, _ = part.split(": ", 2)
+            kinds.add(f"{column}: {kind}")
+    return kinds
+
+
+def test_each_fault_quarantined_with_its_reason_and_nothing_else(faulty_world, tmp_path) -> None:
+    raw, expected = faulty_world
+    out = tmp_path / "clean"
+    report = ingest(raw, out, progress=False)
+    for table in TABLES:
+        q = _quarantine(out, table)
+        got = {
+            (int(src.split("part-")[1][:5]), int(row)): _kinds(reason)
+            for src, row, reason in zip(q["_source"], q["_row"], q["_reason"], strict=True)
+        }
+        assert got == expected[table], table
+        entry = report[table]
+        assert entry["quarantined"] == len(expected[table])
+        assert entry["read"] == entry["accepted"] + entry["quarantined"]
+        assert sum(entry["by_reason"].values()) == sum(len(k) for k in expected[table].values())
+    assert report["firms"]["warnings"] == {
+        "usc_code: pilot-era code accepted without check character": 1
+    }
+    assert report["totals"]["read"] == sum(report[t]["read"] for t in TABLES)
+    assert report["totals"]["quarantined"] == sum(len(e) for e in expected.values())
+    assert json.loads((out / "ingest_report.json").read_text()) == report
+
+
+def test_reasons_are_readable(faulty_world, tmp_path) -> None:
+    raw, _ = faulty_world
+    out = tmp_path / "clean"
+    ingest(raw, out, progress=False)
+    reasons = {t: _quarantine(out, t)["_reason"].tolist() for t in TABLES}
+    assert reasons["marketplace_stores"] == ["refund_rate: range: expected <= 1, got 1.7"]
+    assert reasons["utilities"] == ["period: format: expected YYYY-MM, got 2021/03"]
+    assert reasons["customs_declarations"] == [
+        "duplicate of key (usc_code, period, customs_mode, destination_iso3)"
+    ]
+    assert reasons["insurance_policies"] == [
+        "buyer_limit_usd: range: expected >= 0, got -1.0; "
+        "claims_paid_usd: range: expected >= 0, got -2.0"
+    ]
+    assert reasons["customs_credit"] == [
+        "effective_date: type: expected a date YYYY-MM-DD, got 2021-02-30"
+    ]
+    assert reasons["firms"][0].startswith("usc_code: check_char: expected ")
+    assert reasons["tax"][0].startswith("usc_code: reference: unknown firm ")
+
+
+def test_quarantine_rows_point_at_their_source_rows(faulty_world, tmp_path) -> None:
+    raw, _ = faulty_world
+    out = tmp_path / "clean"
+    ingest(raw, out, progress=False)
+    for table in TABLES:
+        q = _quarantine(out, table)
+        for record in q.to_dict("records"):
+            source = pd.read_parquet(raw / record["_source"])
+            original = source.iloc[record["_row"]]
+            for col in TABLES[table].column_names:
+                a, b = original[col], record[col]
+                assert (pd.isna(a) and pd.isna(b)) or a == b, (table, col)
+
+
+def test_clean_tables_follow_the_spec(faulty_world, tmp_path) -> None:
+    raw, _ = faulty_world
+    out = tmp_path / "clean"
+    report = ingest(raw, out, progress=False)
+    for table, spec in TABLES.items():
+        clean = io.read_table(out, table)
+        assert list(clean.columns) == spec.column_names
+        assert len(clean) == report[table]["accepted"]
+        for col in spec.columns:
+            assert str(clean[col.name].dtype) == contracts.CLEAN_DTYPES[col.dtype], (table, col)
+        contracts.schema_for(table).validate(clean)  # the clean contract, key uniqueness included
+    # The duplicated overseas-warehouse row is kept once.
+    assert report["overseas_warehouses"]["accepted"] == N
+
+
+def test_absent_optional_table_is_reported_not_an_error(raw_world, tmp_path) -> None:
+    raw = raw_world({"utilities": None, "loans": None}, n=N)
+    report = ingest(raw, tmp_path / "clean", progress=False)
+    assert report["utilities"]["status"] == "absent"
+    assert report["utilities"]["read"] == 0
+    assert report["firms"]["status"] == "ok"
+    # Without loans, repayments cannot be checked against them: said, not silently passed.
+    assert any("not checked against loans" in w for w in report["loan_repayments"]["warnings"])
+    assert report["totals"]["quarantined"] == 0
+
+
+def test_firms_are_required(raw_world, tmp_path) -> None:
+    raw = raw_world({"firms": None}, n=N)
+    with pytest.raises(UnusableTableError, match="table firms is required"):
+        ingest(raw, tmp_path / "clean", progress=False)
+
+
+def test_rows_of_a_quarantined_firm_still_reference_it(raw_world, make_valid, tmp_path) -> None:
+    # The firm exists even though its record has a fault: its other rows are accepted.
+    firms = make_valid("firms", N)
+    firms.loc[0, "registered_capital_cny"] = -1.0
+    report = ingest(raw_world({"firms": firms}, n=N), tmp_path / "clean", progress=False)
+    assert report["firms"]["by_reason"] == {"registered_capital_cny: range": 1}
+    assert report["totals"]["quarantined"] == 1
+
+
+def test_rerun_replaces_earlier_output(raw_world, make_valid, tmp_path) -> None:
+    out = tmp_path / "clean"
+    stores = make_valid("marketplace_stores", N)
+    ingest(
+        raw_world({"marketplace_stores": [stores.iloc[:3], stores.iloc[3:]]}, n=N),
+        out,
+        progress=False,
+    )
+    assert len(io.part_files(out, "marketplace_stores")) == 2
+    stores.loc[0, "orders"] = -1
+    ingest(raw_world({"marketplace_stores": stores}, n=N, name="raw2"), out, progress=False)
+    assert len(io.part_files(out, "marketplace_stores")) == 1
+    assert len(io.read_table(out, "marketplace_stores")) == N - 1
+
+
+def _cli(raw: Path, out: Path):
+    from kuaxin.cli import app
+
+    return CliRunner().invoke(app, ["ingest", str(raw), "--out", str(out)])
+
+
+def test_cli_prints_totals(raw_world, tmp_path) -> None:
+    result = _cli(raw_world(n=N), tmp_path / "clean")
+    assert result.exit_code == 0, result.output
+    n_rows = N * len(TABLES)
+    assert f"read {n_rows:,} rows: accepted {n_rows:,}, quarantined 0" in result.output
+
+
+@pytest.mark.parametrize(
+    ("table", "mutate", "message"),
+    [
+        (
+            "marketplace_stores",
+            lambda df: df.drop(columns="refund_rate"),
+            "column refund_rate: expected floating point, got missing",
+        ),
+        (
+            "marketplace_stores",
+            lambda df: df.astype({"refund_rate": "str"}),
+            "column refund_rate: expected floating point, got large_string",
+        ),
+        (
+            "tax",
+            lambda df: df.astype({"tax_year": "str"}),
+            "column tax_year: expected integer, got",
+        ),
+        (
+            "firms",
+            lambda df: df.astype({"own_brand": "int64"}),
+            "column own_brand: expected boolean",
+        ),
+        (
+            "loans",
+            lambda df: df.assign(start_date=np.arange(len(df))),
+            "column start_date: expected timestamp, got int64",
+        ),
+    ],
+)
+def test_cli_unusable_file_fails_with_one_line(
+    raw_world, make_valid, tmp_path, table, mutate, message
+) -> None:
+    raw = raw_world({table: mutate(make_valid(table, N))}, n=N)
+    out = tmp_path / "clean"
+    result = _cli(raw, out)
+    assert result.exit_code != 0
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"error: {raw / table / 'part-00000.parquet'}: ")
+    assert message in lines[0]
+    assert not (out / "ingest_report.json").exists()  # nothing written
+
+
+def test_cli_unreadable_parquet(raw_world, tmp_path) -> None:
+    raw = raw_world(n=N)
+    bad = raw / "utilities" / "part-00001.parquet"
+    bad.write_bytes(b"not parquet at all")
+    result = _cli(raw, tmp_path / "clean")
+    assert result.exit_code != 0
+    assert len(result.output.strip().splitlines()) == 1
+    assert f"{bad}: not a readable Parquet file" in result.output
+
+
+def test_order_puts_references_first() -> None:
+    assert ORDER[0] == "firms"
+    assert ORDER.index("loans") < ORDER.index("loan_repayments")
+    assert sorted(ORDER) == sorted(TABLES)
