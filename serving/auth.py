@@ -40,7 +40,7 @@ def hash_key(key: str) -> str:
 
 
 def _split(key: str) -> str | None:
-    parts = key.split("_")
+    parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_MARKER or len(parts[1]) != 12:
         return None
     return parts[1]

@@ -1,0 +1,135 @@
+"""Demo keys for ``make run``: a bank, an insurer, an enterprise that consents to both, a
+regulator and an admin, with ready-to-paste curl lines.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from features.uscc import validate as validate_uscc
+from serving.auth import create_key, revoke_key
+from serving.consent import grant
+from serving.db import Database
+from serving.models import ApiKey
+
+logger = logging.getLogger(__name__)
+
+#: What the demo firm grants (scopes and purpose) and for how long.
+DEMO_CONSENTS = {
+    "bank": (["score", "explanation", "quote"], "working-capital loan review"),
+    "insurer": (["score", "quote"], "short-term export credit insurance underwriting"),
+}
+DEMO_DAYS = 365
+
+
+def pick_firm(snapshot: pd.DataFrame) -> tuple[str, str | None]:
+    """Choose the demo firm: the valid-USCC firm whose position is the snapshot's middle.
+
+    Returns
+    -------
+    tuple of (str, str or None)
+        USCC and name.
+
+    Raises
+    ------
+    ValueError
+        No firm of the snapshot has a valid USCC.
+    """
+    valid = snapshot[[validate_uscc(c).valid for c in snapshot["usc_code"]]]
+    if valid.empty:
+        raise ValueError("the snapshot has no firm with a valid USCC")
+    valid = valid.sort_values("usc_code")
+    row = valid.iloc[len(valid) // 2]
+    name = row.get("name")
+    return str(row["usc_code"]), (None if pd.isna(name) else str(name))
+
+
+def curl_lines() -> list[str]:
+    """List the demo's curl examples (they read the variables of the demo's .env file)."""
+    h = "-H 'Content-Type: application/json'"
+    return [
+        'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/score',
+        'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/explanation',
+        f'curl -s -X POST -H "X-API-Key: $KX_BANK_KEY" {h} -d "{{\\"usc_codes\\": [\\"$KX_FIRM\\"]}}" $KX_URL/v1/scores/batch',
+        f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"changes": {{"refund_rate_6m": 0.01}}}}\' $KX_URL/v1/firms/$KX_FIRM/what-if',
+        f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"target_grade": "BBB"}}\' $KX_URL/v1/firms/$KX_FIRM/recourse',
+        'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/access-log',
+        'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/consents',
+        'curl -s -H "X-API-Key: $KX_REGULATOR_KEY" $KX_URL/v1/firms/$KX_FIRM/score   # 403: aggregates only',
+        'curl -s -H "X-API-Key: $KX_ADMIN_KEY" $KX_URL/v1/admin/audit/verify',
+        "curl -s $KX_URL/v1/ready",
+    ]
+
+
+def create_demo(
+    database: Database, snapshot: Path, base_url: str, orgs: dict[str, str]
+) -> dict[str, Any]:
+    """Create the demo keys and consents (earlier demo keys of the same orgs are revoked).
+
+    Parameters
+    ----------
+    database : Database
+        Migrated service database.
+    snapshot : Path
+        Snapshot the service will serve (the demo firm is one of its firms).
+    base_url : str
+        Where the service listens (for the curl lines).
+    orgs : dict
+        Role -> institution name.
+
+    Returns
+    -------
+    dict
+        ``firm``, ``keys`` (role -> key, org, id), ``consents``, ``env`` (shell variables) and
+        ``curl`` lines.
+
+    Raises
+    ------
+    ValueError
+        The snapshot is missing or has no usable firm.
+    """
+    if not snapshot.is_file():
+        raise ValueError(f"snapshot {snapshot} does not exist; run `make features` first")
+    frame = pd.read_parquet(snapshot, columns=["usc_code", "name"])
+    usc, name = pick_firm(frame)
+    keys: dict[str, dict[str, Any]] = {}
+    consents = []
+    with database.session() as session:
+        stale = session.scalars(
+            sa.select(ApiKey).where(
+                ApiKey.org.in_(list(orgs.values())), ApiKey.revoked_at.is_(None)
+            )
+        )
+        for row in list(stale):
+            revoke_key(session, row.id)
+        for role, org in orgs.items():
+            key, row = create_key(session, role, org, usc if role == "enterprise" else None)
+            keys[role] = {"key": key, "org": org, "id": row.id}
+        expires = datetime.now(UTC) + timedelta(days=DEMO_DAYS)
+        for role, (scopes, purpose) in DEMO_CONSENTS.items():
+            c = grant(session, usc, orgs[role], scopes, purpose, expires)
+            consents.append(
+                {
+                    "id": c.id,
+                    "institution": orgs[role],
+                    "scopes": scopes,
+                    "purpose": purpose,
+                    "expires_at": expires.isoformat(),
+                }
+            )
+    env = {"KX_URL": base_url.rstrip("/"), "KX_FIRM": usc}
+    env.update({f"KX_{role.upper()}_KEY": k["key"] for role, k in keys.items()})
+    return {
+        "base_url": base_url,
+        "firm": {"usc_code": usc, "name": name},
+        "keys": keys,
+        "consents": consents,
+        "env": env,
+        "curl": curl_lines(),
+    }
