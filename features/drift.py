@@ -1,0 +1,221 @@
+"""Population stability index (PSI) of features and scores between two samples.
+
+``PSI = sum_i (c_i - r_i) * ln(c_i / r_i)`` over bins, where ``r_i`` and ``c_i`` are the shares
+of the reference and current samples in bin ``i``. Numeric bins are fixed on the reference
+sample (its quantiles, open-ended at both sides) so the current sample is judged against the
+reference's grid; categories are their own bins; missing values (NaN) form one more bin, so a
+change in missingness is drift too and nothing is silently dropped. An empty bin's share is
+floored at :data:`EMPTY_BIN_SHARE` so the logarithm stays finite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import Catalog, load_catalog
+
+#: Verdict bands (the industry convention): below 0.10 stable, 0.10-0.25 moderate, above significant.
+PSI_MODERATE = 0.10
+PSI_SIGNIFICANT = 0.25
+#: Share given to an empty bin (in either sample) instead of 0.
+EMPTY_BIN_SHARE = 1e-4
+#: Model-output columns that drift_report also checks when both files have them.
+SCORE_COLUMNS = ("pd", "score", "log_odds")
+
+
+def _is_categorical(values: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
+
+
+def bin_counts(
+    reference: pd.Series, current: pd.Series, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Count both samples on bins fixed by the reference sample.
+
+    Parameters
+    ----------
+    reference, current : pandas.Series
+        The two samples of one variable.
+    bins : int
+        Number of reference quantile bins for a numeric variable (fewer when the reference has
+        fewer distinct values).
+
+    Returns
+    -------
+    ref_counts, cur_counts : numpy.ndarray
+        Counts per bin; the last bin holds missing values.
+    labels : list of str
+        Bin labels.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be a positive integer; got {bins}")
+    if _is_categorical(reference) or _is_categorical(current):
+        ref = reference.astype("object").where(reference.notna(), None)
+        cur = current.astype("object").where(current.notna(), None)
+        cats = sorted({str(v) for v in ref.dropna()} | {str(v) for v in cur.dropna()})
+        index = {c: i for i, c in enumerate(cats)}
+
+        def codes(s: pd.Series) -> np.ndarray:
+            return np.array([len(cats) if v is None else index[str(v)] for v in s], dtype=np.int64)
+
+        labels = [*cats, "missing"]
+        k = len(labels)
+        return (
+            np.bincount(codes(ref), minlength=k),
+            np.bincount(codes(cur), minlength=k),
+            labels,
+        )
+    ref_v = reference.to_numpy(dtype=np.float64, na_value=np.nan)
+    cur_v = current.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = ref_v[~np.isnan(ref_v)]
+    if len(finite):
+        qs = np.quantile(finite, np.linspace(0, 1, bins + 1)[1:-1])
+        edges = np.unique(qs)
+    else:
+        edges = np.array([], dtype=np.float64)
+
+    def codes_num(v: np.ndarray) -> np.ndarray:
+        c = np.searchsorted(edges, v, side="left")  # bins (e_{i-1}, e_i]
+        return np.where(np.isnan(v), len(edges) + 1, c)
+
+    k = len(edges) + 2
+    bounds = [-np.inf, *edges.tolist(), np.inf]
+    labels = [f"({bounds[i]:.6g}, {bounds[i + 1]:.6g}]" for i in range(len(edges) + 1)]
+    labels.append("missing")
+    return (
+        np.bincount(codes_num(ref_v), minlength=k),
+        np.bincount(codes_num(cur_v), minlength=k),
+        labels,
+    )
+
+
+def psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """PSI of two count vectors over the same bins (empty bins floored at EMPTY_BIN_SHARE).
+
+    Parameters
+    ----------
+    ref_counts, cur_counts : numpy.ndarray
+        Counts per bin.
+
+    Returns
+    -------
+    float
+    """
+    n_ref, n_cur = ref_counts.sum(), cur_counts.sum()
+    if n_ref == 0 or n_cur == 0:
+        raise ValueError(f"both samples must have rows; got reference {n_ref}, current {n_cur}")
+    r = np.maximum(ref_counts / n_ref, EMPTY_BIN_SHARE)
+    c = np.maximum(cur_counts / n_cur, EMPTY_BIN_SHARE)
+    return float(np.sum((c - r) * np.log(c / r)))
+
+
+def psi(
+    reference: pd.Series | np.ndarray, current: pd.Series | np.ndarray, bins: int = 10
+) -> float:
+    """Compute the population stability index (PSI) of one variable.
+
+    Parameters
+    ----------
+    reference, current : array-like
+        Reference (e.g. training) and current (e.g. this month) samples; NaN is a bin.
+    bins : int
+        Reference quantile bins for numeric variables.
+
+    Returns
+    -------
+    float
+        0 for identical distributions; larger is more drift.
+    """
+    ref_counts, cur_counts, _ = bin_counts(pd.Series(reference), pd.Series(current), bins)
+    return psi_from_counts(ref_counts, cur_counts)
+
+
+def verdict(value: float) -> str:
+    """Verdict of a PSI value: ``stable`` (< 0.10), ``moderate`` (< 0.25) or ``significant``.
+
+    Parameters
+    ----------
+    value : float
+        A PSI.
+
+    Returns
+    -------
+    str
+    """
+    if value is None or not np.isfinite(value) or value < 0:
+        raise ValueError(f"value must be a finite non-negative PSI; got {value!r}")
+    if value < PSI_MODERATE:
+        return "stable"
+    if value < PSI_SIGNIFICANT:
+        return "moderate"
+    return "significant"
+
+
+def psi_frame(
+    ref_df: pd.DataFrame, cur_df: pd.DataFrame, columns: list[str], bins: int = 10
+) -> pd.DataFrame:
+    """PSI and verdict of several columns.
+
+    Parameters
+    ----------
+    ref_df, cur_df : pandas.DataFrame
+        Reference and current samples.
+    columns : list of str
+        Columns to compare (each must be in both frames).
+    bins : int
+        Reference quantile bins for numeric columns.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``feature``, ``psi``, ``verdict``, ``ref_missing``, ``cur_missing`` (missing shares),
+        one row per column in the given order.
+    """
+    missing = [c for c in columns if c not in ref_df or c not in cur_df]
+    if missing:
+        raise KeyError(f"columns missing from the reference or current sample: {missing}")
+    rows = []
+    for col in columns:
+        value = psi(ref_df[col], cur_df[col], bins)
+        rows.append(
+            {
+                "feature": col,
+                "psi": value,
+                "verdict": verdict(value),
+                "ref_missing": float(ref_df[col].isna().mean()) if len(ref_df) else np.nan,
+                "cur_missing": float(cur_df[col].isna().mean()) if len(cur_df) else np.nan,
+            }
+        )
+    return pd.DataFrame(rows, columns=["feature", "psi", "verdict", "ref_missing", "cur_missing"])
+
+
+def drift_report(
+    reference_path: str | Path, current_path: str | Path, catalog: Catalog | None = None
+) -> pd.DataFrame:
+    """PSI of every catalog feature (and score column) present in two Parquet samples.
+
+    Parameters
+    ----------
+    reference_path, current_path : str or Path
+        Snapshots or training sets.
+    catalog : Catalog, optional
+        Features to compare (default: the shipped catalog).
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`psi_frame`, most drifted first.
+    """
+    catalog = catalog or load_catalog()
+    ref, cur = pd.read_parquet(reference_path), pd.read_parquet(current_path)
+    wanted = [*catalog.names, *SCORE_COLUMNS]
+    columns = [c for c in wanted if c in ref.columns and c in cur.columns]
+    if not columns:
+        raise ValueError(
+            f"{reference_path} and {current_path} share no catalog feature or score column"
+        )
+    table = psi_frame(ref, cur, columns)
+    return table.sort_values("psi", ascending=False, kind="stable").reset_index(drop=True)
