@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -123,7 +124,7 @@ def test_loan_price_rises_with_pd_in_matching() -> None:
         rates.append({m["product_id"]: m["price"]["raw_rate"] for m in res.financing})
     for pid in rates[0]:
         seq = [r[pid] for r in rates]
-        assert all(a < b for a, b in zip(seq, seq[1:], strict=False)), (pid, seq)
+        assert all(a < b for a, b in itertools.pairwise(seq)), (pid, seq)
 
 
 def test_limit_grows_with_trade_and_shrinks_with_pd() -> None:
