@@ -97,7 +97,7 @@ def eligibility_shares(
 
 
 def _relaxed(product: Product, min_grade: str | None) -> Product:
-    """The product with its grade floor moved to ``min_grade`` (added if it had none)."""
+    """Return the product with its grade floor moved to ``min_grade`` (added if it had none)."""
     if min_grade is None:
         return product
     rules = [r for r in product.rules if not (r.field == "grade" and r.op == ">=")]
