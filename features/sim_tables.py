@@ -1,0 +1,884 @@
+"""The raw platform tables of one simulated chunk, built from its latent process.
+
+Each builder turns the :class:`~features.sim_process.World` (health states, onsets, shocks)
+into the rows a real platform would hold. Rows are produced firm by firm and month by month
+(row-major ``numpy.nonzero`` order), so output order is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.sim_process import MAX_DEST, MAX_MODES, MAX_STORES, NEVER, World
+from features.tables import (
+    COURT_TYPES,
+    CUSTOMS_CREDIT,
+    CUSTOMS_MODES,
+    DISTRICTS,
+    FX_CHANNELS,
+    FX_CLASSES,
+    INDUSTRIES,
+    MARKETPLACES,
+    PENALTY_AUTHORITIES,
+    PENALTY_REASONS,
+    TABLES,
+    TAX_GRADES,
+)
+
+_EPOCH_MONTH = 1970 * 12
+
+
+def month_start(abs_month: np.ndarray) -> np.ndarray:
+    """First day (datetime64[D]) of absolute month numbers (year * 12 + month - 1)."""
+    return (np.asarray(abs_month) - _EPOCH_MONTH).astype("datetime64[M]").astype("datetime64[D]")
+
+
+def month_end(abs_month: np.ndarray) -> np.ndarray:
+    """Last day (datetime64[D]) of absolute month numbers."""
+    return month_start(np.asarray(abs_month) + 1) - np.timedelta64(1, "D")
+
+
+def period_strings(month0: int, n: int) -> np.ndarray:
+    """``YYYY-MM`` labels of ``n`` months from absolute month ``month0``."""
+    m = month0 + np.arange(n)
+    return np.array([f"{x // 12:04d}-{x % 12 + 1:02d}" for x in m], dtype=object)
+
+
+def typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Order and cast columns to the table spec's logical types.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Rows with (at least) the spec's columns.
+    table : str
+        Table name in :data:`features.tables.TABLES`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Exactly the spec's columns, in order: strings as ``str``, dates as
+        ``datetime64[ns]``, ints as ``int64``, floats as ``float64``, bools as ``bool``.
+    """
+    out = {}
+    for col in TABLES[table].columns:
+        s = df[col.name] if col.name in df else pd.Series([], dtype=object)
+        if col.dtype in ("str", "category"):
+            out[col.name] = pd.Series(s, dtype="str") if len(s) else pd.Series([], dtype="str")
+        elif col.dtype == "date":
+            out[col.name] = pd.Series(s).astype("datetime64[ns]")
+        elif col.dtype == "int":
+            out[col.name] = pd.Series(s).astype("int64")
+        elif col.dtype == "float":
+            out[col.name] = pd.Series(s).astype("float64")
+        else:
+            out[col.name] = pd.Series(s).astype("bool")
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def _lagged(state: np.ndarray, lag: int) -> np.ndarray:
+    """State ``lag`` months earlier; the current state where the firm was not live then."""
+    if lag <= 0:
+        return state
+    out = np.concatenate([np.repeat(state[:, :1], lag, 1), state[:, :-lag]], axis=1)
+    return np.where(out < 0, state, out)
+
+
+class ChunkTables:
+    """Build every raw table of one chunk.
+
+    Parameters
+    ----------
+    w : World
+        The chunk after the health chain has run.
+    rng : numpy.random.Generator
+        Random stream for the observation noise.
+    """
+
+    def __init__(self, w: World, rng: np.random.Generator) -> None:
+        self.w = w
+        self.rng = rng
+        self.cfg: dict[str, Any] = w.cfg
+        self.M = w.n_months
+        self.t = np.arange(self.M)
+        self.periods = period_strings(w.month0, self.M)
+        self.ids = np.array([f"{w.first_firm + i:07d}" for i in range(w.n)], dtype=object)
+        self._operations()
+
+    # ------------------------------------------------------------------ latent observables
+    def _operations(self) -> None:
+        w, cfg, rng = self.w, self.cfg, self.rng
+        hh = cfg["health"]
+        fc = cfg["firms"]
+        S = hh["n_states"]
+        self.live = w.state >= 0
+        self.obs = w.state.clip(0, S - 1)
+        t = self.t[None, :]
+        act = np.asarray(hh["activity"])[self.obs]
+        act = np.where(t >= w.onset_m[:, None], act * hh["post_onset_activity"], act)
+        act = np.where(t >= w.default_m[:, None], hh["defaulted_activity"], act)
+        growth = np.clip(
+            np.exp(w.growth[:, None] * t), 1 / fc["max_growth_factor"], fc["max_growth_factor"]
+        )
+        ramp = np.clip((t - w.reg_m[:, None] + 1) / fc["ramp_months"], 0.15, 1.0)
+        self.act = act
+        self.ramp = ramp
+        self.capacity = w.scale[:, None] * growth * ramp * act  # USD of monthly sales
+        self.season = np.asarray(cfg["seasonality"]["exports"])[w.calendar_month(self.t) - 1]
+        self._stores_status()
+        oc = cfg["operations"]
+        noise = np.exp(oc["export_noise_sd"] * rng.standard_normal((w.n, self.M)))
+        dormant = rng.random((w.n, self.M)) < np.asarray(oc["dormant_prob"])[self.obs]
+        self.export_base = np.where(dormant, 0.0, self.capacity * self.season[None, :] * noise)
+        b2c_kept = 1 - w.b2c_frac[:, None] * self.lost_share
+        self.exports = self.export_base * b2c_kept
+        self.exports = np.where(self.live, self.exports, 0.0)
+
+    def _stores_status(self) -> None:
+        """Account status per store and month: 0 active, 1 warning, 2 suspended, -1 no row."""
+        w, rng, sc = self.w, self.rng, self.cfg["stores"]
+        n, M = w.n, self.M
+        status = np.zeros((n, M, MAX_STORES), np.int8)
+        remaining = np.zeros((n, MAX_STORES), np.int64)
+        lag_state = _lagged(w.state, self.cfg["operations"]["refund_lag"]).clip(0)
+        p_idio = np.asarray(sc["idiosyncratic_suspension"])
+        p_warn = np.asarray(sc["warning_prob"])
+        lo, hi = sc["idiosyncratic_suspension_months"]
+        for t in range(M):
+            u = rng.random((2, n, MAX_STORES))
+            start = (remaining == 0) & (u[0] < p_idio[lag_state[:, t]][:, None])
+            remaining = np.where(start, rng.integers(lo, hi + 1, (n, MAX_STORES)), remaining)
+            idio = remaining > 0
+            remaining = np.maximum(remaining - 1, 0)
+            wave = (t >= w.store_wave_susp) & (t < w.store_wave_back)
+            warn = u[1] < p_warn[lag_state[:, t]][:, None]
+            s = np.where(wave | idio, 2, np.where(warn, 1, 0)).astype(np.int8)
+            # Reinstated after the wave: a warning the month the store comes back.
+            s = np.where(t == w.store_wave_back, np.maximum(s, 1), s)
+            status[:, t, :] = s
+        t3 = self.t[None, :, None]
+        # A store never reinstated stops reporting six months after its suspension.
+        closed = (w.store_wave_back[:, None, :] == NEVER) & (
+            t3 >= w.store_wave_susp[:, None, :] + 6
+        )
+        exists = (
+            w.store_present[:, None, :]
+            & (t3 >= w.store_open[:, None, :])
+            & self.live[:, :, None]
+            & ~closed
+        )
+        status = np.where(exists, status, -1)
+        self.store_status = status
+        self.lost_share = ((status == 2) * w.store_share[:, None, :]).sum(2)
+
+    # ------------------------------------------------------------------ tables
+    def firms(self) -> pd.DataFrame:
+        """Build the registration record of each firm."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        nc = cfg["firms"]["names"]
+        chars = np.array(list(nc["chars"]))
+        pick = rng.integers(0, len(chars), (w.n, 2))
+        word_choice = rng.random(w.n)
+        names = []
+        for i in range(w.n):
+            words = nc["industry_words"][INDUSTRIES[w.industry[i]]]
+            word = words[int(word_choice[i] * len(words))]
+            names.append(
+                f"{nc['prefix']}{chars[pick[i, 0]]}{chars[pick[i, 1]]}{word}{nc['suffix']}"
+            )
+        reg_date = month_start(w.month0 + w.reg_m) + (w.reg_day - 1).astype("timedelta64[D]")
+        dereg_in = w.dereg_m < self.M
+        dereg_day = rng.integers(1, 29, w.n)
+        dereg = month_start(w.month0 + np.where(dereg_in, w.dereg_m, 0)) + (dereg_day - 1).astype(
+            "timedelta64[D]"
+        )
+        dereg = np.where(dereg_in, dereg, np.datetime64("NaT"))
+        modes = np.array(CUSTOMS_MODES, dtype=object)
+        m0 = modes[w.modes[:, 0]]
+        m1 = np.where(w.modes[:, 1] >= 0, modes[w.modes[:, 1].clip(0)], "")
+        mode_str = [a if not b else ",".join(sorted((a, b))) for a, b in zip(m0, m1, strict=True)]
+        cap = np.round(np.exp(w.log_cap) / 1e4) * 1e4
+        mp = np.array(MARKETPLACES, dtype=object)
+        main = np.where(w.main_mp >= 0, mp[w.main_mp.clip(0)], None)
+        df = pd.DataFrame(
+            {
+                "usc_code": w.usc,
+                "name": names,
+                "district": np.array(DISTRICTS, dtype=object)[w.district],
+                "industry": np.array(INDUSTRIES, dtype=object)[w.industry],
+                "registration_date": reg_date,
+                "registered_capital_cny": np.maximum(cap, 1e4),
+                "customs_modes": mode_str,
+                "main_marketplace": main,
+                "own_brand": w.own_brand,
+                "independent_site": w.independent_site,
+                "high_tech": w.high_tech,
+                "provincial_leader": w.provincial_leader,
+                "deregistration_date": dereg,
+            }
+        )
+        return typed(df, "firms")
+
+    def tax(self) -> pd.DataFrame:
+        """Yearly tax grade, tax paid, rebates and arrears (no grade in the registration year)."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        tc = cfg["tax"]
+        first_year = w.month0 // 12 - 1
+        last_abs = w.month0 + self.M - 1
+        # The grade for year Y is published in April of Y+1: emit the years published by the end.
+        last_year = (last_abs - 3) // 12 - 1
+        cny = cfg["loans"]["cny_per_usd"]
+        rebate_modes = [CUSTOMS_MODES.index(m) for m in tc["rebate_modes"]]
+        rebate_share = (w.mode_share * np.isin(w.modes, rebate_modes)).sum(1)
+        frames = []
+        for year in range(first_year, last_year + 1):
+            lo = year * 12 - w.month0
+            hi = lo + 12
+            reg_year = (w.month0 + w.reg_m) // 12
+            alive_end = w.dereg_m >= hi  # still registered after the year's end
+            ok = (reg_year + tc["first_grade_after_years"] <= year) & alive_end
+            if lo < 0:
+                # Before the window: the firm's state and sales at the first month.
+                mean_state = w.chain_state[:, 0].clip(0).astype(float)
+                sales = 12 * self.capacity[:, 0] * (self.season.mean() if self.M else 1.0)
+                distressed = np.zeros(w.n, bool)
+                ok &= w.reg_m < 0
+            else:
+                cols = slice(max(lo, 0), min(hi, self.M))
+                st = w.state[:, cols].astype(float)
+                st[st < 0] = np.nan
+                valid = ~np.isnan(st).all(1)
+                mean_state = np.where(valid, np.nanmean(np.where(valid[:, None], st, 0), 1), 0)
+                sales = self.exports[:, cols].sum(1)
+                distressed = (w.onset_m < hi) & (w.onset_m < NEVER)
+            score = (
+                tc["score_mean"]
+                + tc["score_quality"] * w.quality
+                + tc["score_state"] * mean_state
+                + tc["score_sd"] * rng.standard_normal(w.n)
+            )
+            score = np.where(distressed, 30.0, score)
+            grade = np.select([score >= 90, score >= 70, score >= 40], [0, 1, 3], 4)
+            age_end = hi - w.reg_m
+            young = (age_end < tc["new_firm_years"] * 12) & (score >= 70)
+            grade = np.where(young, 2, grade)
+            sales_cny = sales * cny
+            tax_paid = (
+                sales_cny
+                * (w.margin * tc["income_tax"] + tc["other_taxes_of_sales"])
+                * rng.uniform(0.8, 1.2, w.n)
+            )
+            rebate = sales_cny * tc["rebate_rate"] * rebate_share * rng.uniform(0.5, 1.0, w.n)
+            big = sales > np.median(sales) if len(sales) else np.zeros(0, bool)
+            rclass = np.select([(grade == 0) & big, grade <= 1, grade <= 3], [1, 2, 3], 4)
+            state_idx = np.clip(np.round(mean_state).astype(int), 0, len(tc["arrears_prob"]) - 1)
+            arrears_p = np.asarray(tc["arrears_prob"])[state_idx]
+            arrears_p = np.where(distressed, 0.8, arrears_p)
+            arrears = np.where(
+                rng.random(w.n) < arrears_p, sales_cny * rng.uniform(0.005, 0.03, w.n), 0.0
+            )
+            idx = np.nonzero(ok)[0]
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "firm": idx,
+                        "tax_year": year,
+                        "tax_grade": np.array(TAX_GRADES, dtype=object)[grade[idx]],
+                        "tax_paid_cny": np.round(tax_paid[idx], 2),
+                        "export_rebate_cny": np.round(rebate[idx], 2),
+                        "rebate_class": rclass[idx],
+                        "arrears_cny": np.round(arrears[idx], 2),
+                    }
+                )
+            )
+        df = pd.concat(frames, ignore_index=True).sort_values(["firm", "tax_year"], kind="stable")
+        df["usc_code"] = w.usc[df["firm"].to_numpy()]
+        return typed(df, "tax")
+
+    def social_insurance(self) -> pd.DataFrame:
+        """Monthly insured headcount (lagging health) and contribution arrears."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        oc = cfg["operations"]
+        lag_state = _lagged(w.state, oc["headcount_lag"]).clip(0)
+        act = np.asarray(cfg["health"]["activity"])[lag_state]
+        act = np.where(self.t[None, :] >= w.onset_m[:, None] + oc["headcount_lag"], act * 0.6, act)
+        noise = np.exp(oc["headcount_noise_sd"] * rng.standard_normal((w.n, self.M)))
+        growth = np.sqrt(self.capacity / np.maximum(self.act * w.scale[:, None], 1e-9))
+        head = np.maximum(np.round(w.headcount0[:, None] * act**1.5 * growth * noise), 1)
+        self.headcount = head
+        p_arr = np.asarray(oc["si_arrears_prob"])[lag_state]
+        arrears = np.where(
+            rng.random((w.n, self.M)) < p_arr, head * 1100 * rng.uniform(0.5, 2.0, (w.n, self.M)), 0
+        )
+        i, t = np.nonzero(self.live)
+        df = pd.DataFrame(
+            {
+                "usc_code": w.usc[i],
+                "period": self.periods[t],
+                "insured_headcount": np.minimum(head[i, t], 100_000).astype(np.int64),
+                "arrears_cny": np.round(arrears[i, t], 2),
+            }
+        )
+        return typed(df, "social_insurance")
+
+    def utilities(self) -> pd.DataFrame:
+        """Monthly electricity and water use and late payments (firms with utilities data)."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        oc = cfg["operations"]
+        lag_state = _lagged(w.state, oc["utilities_lag"]).clip(0)
+        season = np.asarray(cfg["seasonality"]["electricity"])[w.calendar_month(self.t) - 1]
+        head = self.headcount if hasattr(self, "headcount") else w.headcount0[:, None]
+        base = head * np.sqrt(self.act)
+        kwh = base * oc["kwh_per_employee"] * season[None, :] * rng.lognormal(0, 0.1, base.shape)
+        water = base * oc["water_per_employee"] * rng.lognormal(0, 0.15, base.shape)
+        p_late = np.asarray(oc["late_utility_prob"])[lag_state]
+        p_late = np.where(
+            self.t[None, :] > w.onset_m[:, None], oc["post_onset_late_utility_prob"], p_late
+        )
+        late = rng.random(base.shape) < p_late
+        i, t = np.nonzero(self.live & ~w.utilities_missing[:, None])
+        df = pd.DataFrame(
+            {
+                "usc_code": w.usc[i],
+                "period": self.periods[t],
+                "electricity_kwh": np.round(kwh[i, t], 1),
+                "water_m3": np.round(water[i, t], 1),
+                "late_payment": late[i, t],
+            }
+        )
+        return typed(df, "utilities")
+
+    def customs_declarations(self) -> pd.DataFrame:
+        """Monthly export declarations by mode and destination (Q4 peak, wave losses)."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        oc = cfg["operations"]
+        keep = 1 - self.lost_share  # b2c modes lose the suspended stores' sales
+        frames = []
+        returns = np.asarray(oc["returns_share"])[self.obs]
+        anomalies = np.asarray(oc["inspection_anomaly_rate"])[self.obs]
+        for j in range(MAX_MODES):
+            mode_val = self.export_base * w.mode_share[:, j : j + 1]
+            mode_val = np.where(w.mode_is_b2c[:, j : j + 1], mode_val * keep, mode_val)
+            per_list = np.where(
+                w.mode_is_b2c[:, j], oc["list_value_usd"], oc["b2b_declaration_usd"]
+            )
+            for d in range(MAX_DEST):
+                present = (w.modes[:, j] >= 0) & w.dest_present[:, d]
+                val = mode_val * w.dest_share[:, d : d + 1]
+                val = val * rng.lognormal(0, 0.05, val.shape)
+                mask = self.live & present[:, None] & (val >= 1.0)
+                i, t = np.nonzero(mask)
+                v = val[i, t]
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "firm": i,
+                            "t": t,
+                            "j": j,
+                            "d": d,
+                            "customs_mode": w.modes[i, j],
+                            "dest": w.dest[i, d],
+                            "declared_value_usd": np.round(v, 2),
+                            "declaration_count": np.ceil(v / per_list[i]).astype(np.int64),
+                            "returned_value_usd": np.round(
+                                v * returns[i, t] * rng.uniform(0.5, 1.5, len(i)), 2
+                            ),
+                            "inspection_anomalies": rng.poisson(anomalies[i, t]),
+                        }
+                    )
+                )
+        df = pd.concat(frames, ignore_index=True).sort_values(
+            ["firm", "t", "j", "d"], kind="stable"
+        )
+        f, t = df["firm"].to_numpy(), df["t"].to_numpy()
+        df["usc_code"] = w.usc[f]
+        df["period"] = self.periods[t]
+        df["customs_mode"] = np.array(CUSTOMS_MODES, dtype=object)[df["customs_mode"].to_numpy()]
+        df["destination_iso3"] = w.countries.iso3[df["dest"].to_numpy()]
+        return typed(df, "customs_declarations")
+
+    def customs_credit(self) -> pd.DataFrame:
+        """Build customs credit category events: the first rating and dishonest listings."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        cc = cfg["customs_credit"]
+        n = w.n
+        first = w.reg_m + cc["first_record_delay_months"]
+        p_aeo = cc["aeo_prob"] * np.exp(0.6 * w.z_cap + 0.6 * w.quality)
+        aeo = rng.random(n) < np.minimum(p_aeo, 0.9)
+        cat = np.where(aeo, CUSTOMS_CREDIT.index("aeo"), CUSTOMS_CREDIT.index("general"))
+        day1 = rng.integers(1, 29, n)
+        dishonest_m = w.default_m + rng.integers(1, 7, n)
+        dis = (
+            (w.default_m < NEVER)
+            & (rng.random(n) < cfg["defaults"]["customs_dishonest_prob"])
+            & (dishonest_m < np.minimum(w.dereg_m, self.M))
+        )
+        keep_first = (first < self.M) & (first < w.dereg_m)
+        idx1 = np.nonzero(keep_first)[0]
+        idx2 = np.nonzero(dis & keep_first)[0]
+        firm = np.concatenate([idx1, idx2])
+        month = np.concatenate([first[idx1], dishonest_m[idx2]])
+        category = np.concatenate(
+            [cat[idx1], np.full(len(idx2), CUSTOMS_CREDIT.index("dishonest"))]
+        )
+        day = np.concatenate([day1[idx1], rng.integers(1, 29, len(idx2))])
+        order = np.lexsort((month, firm))
+        firm, month, category, day = firm[order], month[order], category[order], day[order]
+        date = month_start(w.month0 + month) + (day - 1).astype("timedelta64[D]")
+        df = pd.DataFrame(
+            {
+                "usc_code": w.usc[firm],
+                "effective_date": date,
+                "category": np.array(CUSTOMS_CREDIT, dtype=object)[category],
+            }
+        )
+        return typed(df, "customs_credit")
+
+    def fx_receipts(self) -> pd.DataFrame:
+        """Monthly money received from abroad by channel, short of exports for risky firms."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        fx = cfg["fx"]
+        n, M = w.n, self.M
+        prev = np.concatenate([self.exports[:, :1], self.exports[:, :-1]], axis=1)
+        short = (
+            w.fx_shortfall[:, None]
+            + fx["state_slope"] * np.maximum(self.obs - 1, 0)
+            + fx["noise_sd"] * rng.standard_normal((n, M))
+        )
+        short = np.where(self.t[None, :] >= w.onset_m[:, None], short + 0.3, short)
+        received = prev * (1 - np.clip(short, 0, 1))
+        pi_share = np.where(
+            w.has_stores, fx["payment_institution_share_b2c"], fx["payment_institution_share_b2b"]
+        )
+        main = np.where(rng.random(n) < pi_share, 1, 0)  # index into FX_CHANNELS
+        second = rng.random(n) < fx["second_channel_prob"]
+        split = np.where(second, rng.uniform(0.6, 0.8, n), 1.0)
+        fx_class = np.select(
+            [w.fx_shortfall > fx["class_c_shortfall"], w.fx_shortfall > fx["class_b_shortfall"]],
+            [2, 1],
+            0,
+        )
+        cls = np.where(
+            (self.t[None, :] >= w.default_m[:, None]) & (fx_class[:, None] == 0),
+            1,
+            fx_class[:, None],
+        )
+        frames = []
+        for c in range(2):
+            ch = np.where(c == 0, main, 1 - main)
+            share = np.where(c == 0, split, 1 - split)
+            val = received * share[:, None]
+            mask = self.live & (val >= 1.0) & ((c == 0) | second)[:, None]
+            i, t = np.nonzero(mask)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "firm": i,
+                        "t": t,
+                        "c": ch[i],
+                        "received_usd": np.round(val[i, t], 2),
+                        "cls": cls[i, t],
+                    }
+                )
+            )
+        df = pd.concat(frames, ignore_index=True).sort_values(["firm", "t", "c"], kind="stable")
+        df["usc_code"] = w.usc[df["firm"].to_numpy()]
+        df["period"] = self.periods[df["t"].to_numpy()]
+        df["channel"] = np.array(FX_CHANNELS, dtype=object)[df["c"].to_numpy()]
+        df["fx_class"] = np.array(FX_CLASSES, dtype=object)[df["cls"].to_numpy()]
+        return typed(df, "fx_receipts")
+
+    def marketplace_stores(self) -> pd.DataFrame:
+        """Monthly store performance: GMV, orders, refunds, rating, status, payout holds."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        sc = cfg["stores"]
+        st = self.store_status
+        i, t, k = np.nonzero(st >= 0)
+        lag_state = _lagged(w.state, cfg["operations"]["refund_lag"]).clip(0)[i, t]
+        status = st[i, t, k]
+        b2c = self.export_base[i, t] * w.b2c_frac[i]
+        gmv = b2c * w.store_share[i, k] * sc["gmv_per_declared_usd"] * rng.lognormal(0, 0.1, len(i))
+        gmv = np.where(status == 2, 0.0, gmv)
+        orders = np.round(gmv / w.order_value[i]).astype(np.int64)
+        base = np.asarray([sc["refund_base"][x] for x in INDUSTRIES])[w.industry[i]]
+        refund = (
+            base * (1 + sc["refund_state_slope"] * (lag_state - 1)) * rng.lognormal(0, 0.2, len(i))
+        )
+        refund = np.where(orders > 0, np.clip(refund, 0, 0.9), 0.0)
+        rating = np.clip(
+            sc["rating_mean"]
+            - sc["rating_state_slope"] * lag_state
+            + sc["rating_sd"] * rng.standard_normal(len(i)),
+            1,
+            5,
+        )
+        age = t - w.store_open[i, k]
+        rating = np.where(age < sc["unrated_months"], np.nan, np.round(rating, 2))
+        typical = (
+            self.capacity[i, t] * w.b2c_frac[i] * w.store_share[i, k] * sc["gmv_per_declared_usd"]
+        )
+        hold = np.select(
+            [status == 2, status == 1],
+            [typical * sc["payout_hold_months_suspended"], gmv * sc["payout_hold_share_warning"]],
+            0.0,
+        )
+        mp = np.array(MARKETPLACES, dtype=object)[w.store_mp[i, k]]
+        store_id = [f"{m[:2].upper()}{x}{kk}" for m, x, kk in zip(mp, self.ids[i], k, strict=True)]
+        df = pd.DataFrame(
+            {
+                "usc_code": w.usc[i],
+                "period": self.periods[t],
+                "marketplace": mp,
+                "store_id": store_id,
+                "gmv_usd": np.round(gmv, 2),
+                "orders": orders,
+                "refund_rate": np.round(refund, 4),
+                "rating": rating,
+                "account_status": np.array(["active", "warning", "suspended"], dtype=object)[
+                    status
+                ],
+                "payout_hold_usd": np.round(hold, 2),
+            }
+        )
+        return typed(df, "marketplace_stores")
+
+    def overseas_warehouses(self) -> pd.DataFrame:
+        """Month-end overseas stock by country (stock piles up as a firm weakens)."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        wc = cfg["warehouses"]
+        n = w.n
+        countries = w.countries.index(wc["countries"])
+        # The first warehouse sits in the firm's first destination if it has warehouses there.
+        first_dest = w.dest[:, 0]
+        c0 = np.where(np.isin(first_dest, countries), first_dest, countries[0])
+        c1 = countries[rng.integers(0, len(countries), n)]
+        two = (rng.random(n) < 0.3) & (c1 != c0)
+        cover = rng.uniform(*wc["cover_months"], n)
+        stock = (
+            self.capacity
+            * cover[:, None]
+            * (1 + wc["state_overstock"] * np.maximum(self.obs - 1, 0))
+        )
+        stock = stock * rng.lognormal(0, 0.1, stock.shape)
+        frames = []
+        for slot, (cc, share) in enumerate(
+            [(c0, np.where(two, 0.7, 1.0)), (c1, np.where(two, 0.3, 0.0))]
+        ):
+            has = w.has_wh & (share > 0)
+            mask = self.live & has[:, None] & (self.t[None, :] >= w.reg_m[:, None] + 6)
+            i, t = np.nonzero(mask)
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "firm": i,
+                        "t": t,
+                        "s": slot,
+                        "country_iso3": w.countries.iso3[cc[i]],
+                        "stock_value_usd": np.round(stock[i, t] * share[i], 2),
+                    }
+                )
+            )
+        df = pd.concat(frames, ignore_index=True).sort_values(["firm", "t", "s"], kind="stable")
+        df["usc_code"] = w.usc[df["firm"].to_numpy()]
+        df["period"] = self.periods[df["t"].to_numpy()]
+        return typed(df, "overseas_warehouses")
+
+    def loans(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """Build rolling one-year loans and their monthly repayments.
+
+        A firm with loans draws a new loan when the previous one matures, until distress.
+        From the onset month the loan is unpaid: days past due 30, 60, 90, ...
+
+        Returns
+        -------
+        loans, repayments : pandas.DataFrame
+            The two tables.
+        loan_route : numpy.ndarray
+            Per firm, whether its default shows as 90+ days past due.
+        """
+        w, cfg, rng = self.w, self.cfg, self.rng
+        lc = cfg["loans"]
+        term = lc["term_months"]
+        M = self.M
+        n = w.n
+        L0 = w.first_loan_m
+        # No new loan at or after onset, deregistration, or the window end.
+        stop = np.minimum(np.minimum(w.onset_m, w.dereg_m), M)
+        count = np.where(w.has_loans & (stop > L0), (stop - L0 - 1) // term + 1, 0)
+        count = np.maximum(count, 0)
+        firm = np.repeat(np.arange(n), count)
+        j = np.arange(len(firm)) - np.repeat(np.cumsum(count) - count, count)
+        start = L0[firm] + j * term
+        # Only loans with repayment months in the window.
+        onset = w.onset_m[firm]
+        covers_onset = (onset > start) & (onset <= start + term)
+        last = np.where(
+            covers_onset,
+            np.minimum(w.default_m[firm] + lc["rows_after_default_months"], w.dereg_m[firm] - 1),
+            np.minimum(start + term, w.dereg_m[firm] - 1),
+        )
+        last = np.minimum(last, M - 1)
+        keep = last >= np.maximum(start + 1, 0)
+        firm, j, start, last, covers_onset = (
+            firm[keep],
+            j[keep],
+            start[keep],
+            last[keep],
+            covers_onset[keep],
+        )
+        loan_route = np.zeros(n, bool)
+        loan_route[firm[covers_onset]] = True
+        cap0 = self.capacity[firm, np.clip(start, 0, M - 1)] / np.maximum(
+            self.act[firm, np.clip(start, 0, M - 1)], 1e-9
+        )
+        principal = np.maximum(
+            np.round(w.leverage[firm] * 12 * cap0 * lc["cny_per_usd"] / 1e4) * 1e4, 1e4
+        )
+        lender_of_firm = rng.integers(0, len(lc["lenders"]), n)
+        product = rng.integers(0, len(lc["products"]), len(firm))
+        loan_id = np.array(
+            [f"L{x}{jj:02d}" for x, jj in zip(self.ids[firm], j, strict=True)], dtype=object
+        )
+        day = rng.integers(1, 29, len(firm))
+        start_date = month_start(w.month0 + start) + (day - 1).astype("timedelta64[D]")
+        maturity = month_start(w.month0 + start + term) + (day - 1).astype("timedelta64[D]")
+        loans = pd.DataFrame(
+            {
+                "loan_id": loan_id,
+                "usc_code": w.usc[firm],
+                "lender": np.array(lc["lenders"], dtype=object)[lender_of_firm[firm]],
+                "product": np.array(lc["products"], dtype=object)[product],
+                "principal_cny": principal,
+                "start_date": start_date,
+                "maturity_date": maturity,
+            }
+        )
+        # Repayment rows: months start+1 .. last, within the window.
+        first = np.maximum(start + 1, 0)
+        nrows = last - first + 1
+        li = np.repeat(np.arange(len(firm)), nrows)
+        month = first[li] + np.arange(len(li)) - np.repeat(np.cumsum(nrows) - nrows, nrows)
+        f = firm[li]
+        k = month - start[li]  # payment number 1..term (more when unpaid past maturity)
+        P = principal[li]
+        out_before = P * np.clip(1 - (k - 1) / term, 0, 1)
+        interest = out_before * lc["annual_rate"] / 12
+        due = np.where(k <= term, P / term + interest, 0.0)
+        ons = w.onset_m[f]
+        in_default = month >= ons
+        late = (rng.random(len(li)) < np.asarray(lc["late_prob"])[self.obs[f, month]]) & (due > 0)
+        dpd = np.where(
+            in_default, 30 * (month - ons + 1), np.where(late, rng.integers(1, 30, len(li)), 0)
+        )
+        paid = np.where(in_default, 0.0, np.where(late, due * rng.uniform(0.0, 0.8, len(li)), due))
+        frozen = P * np.clip(1 - (ons - start[li] - 1) / term, 0, 1)
+        outstanding = np.where(in_default, frozen, P * np.clip(1 - k / term, 0, 1))
+        # The month a late payment is made good the principal still falls on schedule.
+        reps = pd.DataFrame(
+            {
+                "loan_id": loan_id[li],
+                "usc_code": w.usc[f],
+                "period": self.periods[month],
+                "due_cny": np.round(due, 2),
+                "paid_cny": np.round(paid, 2),
+                "days_past_due": np.minimum(dpd, 3650).astype(np.int64),
+                "outstanding_cny": np.round(outstanding, 2),
+            }
+        )
+        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+
+    def court_records(self, loan_route: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+        """Judgments, enforcement cases and dishonest listings; returns each firm's default date.
+
+        Firms whose default does not show in a loan get an enforcement or dishonest-debtor
+        record dated the default date; loan defaulters may get an enforcement case later.
+        Judgments (which are not defaults) come before defaults and at random.
+        """
+        w, cfg, rng = self.w, self.cfg, self.rng
+        dc = cfg["defaults"]
+        n, M = w.n, self.M
+        defaulted = w.default_m < M
+        court_route = defaulted & ~loan_route
+        day = rng.integers(2, 29, n)
+        court_date = month_start(w.month0 + np.where(defaulted, w.default_m, 0)) + (day - 1).astype(
+            "timedelta64[D]"
+        )
+        loan_date = month_end(w.month0 + np.where(defaulted, w.default_m, 0))
+        default_date = np.where(court_route, court_date, loan_date)
+        recs: list[
+            tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+        ] = []  # firm, month, day, type
+
+        def add(mask: np.ndarray, month: np.ndarray, dday: np.ndarray, rtype: int) -> None:
+            idx = np.nonzero(mask)[0]
+            recs.append((idx, month[idx], dday[idx], np.full(len(idx), rtype)))
+
+        enf = COURT_TYPES.index("enforcement")
+        dis = COURT_TYPES.index("dishonest_debtor")
+        jud = COURT_TYPES.index("judgment")
+        listed = rng.random(n) < dc["dishonest_share_court_route"]
+        add(court_route & ~listed, w.default_m, day, enf)
+        add(court_route & listed, w.default_m, day, dis)
+        later = w.default_m + rng.integers(
+            dc["enforcement_delay_months"][0], dc["enforcement_delay_months"][1] + 1, n
+        )
+        ok_later = (later < np.minimum(M, w.dereg_m)) & defaulted
+        add(
+            loan_route
+            & defaulted
+            & ok_later
+            & (rng.random(n) < dc["enforcement_after_loan_default"]),
+            later,
+            rng.integers(1, 29, n),
+            enf,
+        )
+        add(
+            court_route & ~listed & ok_later & (rng.random(n) < 0.4),
+            later,
+            rng.integers(1, 29, n),
+            dis,
+        )
+        before = w.default_m - rng.integers(0, 3, n)
+        add(
+            defaulted & (before >= 0) & (rng.random(n) < dc["judgment_before_default"]),
+            before,
+            rng.integers(1, 29, n),
+            jud,
+        )
+        # Background judgments (commercial disputes), more often for weak firms.
+        p_j = np.asarray(dc["judgment_rate"])[self.obs]
+        ji, jt = np.nonzero(
+            self.live & (rng.random((n, M)) < p_j) & (self.t[None, :] < w.default_m[:, None])
+        )
+        recs.append((ji, jt, rng.integers(1, 29, len(ji)), np.full(len(ji), jud)))
+        firm = np.concatenate([r[0] for r in recs])
+        month = np.concatenate([r[1] for r in recs])
+        dday = np.concatenate([r[2] for r in recs])
+        rtype = np.concatenate([r[3] for r in recs])
+        order = np.lexsort((rtype, dday, month, firm))
+        firm, month, dday, rtype = firm[order], month[order], dday[order], rtype[order]
+        open_date = month_start(w.month0 + month) + (dday - 1).astype("timedelta64[D]")
+        amount = (
+            self.capacity[firm, np.clip(month, 0, M - 1)]
+            * cfg["loans"]["cny_per_usd"]
+            * rng.uniform(0.5, 4, len(firm))
+        )
+        closes = rng.random(len(firm)) < dc["close_prob"]
+        close_m = month + rng.integers(
+            dc["close_after_months"][0], dc["close_after_months"][1] + 1, len(firm)
+        )
+        closes &= close_m < M
+        close_date = np.where(
+            closes,
+            month_start(w.month0 + np.where(closes, close_m, 0))
+            + (dday - 1).astype("timedelta64[D]"),
+            np.datetime64("NaT"),
+        )
+        seq = pd.Series(firm).groupby(firm).cumcount().to_numpy()
+        case_id = np.array(
+            [f"C{x}{s:03d}" for x, s in zip(self.ids[firm], seq, strict=True)], dtype=object
+        )
+        df = pd.DataFrame(
+            {
+                "case_id": case_id,
+                "usc_code": w.usc[firm],
+                "record_type": np.array(COURT_TYPES, dtype=object)[rtype],
+                "amount_cny": np.round(np.maximum(amount, 1000.0), 2),
+                "open_date": open_date,
+                "close_date": close_date,
+            }
+        )
+        return typed(df, "court_records"), np.where(defaulted, default_date, np.datetime64("NaT"))
+
+    def admin_penalties(self) -> pd.DataFrame:
+        """Administrative penalties, more frequent for low-quality and weak firms."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        pc = cfg["penalties"]
+        n, M = w.n, self.M
+        rate = pc["monthly_rate"] * np.exp(
+            pc["quality_effect"] * w.quality[:, None] + pc["state_effect"] * self.obs
+        )
+        i, t = np.nonzero(self.live & (rng.random((n, M)) < rate))
+        reasons = list(pc["reason_weights"])
+        r = rng.choice(
+            len(reasons),
+            len(i),
+            p=np.asarray(list(pc["reason_weights"].values())) / sum(pc["reason_weights"].values()),
+        )
+        reason = np.array(reasons, dtype=object)[r]
+        authority = np.array([pc["authority"][x] for x in reasons], dtype=object)[r]
+        assert set(authority) <= set(PENALTY_AUTHORITIES) and set(reason) <= set(PENALTY_REASONS)
+        seq = pd.Series(i).groupby(i).cumcount().to_numpy()
+        df = pd.DataFrame(
+            {
+                "penalty_id": [f"AP{x}{s:03d}" for x, s in zip(self.ids[i], seq, strict=True)],
+                "usc_code": w.usc[i],
+                "authority": authority,
+                "reason": reason,
+                "amount_cny": np.round(
+                    np.exp(rng.normal(pc["amount_log_mean"], pc["amount_log_sd"], len(i))), -2
+                ),
+                "penalty_date": month_start(w.month0 + t)
+                + rng.integers(0, 28, len(i)).astype("timedelta64[D]"),
+            }
+        )
+        return typed(df, "admin_penalties")
+
+    def insurance_policies(self) -> pd.DataFrame:
+        """Yearly short-term export credit insurance policies of insured firms."""
+        w, cfg, rng = self.w, self.cfg, self.rng
+        ic = cfg["insurance"]
+        n, M = w.n, self.M
+        P0 = w.reg_m + 12 + rng.integers(0, 24, n)
+        stop = np.minimum(np.minimum(w.onset_m, w.dereg_m), M)
+        count = np.where(w.insured & (stop > P0), (stop - P0 - 1) // 12 + 1, 0)
+        firm = np.repeat(np.arange(n), count)
+        j = np.arange(len(firm)) - np.repeat(np.cumsum(count) - count, count)
+        start = P0[firm] + 12 * j
+        keep = start + 12 > 0
+        firm, j, start = firm[keep], j[keep], start[keep]
+        day = rng.integers(1, 29, n)[firm]
+        sd = month_start(w.month0 + start) + (day - 1).astype("timedelta64[D]")
+        ed = month_start(w.month0 + start + 12) + (day - 2).astype("timedelta64[D]")
+        cap = self.capacity[firm, np.clip(start, 0, M - 1)]
+        turnover = 12 * cap * ic["insured_share_of_sales"] * rng.uniform(0.7, 1.1, len(firm))
+        limit = turnover * ic["buyer_limit_share"]
+        p_claim = ic["claim_prob"] + ic["claim_high_risk"] * w.high_risk_share[firm]
+        claims = np.where(
+            rng.random(len(firm)) < p_claim, limit * rng.uniform(0.05, 0.3, len(firm)), 0.0
+        )
+        insurer = rng.choice(len(ic["insurers"]), len(firm), p=np.asarray(ic["insurer_weights"]))
+        df = pd.DataFrame(
+            {
+                "policy_id": [f"P{x}{jj:02d}" for x, jj in zip(self.ids[firm], j, strict=True)],
+                "usc_code": w.usc[firm],
+                "insurer": np.array(ic["insurers"], dtype=object)[insurer],
+                "start_date": sd,
+                "end_date": ed,
+                "insured_turnover_usd": np.round(turnover, 2),
+                "buyer_limit_usd": np.round(limit, 2),
+                "claims_paid_usd": np.round(claims, 2),
+            }
+        )
+        return typed(df, "insurance_policies")
+
+    def all_tables(self) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
+        """Every raw table of the chunk and each firm's default date (NaT if none)."""
+        out: dict[str, pd.DataFrame] = {}
+        out["firms"] = self.firms()
+        out["social_insurance"] = self.social_insurance()
+        out["utilities"] = self.utilities()
+        out["tax"] = self.tax()
+        out["customs_declarations"] = self.customs_declarations()
+        out["customs_credit"] = self.customs_credit()
+        out["fx_receipts"] = self.fx_receipts()
+        out["marketplace_stores"] = self.marketplace_stores()
+        out["overseas_warehouses"] = self.overseas_warehouses()
+        out["loans"], out["loan_repayments"], loan_route = self.loans()
+        out["court_records"], default_date = self.court_records(loan_route)
+        out["admin_penalties"] = self.admin_penalties()
+        out["insurance_policies"] = self.insurance_policies()
+        return {name: out[name] for name in TABLES}, default_date
