@@ -27,6 +27,7 @@ from serving.audit import AuditEntry, AuditUnavailableError, append
 from serving.auth import Principal, authenticate
 from serving.consent import active_consent
 from serving.db import Database
+from serving.metrics import route_template
 from serving.problems import ProblemError, field_error
 from serving.settings import Settings
 from serving.state import Loaded, ServingState
@@ -205,9 +206,7 @@ def require_firm_owner() -> Callable[..., Principal]:
 
 def endpoint_name(request: Request) -> str:
     """Return ``METHOD /path/{template}`` of the matched route."""
-    route = request.scope.get("route")
-    path = getattr(route, "path", request.url.path)
-    return f"{request.method} {path}"
+    return f"{request.method} {route_template(request.scope) or request.url.path}"
 
 
 def audit_access(

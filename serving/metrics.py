@@ -5,13 +5,25 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def route_template(scope: Scope) -> str | None:
+    """Return the matched route as a template (``/v1/firms/{usc_code}/score``), None if unmatched.
+
+    Built from the request path and its path parameters, so it includes router prefixes
+    whatever the framework's internal route objects hold.
+    """
+    if scope.get("route") is None and scope.get("endpoint") is None:
+        return None
+    params = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
+    parts = [("{" + params[p] + "}") if p in params else p for p in scope["path"].split("/")]
+    return "/".join(parts)
 
 
 class Metrics:
@@ -88,8 +100,7 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route: Any = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
+            path = route_template(scope) or "unmatched"
             method = scope.get("method", "")
             self.metrics.requests.labels(method, path, str(status[0])).inc()
             self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)

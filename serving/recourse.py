@@ -30,8 +30,7 @@ if TYPE_CHECKING:
 Goal = Callable[[Mapping[str, Any]], bool]
 #: Charge per changed feature (in units of one feature scale): prefers sparse plans.
 PER_FEATURE_COST = 0.05
-#: Step multiples tried for each move, and fractions of the feature's scale.
-STEP_MULTIPLES = (1, 2, 5)
+#: Moves tried per feature: one step, and these fractions of the feature's scale.
 SCALE_FRACTIONS = (0.25, 0.5, 1.0)
 SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
 
@@ -149,15 +148,6 @@ def check_change(spec: FeatureSpec, value: Any) -> Any:
     return int(value) if spec.dtype in ("int", "bool") else float(value)
 
 
-def scored_rows(model: CreditModel, frame: pd.DataFrame) -> pd.DataFrame:
-    """Score ``frame`` and return it with the score columns appended (one thread)."""
-    scores = model.score(frame, num_threads=1)
-    out = frame.copy()
-    for col in SCORE_COLUMNS:
-        out[col] = scores[col].to_numpy()
-    return out
-
-
 def feature_scales(snapshot: pd.DataFrame, catalog: Catalog) -> dict[str, float]:
     """Measure the population spread of each numeric actionable feature (IQR, else std).
 
@@ -167,7 +157,7 @@ def feature_scales(snapshot: pd.DataFrame, catalog: Catalog) -> dict[str, float]
     for name in catalog.actionable:
         if name not in snapshot.columns or catalog[name].dtype == "category":
             continue
-        col = pd.to_numeric(snapshot[name], errors="coerce").dropna()
+        col = pd.to_numeric(snapshot[name], errors="coerce").astype(float).dropna()
         if col.empty:
             continue
         spread = float(col.quantile(0.75) - col.quantile(0.25))
@@ -244,6 +234,58 @@ def _cost(
     )
 
 
+class _RowView(Mapping[str, Any]):
+    """A scored candidate row without copying: changes, then scores, then the base row."""
+
+    __slots__ = ("_base", "_changes", "_scores")
+
+    def __init__(
+        self, base: Mapping[str, Any], changes: Mapping[str, Any], scores: Mapping[str, Any]
+    ) -> None:
+        self._base, self._changes, self._scores = base, changes, scores
+
+    def __getitem__(self, key: str) -> Any:
+        if key in self._changes:
+            return self._changes[key]
+        if key in self._scores:
+            return self._scores[key]
+        return self._base[key]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        yield from self._base
+        yield from (k for k in self._scores if k not in self._base)
+
+    def __len__(self) -> int:
+        return len(set(self._base) | set(self._scores))
+
+
+def score_matrix(model: CreditModel, x: np.ndarray) -> pd.DataFrame:
+    """Score rows of the booster's input matrix (see ``CreditModel.matrix``) with one thread.
+
+    The same steps as ``CreditModel.score`` without rebuilding a DataFrame per call: raw
+    margin, calibration, floor, score scale and master scale.
+
+    Returns
+    -------
+    DataFrame
+        ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
+    """
+    margin = np.asarray(model.booster.predict(x, raw_score=True, num_threads=1))
+    log_odds = model.calibrate(margin)
+    pd_ = model.floor(log_odds)
+    grades = np.atleast_1d(model.master_scale.grade(pd_)).astype(str)
+    classes = {g: model.master_scale.supervision_class(g) for g in set(grades)}
+    return pd.DataFrame(
+        {
+            "pd": pd_,
+            "log_odds": log_odds,
+            "score": model.score_scale.score(pd_),
+            "grade": grades,
+            "supervision_class": [classes[g] for g in grades],
+        }
+    )
+
+
 def find_recourse(
     model: CreditModel,
     catalog: Catalog,
@@ -252,8 +294,10 @@ def find_recourse(
     *,
     scales: Mapping[str, float] | None = None,
     features: Sequence[str] | None = None,
+    keep: Sequence[str] = (),
+    max_features: int = 12,
     max_steps: int = 40,
-    beam: int = 12,
+    beam: int = 8,
     progress: Callable[[pd.DataFrame], np.ndarray] | None = None,
 ) -> RecoursePlan:
     """Search the cheapest plausible changes of actionable features that meet ``goal``.
@@ -265,57 +309,70 @@ def find_recourse(
     catalog : Catalog
         Actionability, direction, bounds and steps.
     row : mapping or Series
-        The firm's features (at least the model's).
+        The firm's features (at least the model's); other keys are passed on to ``goal``.
     goal : callable
-        Predicate over a scored row (features + score columns).
+        Predicate over a scored row (a mapping of features, other row keys and the score
+        columns ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``).
     scales : mapping, optional
         Spread of each feature for the cost (see :func:`feature_scales`); ten steps otherwise.
     features : sequence of str, optional
         Only move these (still actionable and directed); all actionable ones by default.
+    keep : sequence of str
+        Features always searched even when they do not move the PD (e.g. a product rule's
+        own feature); the others are narrowed to the ``max_features`` that lower it most.
+    max_features : int
+        Features searched after the first round.
     max_steps : int
         Most single-feature moves in a plan (search depth).
     beam : int
         Partial plans kept per depth.
     progress : callable, optional
-        Lower is closer to the goal, over a scored candidate frame; the calibrated log-odds
-        by default (fits grade goals and most product rules).
+        Lower is closer to the goal, over a frame of scored candidates (score columns plus
+        the moved features); the calibrated log-odds by default.
 
     Returns
     -------
     RecoursePlan
-        ``reached`` is the re-checked outcome of the final vector; when the goal cannot be met
-        the plan holds the cheapest changes with the best progress found.
+        ``reached`` is the outcome of the final vector re-scored through
+        ``CreditModel.score``; when the goal cannot be met the plan holds the changes with the
+        best progress found.
     """
     if isinstance(row, pd.Series):
         row = row.to_dict()
     base = {name: row[name] for name in model.feature_names}
-    extra = {k: v for k, v in row.items() if k not in base}
+    context = dict(row)
     progress = progress or (lambda f: f["log_odds"].to_numpy())
-    frame0 = pd.DataFrame([base])
-    scored0 = scored_rows(model, frame0)
+    x0 = model.matrix(pd.DataFrame([base]))
+    column = {name: j for j, name in enumerate(model.feature_names)}
+    scored0 = score_matrix(model, x0)
     before = {c: _plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
-    if goal({**extra, **scored0.iloc[0].to_dict()}):
+    if goal(_RowView(context, {}, before)):
         return RecoursePlan(True, True, [], 0.0, before, before, dict(base), 1)
     moves = {m.feature: m for m in _moves(model, catalog, base, scales or {}, features)}
     origin = {f: float(base[f]) for f in moves}
     evaluated = 1
 
-    def evaluate(candidates: list[dict[str, float]]) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    def evaluate(candidates: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
         nonlocal evaluated
-        frame = pd.DataFrame([base] * len(candidates))
-        for f in {f for c in candidates for f in c}:
-            frame[f] = [c.get(f, origin[f]) for c in candidates]
-        scored = scored_rows(model, frame)
+        x = np.repeat(x0, len(candidates), axis=0)
+        changed = {f for c in candidates for f in c}
+        for f in changed:
+            x[:, column[f]] = [c.get(f, origin[f]) for c in candidates]
+        scored = score_matrix(model, x)
+        for f in changed:
+            scored[f] = x[:, column[f]]
         evaluated += len(candidates)
-        records = scored.to_dict("records")
-        met = np.array([bool(goal({**extra, **r})) for r in records])
-        return scored, met, np.asarray(progress(scored), dtype=float)
+        records = scored[list(SCORE_COLUMNS)].to_dict("records")
+        met = np.array(
+            [bool(goal(_RowView(context, c, r))) for c, r in zip(candidates, records, strict=True)]
+        )
+        return met, np.asarray(progress(scored), dtype=float)
 
     def expand(state: dict[str, float]) -> list[dict[str, float]]:
         out = []
         for f, m in moves.items():
             current = state.get(f, origin[f])
-            deltas = {k * m.step for k in STEP_MULTIPLES} | {q * m.scale for q in SCALE_FRACTIONS}
+            deltas = {m.step} | {q * m.scale for q in SCALE_FRACTIONS}
             for d in deltas:
                 value = _snap(m, origin[f], current + m.sign * d)
                 if value != current:
@@ -324,11 +381,11 @@ def find_recourse(
 
     best: dict[str, float] | None = None
     best_cost = math.inf
-    best_progress: tuple[float, float, dict[str, float]] = (float(progress(scored0)[0]), 0.0, {})
+    p0 = float(progress(scored0)[0])
+    best_progress: tuple[float, float, dict[str, float]] = (p0, 0.0, {})
     frontier: list[dict[str, float]] = [{}]
     seen: set[tuple] = {()}
-    useful: set[str] | None = None
-    for _depth in range(max_steps):
+    for depth in range(max_steps):
         candidates = []
         for state in frontier:
             for cand in expand(state):
@@ -338,18 +395,20 @@ def find_recourse(
                     candidates.append(cand)
         if not candidates:
             break
-        _, met, prog = evaluate(candidates)
+        met, prog = evaluate(candidates)
         costs = np.array([_cost(c, origin, moves) for c in candidates])
-        if useful is None:
-            # Features whose moves change nothing are dropped from the rest of the search.
-            p0 = best_progress[0]
-            useful = {
-                f
-                for c, p, ok in zip(candidates, prog, met, strict=True)
-                if p != p0 or ok
-                for f in c
-            }
-            moves = {f: m for f, m in moves.items() if f in useful}
+        if depth == 0:
+            # Narrow the search to the features whose single moves help most (and `keep`).
+            gain: dict[str, float] = {}
+            for c, p, ok in zip(candidates, prog, met, strict=True):
+                (f,) = c
+                gain[f] = max(gain.get(f, 0.0), (p0 - p) + (1e6 if ok else 0.0))
+            ranked = [f for f in sorted(gain, key=lambda f: -gain[f]) if gain[f] > 0]
+            chosen = set(ranked[:max_features]) | {f for f in keep if f in moves}
+            moves = {f: m for f, m in moves.items() if f in chosen}
+            mask = [all(f in moves for f in c) for c in candidates]
+            candidates = [c for c, ok in zip(candidates, mask, strict=True) if ok]
+            met, prog, costs = met[mask], prog[mask], costs[mask]
         for i in np.flatnonzero(met):
             if costs[i] < best_cost:
                 best, best_cost = candidates[i], float(costs[i])
@@ -361,28 +420,30 @@ def find_recourse(
             break
         # Half the beam by progress, half by progress per unit cost.
         by_prog = sorted(open_, key=lambda i: prog[i])
-        by_ratio = sorted(open_, key=lambda i: -(prog.max() - prog[i] + 1e-12) / costs[i])
-        keep: list[int] = []
+        by_ratio = sorted(open_, key=lambda i: -(p0 - prog[i]) / costs[i])
+        keep_idx: list[int] = []
         for i in [x for pair in zip(by_prog, by_ratio, strict=False) for x in pair]:
-            if i not in keep:
-                keep.append(i)
-            if len(keep) >= beam:
+            if i not in keep_idx:
+                keep_idx.append(i)
+            if len(keep_idx) >= beam:
                 break
-        frontier = [candidates[i] for i in keep]
-    chosen = best if best is not None else best_progress[2]
+        frontier = [candidates[i] for i in keep_idx]
+    chosen_plan = best if best is not None else best_progress[2]
     if best is not None:
-        chosen = _prune(best, origin, moves, evaluate)
-    final = {**base, **chosen}
-    rescored = scored_rows(model, pd.DataFrame([final]))
-    reached = bool(goal({**extra, **rescored.iloc[0].to_dict()}))
+        chosen_plan = _prune(best, origin, moves, evaluate)
+    final = {**base, **{f: (int(v) if moves[f].integer else v) for f, v in chosen_plan.items()}}
+    # The re-check goes through the model's public scoring path on a DataFrame.
+    rescored = model.score(pd.DataFrame([final]), num_threads=1)
+    after = {c: _plain(rescored[c].iat[0]) for c in SCORE_COLUMNS}
+    reached = bool(goal(_RowView(context, final, after)))
     changes = [
         PlannedChange(
             feature=f,
             before=_plain(base[f]),
-            after=_plain(int(v) if moves[f].integer else v),
+            after=_plain(final[f]),
             cost=abs(v - origin[f]) / moves[f].scale + PER_FEATURE_COST,
         )
-        for f, v in chosen.items()
+        for f, v in chosen_plan.items()
         if v != origin[f]
     ]
     changes.sort(key=lambda c: -c.cost)
@@ -392,7 +453,7 @@ def find_recourse(
         changes=changes,
         cost=float(sum(c.cost for c in changes)),
         before=before,
-        after={c: _plain(rescored[c].iat[0]) for c in SCORE_COLUMNS},
+        after=after,
         features={k: _plain(v) for k, v in final.items()},
         evaluated=evaluated,
     )
@@ -402,7 +463,7 @@ def _prune(
     plan: dict[str, float],
     origin: Mapping[str, float],
     moves: Mapping[str, _Move],
-    evaluate: Callable[[list[dict[str, float]]], tuple[pd.DataFrame, np.ndarray, np.ndarray]],
+    evaluate: Callable[[list[dict[str, float]]], tuple[np.ndarray, np.ndarray]],
 ) -> dict[str, float]:
     """Walk changes back towards the original values while the goal still holds."""
     current = dict(plan)
@@ -421,7 +482,7 @@ def _prune(
                     candidates.append(cand)
         if not candidates:
             break
-        _, met, _ = evaluate(candidates)
+        met, _ = evaluate(candidates)
         ok = [c for c, good in zip(candidates, met, strict=True) if good]
         if not ok:
             break

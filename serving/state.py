@@ -80,6 +80,8 @@ class Loaded:
         Row position of each firm.
     scales : dict
         Population spread of each actionable feature (recourse costs).
+    matrix : ndarray of shape (n, k), optional
+        The booster's input rows (what-if changes a copy of one and predicts).
     model_source, snapshot_source : str
         Where they were loaded from.
     loaded_at : datetime
@@ -97,6 +99,7 @@ class Loaded:
     model_source: str
     snapshot_source: str
     scales: dict[str, float] = field(default_factory=dict)
+    matrix: np.ndarray | None = None
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -147,6 +150,39 @@ class Loaded:
             "industry": plain(row["industry"]) if "industry" in row.index else None,
             "peer_percentile": float(s["peer_percentile"]),
         }
+
+    def what_if(self, usc_code: str, values: dict[str, Any]) -> pd.Series:
+        """Score one firm with some features changed (a live booster call, one thread).
+
+        Parameters
+        ----------
+        usc_code : str
+            A firm of the snapshot.
+        values : dict
+            Feature -> new value (validated by the caller).
+
+        Returns
+        -------
+        Series
+            ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
+        """
+        from serving.recourse import score_matrix
+
+        i = self.position[usc_code]
+        x = (
+            self.model.matrix(self.features_of(usc_code))
+            if self.matrix is None
+            else self.matrix[[i]].copy()
+        )
+        index = {f.name: (j, f) for j, f in enumerate(self.model.features)}
+        for name, value in values.items():
+            j, info = index[name]
+            if info.kind == "category":
+                cats = info.categories or []
+                x[0, j] = float(cats.index(str(value))) if str(value) in cats else np.nan
+            else:
+                x[0, j] = float(value)
+        return score_matrix(self.model, x).iloc[0]
 
     def features_of(self, usc_code: str) -> pd.DataFrame:
         """One firm's feature row as a one-row frame (a copy)."""
@@ -234,6 +270,7 @@ def build(
         scores = model.score(frame, num_threads=0)
         contrib, base = model.explain(frame, num_threads=0)
         reasons = model.reasons(frame, top=top_reasons, num_threads=0)
+        matrix = model.matrix(frame)
     except Exception as exc:  # a broken booster or mismatched features fails here
         raise LoadError(
             f"model {model_source or model.version} cannot score {where}: {exc}"
@@ -262,6 +299,7 @@ def build(
         model_source=model_source,
         snapshot_source=snapshot_source,
         scales=scales,
+        matrix=matrix,
     )
 
 

@@ -65,19 +65,6 @@ def validated_changes(loaded: Loaded, changes: dict[str, Any]) -> dict[str, Any]
     return values
 
 
-def apply_changes(frame: pd.DataFrame, values: dict[str, Any]) -> pd.DataFrame:
-    """Set feature values on a one-row frame, keeping each column's dtype."""
-    out = frame.copy()
-    for feature, value in values.items():
-        col = out[feature]
-        if pd.api.types.is_bool_dtype(col.dtype):
-            value = bool(value)
-        elif isinstance(col.dtype, pd.CategoricalDtype) and value not in col.cat.categories:
-            out[feature] = col.cat.add_categories([value])
-        out.loc[out.index[0], feature] = value
-    return out
-
-
 @router.post(
     "/firms/{usc_code}/what-if",
     response_model=WhatIfResponse,
@@ -94,8 +81,7 @@ def what_if(
     require_known(loaded, access.usc_code)
     values = validated_changes(loaded, body.changes)
     row = loaded.features_of(access.usc_code)
-    changed = apply_changes(row, values)
-    after = loaded.model.score(changed, num_threads=1).iloc[0]
+    after = loaded.what_if(access.usc_code, values)
     before = loaded.scores.iloc[loaded.position[access.usc_code]]
     audit_access(request, session, [access], loaded.model_version)
     return {
