@@ -87,3 +87,23 @@ def postgres_url() -> str:
             pytest.fail(f"PostgreSQL required but unreachable at {url}: {exc}")
         pytest.skip(f"PostgreSQL unreachable at {url}. {POSTGRES_HELP}")
     return url
+
+
+@pytest.fixture(scope="session")
+def trained_credit(train_dataset: pd.DataFrame):  # -> training.train.TrainResult
+    """A CreditModel trained quickly (LightGBM defaults, no search) on the shared world."""
+    from training.train import train_credit
+
+    return train_credit(train_dataset, trials=0, num_threads=1)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(trained_credit, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder of the quickly trained CreditModel (booster.txt, model.json, catalog.yaml)."""
+    return trained_credit.model.save(tmp_path_factory.mktemp("credit_model"))
+
+
+@pytest.fixture()
+def mlflow_tracking_uri(tmp_path: Path) -> str:
+    """A fresh SQLite MLflow tracking store (artifacts beside it) for one test."""
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
