@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from features.catalog import Catalog, load_catalog
+from features.catalog import Catalog
 from features.feature_availability import SnapshotConfig
 from features.feature_builders import prepare
-from features.snapshot import load_clean, snapshot_from_prepared
+from features.snapshot import default_catalog, default_config, load_clean, snapshot_from_prepared
 
 log = logging.getLogger(__name__)
 
@@ -165,8 +165,8 @@ def build_dataset(
         ``name``, then every catalog feature; sorted by ``as_of`` then ``usc_code``.
     """
     dates = as_of_dates(start, end, every)
-    catalog = catalog or load_catalog()
-    prep = prepare(tables, config or SnapshotConfig.load())
+    catalog = catalog or default_catalog()
+    prep = prepare(tables, config or default_config())
     events = default_events(tables)
     last_seen = _last_observed(tables)
     frames = []

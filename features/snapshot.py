@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from datetime import date
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,18 @@ log = logging.getLogger(__name__)
 
 #: Identifier columns that precede the features.
 ID_COLUMNS = ["usc_code", "as_of", "name"]
+
+
+@lru_cache(maxsize=1)
+def default_catalog() -> Catalog:
+    """Return the shipped catalog, read once per process (on first use, not at import)."""
+    return load_catalog()
+
+
+@lru_cache(maxsize=1)
+def default_config() -> SnapshotConfig:
+    """Return the shipped snapshot configuration, read once per process."""
+    return SnapshotConfig.load()
 
 
 class SnapshotError(ValueError):
@@ -120,8 +133,8 @@ def build_snapshot(
         sorted by ``usc_code``.
     """
     as_of = _as_date(as_of)
-    catalog = catalog or load_catalog()
-    prep = prepare(tables, config or SnapshotConfig.load())
+    catalog = catalog or default_catalog()
+    prep = prepare(tables, config or default_config())
     return _assemble(prep, compute_features(prep, as_of), as_of, catalog)
 
 
