@@ -283,9 +283,11 @@ class KeyTracker:
             seen = self._keys[pos] == kh
             first_rh = np.where(seen, self._rows[pos], first_rh)
         # This part: the first row of each new key claims it.
-        within = pd.Series(kh).duplicated(keep="first").to_numpy() & ~seen
-        claimer = pd.Series(rh).groupby(kh).transform("first").to_numpy()
-        first_rh = np.where(within, claimer, first_rh)
+        codes, _ = pd.factorize(kh)
+        _, first_pos = np.unique(codes, return_index=True)
+        claimer = first_pos[codes]
+        within = (claimer != np.arange(len(kh))) & ~seen
+        first_rh = np.where(within, rh[claimer], first_rh)
         dup = seen | within
         exact = dup & (rh == first_rh)
         new = ~dup
