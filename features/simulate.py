@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,8 @@ from features.sim_tables import ChunkTables, month_start
 from features.tables import DISTRICTS, TABLES
 from features.uscc import SHENZHEN_DISTRICTS, generate
 
+#: Packaged configuration folder (simulator.yaml and the OECD country-risk table).
+CONFIG_DIR = Path(__file__).parent / "config"
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
@@ -58,11 +59,7 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     dict
         The configuration.
     """
-    if path is None:
-        text = resources.files("features").joinpath("config/simulator.yaml").read_text("utf-8")
-    else:
-        text = Path(path).read_text("utf-8")
-    return yaml.safe_load(text)
+    return yaml.safe_load(Path(path or CONFIG_DIR / "simulator.yaml").read_text("utf-8"))
 
 
 def load_countries(cfg: dict[str, Any]) -> Countries:
@@ -78,9 +75,7 @@ def load_countries(cfg: dict[str, Any]) -> Countries:
     Countries
         ISO3 codes and risk categories.
     """
-    ref = resources.files("features").joinpath(f"config/{cfg['country_risk_file']}")
-    with resources.as_file(ref) as p:
-        df = pd.read_csv(p)
+    df = pd.read_csv(CONFIG_DIR / cfg["country_risk_file"])
     return Countries(df["iso3"].to_numpy(dtype=object), df["crc_as_parsed"].to_numpy(dtype=int))
 
 
