@@ -1,0 +1,120 @@
+"""Short-term export credit insurance quotes and the country-risk table.
+
+An insurer (consent scope ``quote``) or the firm itself asks for a quote on a shipment; the
+answer is a premium with its components, limits, subsidy and net premium, or a decline with
+its reasons (a decline is an answer, not an error).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel
+
+from serving.deps import (
+    CurrentKey,
+    DbSession,
+    FirmAccess,
+    LoadedDep,
+    audit_access,
+    require_firm_access,
+)
+from serving.insurance import QuoteRequest, quote
+from serving.problems import field_error, problem_responses
+from serving.routers.matching import MarketDep, firm_row, grades_of
+from serving.routers.scores import require_known
+
+router = APIRouter(tags=["insurance"])
+
+
+class QuoteResponse(BaseModel):
+    """A premium quote or a decline."""
+
+    usc_code: str
+    exporter_grade: str
+    quote: dict[str, Any]
+    model_version: str
+    as_of: Any
+
+
+class CountriesResponse(BaseModel):
+    """The OECD country-risk table used for premiums."""
+
+    as_of: str
+    countries: list[dict[str, Any]]
+
+
+@router.get("/countries", response_model=CountriesResponse, responses=problem_responses(401))
+def countries(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
+    """OECD country risk categories (HI = high-income, unclassified) used for premiums."""
+    return {
+        "as_of": market.countries.as_of,
+        "countries": [
+            {
+                "iso3": c.iso3,
+                "name": c.name,
+                "crc": c.crc,
+                "category": c.category,
+                "high_income_unclassified": c.high_income_unclassified,
+                "declined": c.category in market.pricing.insurance.declined_categories,
+            }
+            for c in market.countries.countries
+        ],
+    }
+
+
+@router.post(
+    "/firms/{usc_code}/quote",
+    response_model=QuoteResponse,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+def firm_quote(
+    request: Request,
+    body: QuoteRequest,
+    access: Annotated[FirmAccess, Depends(require_firm_access("quote"))],
+    loaded: LoadedDep,
+    session: DbSession,
+    market: MarketDep,
+) -> dict[str, Any]:
+    """Premium rate and components, buyer limit, maximum liability, subsidy, net premium, or a decline."""
+    require_known(loaded, access.usc_code)
+    if body.product_id not in market.products:
+        raise field_error(
+            "body.product_id", f"unknown product {body.product_id!r}", "an insurance product id"
+        )
+    product = market.products[body.product_id]
+    if product.insurance is None:
+        raise field_error(
+            "body.product_id", f"{body.product_id!r} is a {product.kind}", "an insurance product id"
+        )
+    if body.buyer_country not in market.countries:
+        raise field_error(
+            "body.buyer_country",
+            f"unknown country {body.buyer_country!r}",
+            "an ISO3 code or name of the OECD table (GET /v1/countries)",
+        )
+    grades = market.pricing.insurance.buyer_grades
+    if body.buyer_grade not in grades:
+        raise field_error(
+            "body.buyer_grade",
+            f"unknown buyer grade {body.buyer_grade!r}",
+            "one of " + ", ".join(grades),
+        )
+    row = firm_row(loaded, access.usc_code)
+    q = quote(
+        row=row,
+        request=body,
+        product=product,
+        grades=grades_of(loaded),
+        pricing=market.pricing,
+        countries=market.countries,
+    )
+    audit_access(request, session, [access], loaded.model_version)
+    return {
+        "usc_code": access.usc_code,
+        "exporter_grade": row["grade"],
+        "quote": q.as_dict(),
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+    }

@@ -1,0 +1,353 @@
+"""Products, matching and loan pricing endpoints.
+
+Banks (consent scope ``score``) and the firm itself match a firm to products for a financing
+need and price a loan; any key can read the product catalog. Every firm-data answer is audited
+before it is returned.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from serving.deps import (
+    CurrentKey,
+    DbSession,
+    FirmAccess,
+    LoadedDep,
+    SettingsDep,
+    audit_access,
+    require_firm_access,
+)
+from serving.insurance import CountryTable, load_country_table
+from serving.matching import Need, Shipment, TraceRow, evaluate_rules, match
+from serving.pricing import (
+    PricingConfig,
+    insured_lgd,
+    load_pricing_config,
+    loan_rate,
+    turnover_meur,
+)
+from serving.problems import field_error, problem_responses
+from serving.products import Product, ProductCatalog, load_products
+from serving.routers.scores import require_known
+from serving.state import Loaded, plain
+
+router = APIRouter(tags=["matching and pricing"])
+
+#: Ineligible products that get a model-based recourse plan per match call (fewest failures first).
+RECOURSE_PRODUCTS = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# Market data (catalog, pricing, countries): loaded once per app
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Market:
+    """The product catalog, pricing parameters and country table the app serves."""
+
+    products: ProductCatalog
+    pricing: PricingConfig
+    countries: CountryTable
+
+
+_market_lock = threading.Lock()
+
+
+def get_market(request: Request) -> Market:
+    """Return the app's market data, loading the shipped files on first use."""
+    market = getattr(request.app.state, "market", None)
+    if market is None:
+        with _market_lock:
+            market = getattr(request.app.state, "market", None)
+            if market is None:
+                pricing = load_pricing_config()
+                market = Market(
+                    products=load_products(),
+                    pricing=pricing,
+                    countries=load_country_table(ref=pricing.insurance.country_table),
+                )
+                request.app.state.market = market
+    return market
+
+
+MarketDep = Annotated[Market, Depends(get_market)]
+
+
+def firm_row(loaded: Loaded, usc_code: str) -> dict[str, Any]:
+    """One firm's features and model outputs as a plain dict (precomputed scores)."""
+    i = loaded.position[usc_code]
+    row = {k: plain(v) for k, v in loaded.snapshot.iloc[i].items()}
+    s = loaded.scores.iloc[i]
+    row.update(
+        pd=float(s["pd"]),
+        score=float(s["score"]),
+        grade=str(s["grade"]),
+        supervision_class=str(s["supervision_class"]),
+    )
+    return row
+
+
+def grades_of(loaded: Loaded) -> list[str]:
+    """Master-scale grades of the served model, best first."""
+    return list(loaded.model.master_scale.grades)
+
+
+# ---------------------------------------------------------------------------------------------
+# Schemas
+# ---------------------------------------------------------------------------------------------
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ProductsResponse(BaseModel):
+    """The product catalog."""
+
+    version: str
+    products: list[dict[str, Any]]
+
+
+class MatchRequest(Need):
+    """A financing need (amount, purpose, tenor, insurance wanted) and options."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "amount_cny": 800000,
+                    "purpose": "working_capital",
+                    "tenor_months": 6,
+                    "insurance_wanted": True,
+                }
+            ]
+        },
+    )
+    recourse: bool = Field(
+        default=True, description="search model-based recourse for the closest ineligible products"
+    )
+
+
+class MatchResponse(BaseModel):
+    """Every product ranked for the firm and need, and the bundles."""
+
+    usc_code: str
+    grade: str
+    pd: float
+    need: dict[str, Any]
+    financing: list[dict[str, Any]]
+    insurance: list[dict[str, Any]]
+    bundles: list[dict[str, Any]]
+    model_version: str
+    as_of: Any
+    catalog_version: str
+
+
+class LoanPriceRequest(BaseModel):
+    """Price a loan for a firm: a product's range and LGD, or explicit ones."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    product_id: str | None = Field(default=None, description="financing product (range, LGD)")
+    tenor_months: int = Field(default=12, ge=1, le=120)
+    lgd: float | None = Field(default=None, gt=0, le=1, description="override the LGD")
+    insured_cover: float | None = Field(
+        default=None, gt=0, le=1, description="cover of an insurance policy assigned to the bank"
+    )
+
+
+class LoanPriceResponse(BaseModel):
+    """A loan rate and its components."""
+
+    usc_code: str
+    product_id: str | None
+    grade: str
+    price: dict[str, Any]
+    model_version: str
+    as_of: Any
+
+
+# ---------------------------------------------------------------------------------------------
+# Routes
+# ---------------------------------------------------------------------------------------------
+
+
+@router.get("/products", response_model=ProductsResponse, responses=problem_responses(401))
+def list_products(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
+    """List the product catalog: eligibility rules, amounts, tenors, pricing, policy tags, subsidies."""
+    return {
+        "version": market.products.version,
+        "products": [p.summary() for p in market.products],
+    }
+
+
+def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: list[int]) -> Any:
+    """Wrap ``serving.recourse.find_recourse`` with a product-eligibility goal and a budget."""
+    from serving.recourse import find_recourse
+
+    grades = grades_of(loaded)
+    actionable = set(loaded.catalog.actionable) if loaded.catalog is not None else set()
+    movable = actionable & set(loaded.model.feature_names)
+
+    def plan(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
+        failed = [t for t in trace if not t.passed]
+        blockers = [
+            t.field
+            for t in failed
+            if t.source == "need" or (t.source == "firm" and t.field not in movable)
+        ]
+        if blockers:
+            return {"searched": False, "reached": False, "blocked_by": blockers, "changes": []}
+        if budget[0] <= 0 or loaded.catalog is None:
+            return None
+        budget[0] -= 1
+        rules = product.rules
+
+        def goal(scored: Mapping[str, Any]) -> bool:
+            return all(t.passed for t in evaluate_rules(rules, scored, grades))
+
+        def progress(frame: pd.DataFrame) -> Any:
+            fails = [
+                sum(not t.passed for t in evaluate_rules(rules, r, grades))
+                for r in frame.to_dict("records")
+            ]
+            return pd.Series(fails, dtype=float).to_numpy() * 10.0 + frame["log_odds"].to_numpy()
+
+        result = find_recourse(
+            loaded.model,
+            loaded.catalog,
+            dict(row),
+            goal,
+            scales=loaded.scales,
+            max_steps=settings.recourse_max_steps,
+            beam=settings.recourse_beam,
+            progress=progress,
+        )
+        return {
+            "searched": True,
+            "reached": result.reached,
+            "blocked_by": [],
+            "changes": [asdict(c) for c in result.changes],
+            "after": {k: result.after.get(k) for k in ("pd", "score", "grade")},
+        }
+
+    return plan
+
+
+@router.post(
+    "/firms/{usc_code}/matches",
+    response_model=MatchResponse,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+def firm_matches(
+    request: Request,
+    body: MatchRequest,
+    access: Annotated[FirmAccess, Depends(require_firm_access("score"))],
+    loaded: LoadedDep,
+    session: DbSession,
+    settings: SettingsDep,
+    market: MarketDep,
+) -> dict[str, Any]:
+    """Every product ranked for a firm and a need: rule-by-rule trace, limit, price, bundles, recourse."""
+    require_known(loaded, access.usc_code)
+    row = firm_row(loaded, access.usc_code)
+    if body.shipment is not None and body.shipment.buyer_country not in market.countries:
+        raise field_error(
+            "body.shipment.buyer_country",
+            f"unknown country {body.shipment.buyer_country!r}",
+            "an ISO3 code or name of the OECD table (GET /v1/countries)",
+        )
+    need = Need(**body.model_dump(exclude={"recourse"}))
+    recourse = None
+    if body.recourse:
+        budget = [RECOURSE_PRODUCTS]
+        recourse = _recourse_fn(loaded, row, settings, budget)
+    catalog_names = set(loaded.catalog.actionable) if loaded.catalog is not None else None
+    result = match(
+        row,
+        need,
+        market.products,
+        grades=grades_of(loaded),
+        pricing=market.pricing,
+        countries=market.countries,
+        actionable=catalog_names,
+        recourse=recourse,
+    )
+    audit_access(request, session, [access], loaded.model_version)
+    return {
+        "usc_code": access.usc_code,
+        "grade": row["grade"],
+        "pd": row["pd"],
+        "need": need.model_dump(),
+        **result.as_dict(),
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+        "catalog_version": market.products.version,
+    }
+
+
+@router.post(
+    "/firms/{usc_code}/loan-price",
+    response_model=LoanPriceResponse,
+    responses=problem_responses(401, 403, 404, 422, 503),
+)
+def firm_loan_price(
+    request: Request,
+    body: LoanPriceRequest,
+    access: Annotated[FirmAccess, Depends(require_firm_access("score"))],
+    loaded: LoadedDep,
+    session: DbSession,
+    market: MarketDep,
+) -> dict[str, Any]:
+    """Risk-based loan rate for a firm: reference + PD x LGD + capital charge + costs."""
+    require_known(loaded, access.usc_code)
+    rate_range = None
+    lgd = body.lgd
+    if body.product_id is not None:
+        if body.product_id not in market.products:
+            raise field_error(
+                "body.product_id", f"unknown product {body.product_id!r}", "a financing product id"
+            )
+        product = market.products[body.product_id]
+        if product.pricing is None:
+            raise field_error(
+                "body.product_id",
+                f"{body.product_id!r} is an insurance product",
+                "a financing product id",
+            )
+        rate_range = (product.pricing.rate_min, product.pricing.rate_max)
+        lgd = lgd if lgd is not None else product.pricing.lgd
+    if body.insured_cover is not None:
+        covered = insured_lgd(body.insured_cover, market.pricing.loan)
+        lgd = covered if lgd is None else min(lgd, covered)
+    row = firm_row(loaded, access.usc_code)
+    price = loan_rate(
+        row["pd"],
+        lgd=lgd,
+        tenor_months=body.tenor_months,
+        turnover_meur=turnover_meur(row.get("exports_12m_usd"), market.pricing.loan),
+        rate_range=rate_range,
+        params=market.pricing.loan,
+    )
+    audit_access(request, session, [access], loaded.model_version)
+    return {
+        "usc_code": access.usc_code,
+        "product_id": body.product_id,
+        "grade": row["grade"],
+        "price": price.as_dict(),
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+    }
+
+
+__all__ = ["Market", "MarketDep", "Shipment", "firm_row", "get_market", "grades_of", "router"]
