@@ -7,6 +7,7 @@ into the rows a real platform would hold. Rows are produced firm by firm and mon
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -526,7 +527,15 @@ class ChunkTables:
             0.0,
         )
         mp = np.array(MARKETPLACES, dtype=object)[w.store_mp[i, k]]
-        store_id = [f"{m[:2].upper()}{x}{kk}" for m, x, kk in zip(mp, self.ids[i], k, strict=True)]
+        # Identifiers per (firm, store slot) once; rows index into them.
+        slot_ids = np.array(
+            [
+                [f"{MARKETPLACES[m][:2].upper()}{x}{kk}" for kk, m in enumerate(row)]
+                for x, row in zip(self.ids, w.store_mp.clip(0), strict=True)
+            ],
+            dtype=object,
+        ).reshape(w.n, MAX_STORES)
+        store_id = slot_ids[i, k]
         df = pd.DataFrame(
             {
                 "usc_code": w.usc[i],
@@ -865,20 +874,26 @@ class ChunkTables:
         )
         return typed(df, "insurance_policies")
 
-    def all_tables(self) -> tuple[dict[str, pd.DataFrame], np.ndarray]:
-        """Every raw table of the chunk and each firm's default date (NaT if none)."""
-        out: dict[str, pd.DataFrame] = {}
-        out["firms"] = self.firms()
-        out["social_insurance"] = self.social_insurance()
-        out["utilities"] = self.utilities()
-        out["tax"] = self.tax()
-        out["customs_declarations"] = self.customs_declarations()
-        out["customs_credit"] = self.customs_credit()
-        out["fx_receipts"] = self.fx_receipts()
-        out["marketplace_stores"] = self.marketplace_stores()
-        out["overseas_warehouses"] = self.overseas_warehouses()
-        out["loans"], out["loan_repayments"], loan_route = self.loans()
-        out["court_records"], default_date = self.court_records(loan_route)
-        out["admin_penalties"] = self.admin_penalties()
-        out["insurance_policies"] = self.insurance_policies()
-        return {name: out[name] for name in TABLES}, default_date
+    def all_tables(self) -> Iterator[tuple[str, pd.DataFrame]]:
+        """Yield every raw table of the chunk in spec order, one at a time (to bound memory).
+
+        After the last table, :attr:`default_date` holds each firm's default date (NaT if none).
+        """
+        yield "firms", self.firms()
+        yield "tax", self.tax()
+        yield "social_insurance", self.social_insurance()
+        yield "utilities", self.utilities()
+        yield "customs_declarations", self.customs_declarations()
+        yield "customs_credit", self.customs_credit()
+        yield "fx_receipts", self.fx_receipts()
+        yield "marketplace_stores", self.marketplace_stores()
+        yield "overseas_warehouses", self.overseas_warehouses()
+        loans, repayments, loan_route = self.loans()
+        yield "loans", loans
+        del loans
+        yield "loan_repayments", repayments
+        del repayments
+        court, self.default_date = self.court_records(loan_route)
+        yield "court_records", court
+        yield "admin_penalties", self.admin_penalties()
+        yield "insurance_policies", self.insurance_policies()

@@ -251,7 +251,23 @@ def simulate(
         write_table(oracle, oracle_dir, "true_pd", c)
         oracle_rows += len(oracle)
         del oracle
-        tables, default_date = ChunkTables(w, rng_tables).all_tables()
+        builder = ChunkTables(w, rng_tables)
+        unknown = _UnknownCodes(rng_faults, known)
+        truths = []
+        for name, table in builder.all_tables():
+            file = f"{name}/part-{c:05d}.parquet"
+            df, truth = sim_faults.inject(
+                table, name, file, fault_rate, rng_faults, cfg["faults"], unknown
+            )
+            write_table(df, out_dir, name, c)
+            rows[name] += len(df)
+            truths.append(truth)
+            del df, table
+        truth = pd.concat(truths, ignore_index=True)
+        write_table(truth, oracle_dir, "faults", c)
+        for kind, k in truth["fault"].value_counts().sort_index().items():
+            faults[str(kind)] = faults.get(str(kind), 0) + int(k)
+        default_date = builder.default_date
         d_idx = np.nonzero(~pd.isna(default_date))[0]
         defaults = pd.DataFrame(
             {
@@ -261,24 +277,10 @@ def simulate(
         )
         write_table(defaults, oracle_dir, "defaults", c)
         n_defaults += len(defaults)
-        unknown = _UnknownCodes(rng_faults, known)
-        truths = []
-        for name, df in tables.items():
-            file = f"{name}/part-{c:05d}.parquet"
-            df, truth = sim_faults.inject(
-                df, name, file, fault_rate, rng_faults, cfg["faults"], unknown
-            )
-            write_table(df, out_dir, name, c)
-            rows[name] += len(df)
-            truths.append(truth)
-        truth = pd.concat(truths, ignore_index=True)
-        write_table(truth, oracle_dir, "faults", c)
-        for kind, k in truth["fault"].value_counts().sort_index().items():
-            faults[str(kind)] = faults.get(str(kind), 0) + int(k)
         ar, dd = _year_counts(w)
         at_risk_total += ar.sum()
         defaults_total += dd.sum()
-        del tables, w
+        del builder, w
         bar.update(1)
     bar.close()
     rate = defaults_total / at_risk_total if at_risk_total else float("nan")
