@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -304,3 +305,82 @@ def test_order_puts_references_first() -> None:
     assert ORDER[0] == "firms"
     assert ORDER.index("loans") < ORDER.index("loan_repayments")
     assert sorted(ORDER) == sorted(TABLES)
+
+
+# --- The shared simulated world (tests/conftest.py: fault_rate 0.01, oracle of faults) ---
+
+#: Reason kinds that count as catching each injected fault kind (``column`` = faulty column).
+FAULT_KINDS = {
+    "uscc_check": lambda col: {"usc_code: check_char", "usc_code: org_check_char"},
+    "uscc_length": lambda col: {"usc_code: length"},
+    "unknown_firm": lambda col: {"usc_code: reference"},
+    "negative_amount": lambda col: {f"{col}: range"},
+    "out_of_range": lambda col: {f"{col}: range", f"{col}: allowed"},
+    "bad_period": lambda col: {"period: format"},
+    "duplicate": lambda col: {"duplicate"},
+}
+
+
+@pytest.fixture(scope="module")
+def world_quarantine(clean_dir: Path) -> pd.DataFrame:
+    frames = [
+        io.read_table(clean_dir / "quarantine", t)[["_source", "_row", "_reason"]].assign(table=t)
+        for t in TABLES
+        if io.part_files(clean_dir / "quarantine", t)
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_world_every_fault_quarantined_with_its_kind(sim_dirs, world_quarantine) -> None:
+    truth = io.read_table(sim_dirs[1], "faults")
+    assert len(truth) > 100  # the shared world really carries faults
+    merged = truth.merge(
+        world_quarantine,
+        left_on=["table", "file", "_row"],
+        right_on=["table", "_source", "_row"],
+        how="left",
+    )
+    missed = merged[merged["_reason"].isna()]
+    assert missed.empty, missed.head()
+    cols = ["table", "fault", "column", "_reason"]
+    wrong = [
+        (table, fault, reason)
+        for table, fault, column, reason in merged[cols].itertuples(index=False, name=None)
+        if not FAULT_KINDS[fault](column) & _kinds(reason)
+    ]
+    assert wrong == []
+
+
+def test_world_nothing_else_quarantined(sim_dirs, world_quarantine) -> None:
+    truth = io.read_table(sim_dirs[1], "faults")
+    merged = world_quarantine.merge(
+        truth,
+        left_on=["table", "_source", "_row"],
+        right_on=["table", "file", "_row"],
+        how="left",
+    )
+    extra = merged[merged["fault"].isna()]
+    assert extra.empty, extra.head()
+
+
+def test_world_counts_reconcile(sim_dirs, clean_dir) -> None:
+    report = json.loads((clean_dir / "ingest_report.json").read_text())
+    truth = io.read_table(sim_dirs[1], "faults")
+    for table in TABLES:
+        entry = report[table]
+        raw_rows = sum(
+            pq.ParquetFile(f).metadata.num_rows for f in io.part_files(sim_dirs[0], table)
+        )
+        assert entry["read"] == raw_rows == entry["accepted"] + entry["quarantined"], table
+        assert entry["quarantined"] == int((truth["table"] == table).sum()), table
+        clean_rows = sum(
+            pq.ParquetFile(f).metadata.num_rows for f in io.part_files(clean_dir, table)
+        )
+        assert clean_rows == entry["accepted"], table
+    totals = report["totals"]
+    assert totals["read"] == totals["accepted"] + totals["quarantined"]
+
+
+def test_world_clean_tables_satisfy_contracts(clean_dir) -> None:
+    for table in TABLES:
+        contracts.schema_for(table).validate(io.read_table(clean_dir, table), lazy=True)
