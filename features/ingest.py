@@ -199,7 +199,7 @@ def to_logical(
                 problems.append(_problems(raw, bad, col.name, "type", "a date YYYY-MM-DD"))
             parsed = parsed.where(~bad)
             normal = parsed.dt.normalize()
-            timed = int((normal != parsed).sum())
+            timed = int((parsed.notna() & (normal != parsed)).sum())
             if timed:
                 warnings[f"{col.name}: time of day dropped"] += timed
             out[col.name] = normal.astype("datetime64[ns]")

@@ -193,6 +193,18 @@ def test_clean_tables_follow_the_spec(faulty_world, tmp_path) -> None:
     assert report["overseas_warehouses"]["accepted"] == N
 
 
+def test_dates_keep_the_date_part_only(raw_world, make_valid, tmp_path) -> None:
+    firms = make_valid("firms", N)
+    firms["deregistration_date"] = pd.NaT
+    firms.loc[2, "deregistration_date"] = pd.Timestamp("2023-05-06 13:45")
+    out = tmp_path / "clean"
+    report = ingest(raw_world({"firms": firms}, n=N), out, progress=False)
+    assert report["firms"]["warnings"] == {"deregistration_date: time of day dropped": 1}
+    clean = io.read_table(out, "firms")
+    assert clean["deregistration_date"].isna().sum() == N - 1
+    assert clean.loc[2, "deregistration_date"] == pd.Timestamp("2023-05-06")
+
+
 def test_absent_optional_table_is_reported_not_an_error(raw_world, tmp_path) -> None:
     raw = raw_world({"utilities": None, "loans": None}, n=N)
     report = ingest(raw, tmp_path / "clean", progress=False)
