@@ -229,3 +229,13 @@ def test_markdown_entry_point_prints_it() -> None:
         [sys.executable, "-m", "features.contracts"], capture_output=True, text=True, check=True
     )
     assert out.stdout == contracts.markdown()
+
+
+def test_readme_tables_section_is_current() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("<!-- section:tables -->")[1].split("<!-- /section:tables -->")[0]
+    # The generated part starts at the first table heading.
+    generated = section[section.index("### `") :].strip()
+    assert generated == contracts.markdown().strip(), "rerun: python -m features.contracts"
