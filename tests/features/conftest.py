@@ -31,7 +31,8 @@ def _column_values(col: Column, n: int, codes: list[str]) -> pd.Series:
         prefix = {"loan_id": "L"}.get(col.name, col.name[0].upper())
         return pd.Series([f"{prefix}{i:05d}" for i in range(n)], dtype="str")
     if col.dtype == "category":
-        return pd.Series([col.allowed[i % len(col.allowed)] for i in range(n)], dtype="str")
+        allowed = col.allowed or ()
+        return pd.Series([allowed[i % len(allowed)] for i in range(n)], dtype="str")
     if col.dtype == "str":
         value = PATTERN_SAMPLES[col.regex] if col.regex else f"{col.name} value"
         return pd.Series([value] * n, dtype="str")
@@ -40,9 +41,9 @@ def _column_values(col: Column, n: int, codes: list[str]) -> pd.Series:
         high = int(col.le) if col.le is not None else low + 10
         return pd.Series([low + i % (high - low + 1) for i in range(n)], dtype="int64")
     if col.dtype == "float":
-        low = col.ge if col.ge is not None else 0.0
-        high = col.le if col.le is not None else low + 1000.0
-        return pd.Series(np.linspace(low, high, n), dtype="float64")
+        lo = col.ge if col.ge is not None else 0.0
+        hi = col.le if col.le is not None else lo + 1000.0
+        return pd.Series(np.linspace(lo, hi, n), dtype="float64")
     if col.dtype == "bool":
         return pd.Series([i % 2 == 0 for i in range(n)], dtype="bool")
     return pd.Series(pd.date_range("2020-01-01", periods=n, freq="D"), dtype="datetime64[ns]")

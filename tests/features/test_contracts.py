@@ -71,6 +71,7 @@ LE = [(t, c) for t, c in CELLS if c.le is not None]
 
 @pytest.mark.parametrize(("table", "col"), GE, ids=_ids(GE))
 def test_below_lower_bound(make_valid, table: str, col: Column) -> None:
+    assert col.ge is not None
     value = col.ge - (1 if col.dtype == "int" else 0.5)
     found = _reasons(
         contracts.schema_for(table, raw=True), _break(make_valid, table, col.name, value)
@@ -86,6 +87,7 @@ def test_below_lower_bound(make_valid, table: str, col: Column) -> None:
 
 @pytest.mark.parametrize(("table", "col"), LE, ids=_ids(LE))
 def test_above_upper_bound(make_valid, table: str, col: Column) -> None:
+    assert col.le is not None
     value = col.le + (1 if col.dtype == "int" else 0.7)
     found = _reasons(
         contracts.schema_for(table, raw=True), _break(make_valid, table, col.name, value)
