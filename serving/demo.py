@@ -61,7 +61,7 @@ def curl_lines() -> list[str]:
         f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"target_grade": "BBB"}}\' $KX_URL/v1/firms/$KX_FIRM/recourse',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/access-log',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/consents',
-        'curl -s -H "X-API-Key: $KX_REGULATOR_KEY" $KX_URL/v1/firms/$KX_FIRM/score   # 403: aggregates only',
+        "curl -s -o /dev/null -w '%{http_code}\\n' -H \"X-API-Key: $KX_REGULATOR_KEY\" $KX_URL/v1/firms/$KX_FIRM/score",
         'curl -s -H "X-API-Key: $KX_ADMIN_KEY" $KX_URL/v1/admin/audit/verify',
         "curl -s $KX_URL/v1/ready",
     ]
