@@ -140,9 +140,14 @@ class CreditModel:
         for f in self.features:
             col = df[f.name]
             if f.kind == "category":
-                values = col.astype(object).where(col.notna(), None)
-                values = values.map(lambda v: None if v is None else str(v))
-                out[f.name] = pd.Categorical(values, categories=f.categories or [])
+                levels = f.categories or []
+                values = col.astype(object)
+                values = values.where(col.notna(), None).map(
+                    lambda v: None if v is None else str(v)
+                )
+                # unseen levels become missing (as LightGBM treats unknown categories)
+                values = values.where(values.isin(levels), None)
+                out[f.name] = pd.Categorical(values, categories=levels)
             else:
                 if isinstance(col.dtype, pd.CategoricalDtype) or col.dtype == object:
                     converted = pd.to_numeric(col.astype(object), errors="coerce")

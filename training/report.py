@@ -18,50 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.drift import psi, verdict
 from training.metrics import calibration_table, safe_auc
 from training.scale import load_config
-
-PSI_STABLE, PSI_SIGNIFICANT = 0.10, 0.25
-
-
-def psi(reference: pd.Series, current: pd.Series, bins: int = 10) -> float:
-    """Compute the population stability index of ``current`` against ``reference``.
-
-    Numeric columns use the reference's quantile bins, categorical ones their levels; missing
-    values are a bin of their own. Empty bins get a small floor so the index stays finite.
-    """
-    if isinstance(reference.dtype, pd.CategoricalDtype) or reference.dtype == object:
-        ref = reference.astype(object).fillna("__missing__").astype(str)
-        cur = current.astype(object).fillna("__missing__").astype(str)
-        levels = sorted(set(ref) | set(cur))
-        p = ref.value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy()
-        q = cur.value_counts(normalize=True).reindex(levels, fill_value=0).to_numpy()
-    else:
-        r = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float)
-        c = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
-        edges = (
-            np.unique(np.nanquantile(r, np.linspace(0, 1, bins + 1)[1:-1]))
-            if np.isfinite(r).any()
-            else np.array([])
-        )
-
-        def dist(v: np.ndarray) -> np.ndarray:
-            counts = np.bincount(
-                np.searchsorted(edges, v[~np.isnan(v)], side="right"), minlength=len(edges) + 1
-            )
-            full = np.append(counts, np.isnan(v).sum()).astype(float)
-            return full / max(len(v), 1)
-
-        p, q = dist(r), dist(c)
-    p, q = np.clip(p, 1e-4, None), np.clip(q, 1e-4, None)
-    return float(np.sum((q - p) * np.log(q / p)))
-
-
-def psi_verdict(value: float) -> str:
-    """``stable`` (< 0.10), ``moderate`` (< 0.25) or ``significant``."""
-    return (
-        "stable" if value < PSI_STABLE else "moderate" if value < PSI_SIGNIFICANT else "significant"
-    )
 
 
 def segment_labels(
@@ -196,9 +155,9 @@ def build_report(
     report["psi"] = {
         "reference": "training rows",
         "current": "evaluation rows",
-        "score": {"psi": score_psi, "verdict": psi_verdict(score_psi)},
+        "score": {"psi": score_psi, "verdict": verdict(score_psi)},
         "features": {
-            n: {"psi": v, "verdict": psi_verdict(v)}
+            n: {"psi": v, "verdict": verdict(v)}
             for n, v in sorted(feature_psi.items(), key=lambda kv: -kv[1])
         },
     }
