@@ -21,6 +21,7 @@ Monte Carlo): future suspensions are not known in advance and so are not in it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -419,11 +420,14 @@ def _stationary(p_dn: np.ndarray, p_up: np.ndarray, n_states: int) -> np.ndarray
     return w / w.sum(1, keepdims=True)
 
 
-def run_chain(w: World, rng: np.random.Generator) -> None:
+def run_chain(
+    w: World, rng: np.random.Generator, on_month: Callable[[], object] | None = None
+) -> None:
     """Simulate the health chain month by month (vectorised over firms).
 
     Sets ``state`` (n x months, -1 when the firm is not live), ``onset_m``, ``default_m``,
-    ``exit_m`` (voluntary deregistration) and ``dereg_m``.
+    ``exit_m`` (voluntary deregistration) and ``dereg_m``. ``on_month`` is called after each
+    simulated month (progress reporting).
     """
     hh = w.cfg["health"]
     S = hh["n_states"]
@@ -449,6 +453,8 @@ def run_chain(w: World, rng: np.random.Generator) -> None:
         down = u[2] < p_dn
         up = u[2] > 1 - w.up_prob
         cur = np.where(live, np.clip(cur + down - up, 0, S - 1), cur)
+        if on_month is not None:
+            on_month()
     chain_state = state.copy()
     # After onset the firm is distressed for what the data shows.
     after = (np.arange(M)[None, :] >= onset[:, None]) & (np.arange(M)[None, :] >= w.reg_m[:, None])

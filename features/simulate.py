@@ -234,7 +234,13 @@ def simulate(
     oracle_rows = n_defaults = 0
     at_risk_total = defaults_total = 0.0
     n_chunks = -(-n_firms // chunk_size)
-    bar = tqdm(total=n_chunks, desc="simulate", unit="chunk", disable=not progress)
+    # One step per simulated month of each chunk, then one per table written.
+    bar = tqdm(
+        total=n_chunks * (n_months + len(TABLES)),
+        desc="simulate",
+        unit="step",
+        disable=not progress,
+    )
     for c in range(n_chunks):
         lo, hi = c * chunk_size, min((c + 1) * chunk_size, n_firms)
         streams = np.random.SeedSequence(seed, spawn_key=(1, c)).spawn(5)
@@ -246,7 +252,8 @@ def simulate(
         )
         draw_wave(w, rng_wave, wave_t)
         hazard_inputs(w)
-        run_chain(w, rng_chain)
+        bar.set_postfix_str(f"chunk {c + 1}/{n_chunks}")
+        run_chain(w, rng_chain, on_month=lambda: bar.update(1))
         oracle = _oracle_frames(w)
         write_table(oracle, oracle_dir, "true_pd", c)
         oracle_rows += len(oracle)
@@ -263,6 +270,7 @@ def simulate(
             rows[name] += len(df)
             truths.append(truth)
             del df, table
+            bar.update(1)
         truth = pd.concat(truths, ignore_index=True)
         write_table(truth, oracle_dir, "faults", c)
         for kind, k in truth["fault"].value_counts().sort_index().items():
@@ -281,7 +289,6 @@ def simulate(
         at_risk_total += ar.sum()
         defaults_total += dd.sum()
         del builder, w
-        bar.update(1)
     bar.close()
     rate = defaults_total / at_risk_total if at_risk_total else float("nan")
     seconds = time.perf_counter() - t0
