@@ -448,6 +448,9 @@ def ingest(raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> d
     with bar:
         for name in ORDER:
             if not files[name]:
+                # Drop an earlier run's output so readers never see a stale table.
+                _clear(io.table_dir(out_dir, name))
+                _clear(io.table_dir(out_dir / QUARANTINE, name))
                 report[name] = {
                     "status": "absent",
                     "files": 0,

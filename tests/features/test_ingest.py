@@ -252,6 +252,32 @@ def _cli(raw: Path, out: Path):
     return CliRunner().invoke(app, ["ingest", str(raw), "--out", str(out)])
 
 
+def test_rerun_without_a_table_removes_its_old_output(raw_world, tmp_path) -> None:
+    out = tmp_path / "clean"
+    ingest(raw_world(n=N), out, progress=False)
+    assert io.part_files(out, "utilities")
+    report = ingest(raw_world({"utilities": None}, n=N, name="raw2"), out, progress=False)
+    assert report["utilities"]["status"] == "absent"
+    assert not io.part_files(out, "utilities")
+
+
+def test_empty_part_and_all_null_column(raw_world, make_valid, tmp_path) -> None:
+    firms = make_valid("firms", N).assign(main_marketplace=None)  # an Arrow null column
+    stores = make_valid("marketplace_stores", N)
+    out = tmp_path / "clean"
+    report = ingest(
+        raw_world({"firms": firms, "marketplace_stores": [stores.iloc[:0], stores]}, n=N),
+        out,
+        progress=False,
+    )
+    assert report["totals"]["quarantined"] == 0
+    assert report["marketplace_stores"]["files"] == 2
+    clean = io.read_table(out, "firms")
+    assert clean["main_marketplace"].isna().all()
+    assert str(clean["main_marketplace"].dtype) == "str"
+    assert len(io.read_table(out, "marketplace_stores")) == N
+
+
 def test_cli_prints_totals(raw_world, tmp_path) -> None:
     result = _cli(raw_world(n=N), tmp_path / "clean")
     assert result.exit_code == 0, result.output
