@@ -38,10 +38,18 @@ def faulty_world(raw_world, make_valid, firm_codes):
     extra.iloc[1, 0] = sorted(uscc.PILOT_EXCEPTIONS)[0]
     t["firms"] = pd.concat([t["firms"], extra], ignore_index=True)
     expected["firms"][(0, N)] = {"usc_code: check_char"}
+    # ... and a missing boolean (the firm still exists for the other tables' references).
+    t["firms"]["own_brand"] = t["firms"]["own_brand"].astype(object)
+    t["firms"].loc[1, "own_brand"] = None
+    expected["firms"][(0, 1)] = {"own_brand: null"}
 
     # tax: a valid code that is not a registered firm.
     t["tax"].loc[2, "usc_code"] = firm_codes[N + 5]
     expected["tax"][(0, 2)] = {"usc_code: reference"}
+    # ... and a missing year in an integer column (pandas writes it as float64).
+    t["tax"]["tax_year"] = t["tax"]["tax_year"].astype("float64")
+    t["tax"].loc[4, "tax_year"] = np.nan
+    expected["tax"][(0, 4)] = {"tax_year: null"}
 
     # marketplace_stores: refund rate out of range.
     t["marketplace_stores"].loc[1, "refund_rate"] = 1.7
@@ -160,7 +168,7 @@ def test_reasons_are_readable(faulty_world, tmp_path) -> None:
     assert reasons["customs_credit"] == [
         "effective_date: type: expected a date YYYY-MM-DD, got 2021-02-30"
     ]
-    assert reasons["firms"][0].startswith("usc_code: check_char: expected ")
+    assert reasons["firms"][1].startswith("usc_code: check_char: expected ")
     assert reasons["tax"][0].startswith("usc_code: reference: unknown firm ")
 
 
