@@ -62,7 +62,8 @@ class FeatureSpec(BaseModel):
     actionable : bool
         Whether the firm can change it by its own conduct (used by recourse).
     lower, upper : float or None
-        Plausible bounds (data tests; recourse stays inside them).
+        Plausible bounds (data tests; recourse stays inside them). Quotient features (unit
+        ``ratio`` or ``CV``) are winsorised to them by the snapshot builder.
     categories : list of str or None
         The fixed category set of a category feature.
     step : float or None
@@ -274,3 +275,84 @@ def load_catalog(path: str | Path | None = None) -> Catalog:
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"{file}: cannot read the catalog: {exc}") from exc
     return catalog_from_dict(data, origin=str(file))
+
+
+#: Significance level of the univariate direction check.
+DIRECTION_CHECK_ALPHA = 0.01
+
+
+def direction_check(
+    dataset: Any, catalog: Catalog | None = None, label: str = "label", bins: int = 10
+) -> Any:
+    """Compare each monotone feature's catalog direction with the data's default rates.
+
+    For every feature with a direction, the rows where it is present are ranked against the
+    label (Spearman correlation, with its p-value) and cut into up to ``bins`` quantile bins
+    whose default rates are reported from the lowest to the highest bin.
+
+    Parameters
+    ----------
+    dataset : pandas.DataFrame
+        A training set (``features.dataset.build_dataset``).
+    catalog : Catalog, optional
+        The catalog (default: the shipped one).
+    label : str
+        The 0/1 outcome column.
+    bins : int
+        Quantile bins for the reported default rates.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``feature``, ``direction``, ``n``, ``rho``, ``p_value``, ``rates`` (default rate per bin),
+        ``observed`` (``increases_risk`` / ``decreases_risk`` / ``flat`` — significant at
+        ``DIRECTION_CHECK_ALPHA`` or not — or ``constant``) and ``agrees`` (False only when
+        the data significantly contradicts the catalog).
+    """
+    import numpy as np
+    import pandas as pd
+    from scipy.stats import spearmanr
+
+    catalog = catalog or load_catalog()
+    rows = []
+    for spec in catalog:
+        if spec.direction == "none" or spec.name not in dataset:
+            continue
+        sub = dataset[[spec.name, label]].dropna()
+        x, y = sub[spec.name].to_numpy(np.float64), sub[label].to_numpy(np.float64)
+        if len(sub) < 3 or np.unique(x).size < 2 or np.unique(y).size < 2:
+            rows.append(
+                {
+                    "feature": spec.name,
+                    "direction": spec.direction,
+                    "n": len(sub),
+                    "rho": np.nan,
+                    "p_value": np.nan,
+                    "rates": [],
+                    "observed": "constant",
+                    "agrees": True,
+                }
+            )
+            continue
+        rho, p_value = spearmanr(x, y)
+        ranks = pd.Series(x).rank(method="average")
+        cut = pd.qcut(ranks, q=min(bins, int(np.unique(x).size)), duplicates="drop", labels=False)
+        rates = pd.Series(y).groupby(cut.to_numpy()).mean().round(4).tolist()
+        if p_value < DIRECTION_CHECK_ALPHA:
+            observed = "increases_risk" if rho > 0 else "decreases_risk"
+        else:
+            observed = "flat"
+        agrees = observed in ("flat", spec.direction)
+        rows.append(
+            {
+                "feature": spec.name,
+                "direction": spec.direction,
+                "n": len(sub),
+                "rho": float(rho),
+                "p_value": float(p_value),
+                "rates": rates,
+                "observed": observed,
+                "agrees": agrees,
+            }
+        )
+    return pd.DataFrame(rows)

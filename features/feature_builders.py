@@ -25,6 +25,8 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.feature_availability import SnapshotConfig, month_index_of, period_to_month_index
 from features.tables import CUSTOMS_MODES, MARKETPLACES, TABLES
@@ -181,39 +183,66 @@ def _window(m: np.ndarray, last: int, months: int) -> np.ndarray:
 
 
 def _codes(values: pd.Series, universe: list[str] | tuple[str, ...]) -> np.ndarray:
-    """Integer code of each value within ``universe`` (-1 when outside it)."""
-    return pd.Categorical(values, categories=list(universe)).codes.astype(np.int16)
+    """Integer code of each value within ``universe`` (-1 when outside it or missing)."""
+    lookup = {v: float(i) for i, v in enumerate(universe)}
+    return _map_values(values, lookup, -1.0).astype(np.int16)
 
 
-def _months_between(later: pd.Timestamp, earlier: np.ndarray, dpm: float) -> np.ndarray:
-    """Whole months from ``earlier`` (datetime64 array) to ``later``."""
-    days = (later.to_datetime64() - earlier) / np.timedelta64(1, "D")
-    return np.floor(days / dpm)
+def _map_values(values: pd.Series, mapping: dict, default: float) -> np.ndarray:
+    """Map values through ``mapping`` (``default`` when absent), one lookup per distinct value."""
+    codes, uniques = pd.factorize(values)
+    mapped = np.array(
+        [mapping.get(u, default) for u in np.asarray(uniques, dtype=object)] + [default],
+        dtype=np.float64,
+    )
+    return mapped[codes]  # code -1 (missing) picks the trailing default
 
 
 # --------------------------------------------------------------------------- preparation
-def _firm_ids(codes: pd.Series, index: pd.Index, table: str) -> np.ndarray:
-    fid = index.get_indexer(codes)
+def _firm_ids(codes: pd.Series, firm_set: pa.Array, table: str) -> np.ndarray:
+    """Position of each row's firm in the sorted firm list (-1 when unknown)."""
+    found = pc.fill_null(pc.index_in(pa.array(codes), value_set=firm_set), -1)
+    fid = np.asarray(found.to_numpy(zero_copy_only=False), dtype=np.int64)
     unknown = int((fid < 0).sum())
     if unknown:
         log.warning("%s: %d rows name firms missing from the firms table; not used", table, unknown)
     return fid
 
 
-def _monthly(df: pd.DataFrame, index: pd.Index, table: str, values: list[str]) -> pd.DataFrame:
-    fid = _firm_ids(df["usc_code"], index, table)
-    out = pd.DataFrame({"fid": fid.astype(np.int64), "m": period_to_month_index(df["period"])})
-    for col in values:
-        out[col] = df[col].to_numpy()
-    out = out[out["fid"] >= 0]
-    return out.sort_values(["fid", "m"], kind="stable").reset_index(drop=True)
+def _ordered(fid: np.ndarray, key: np.ndarray) -> np.ndarray | None:
+    """Stable (firm, key) order of the rows with a known firm; None when already in order."""
+    combined = fid * (1 << 32) + key
+    keep = fid >= 0
+    if keep.all() and (len(combined) < 2 or bool(np.all(combined[1:] >= combined[:-1]))):
+        return None
+    idx = np.flatnonzero(keep)
+    return idx[np.argsort(combined[idx], kind="stable")]
 
 
-def _events(df: pd.DataFrame, index: pd.Index, table: str, date_col: str) -> pd.DataFrame:
-    fid = _firm_ids(df["usc_code"], index, table)
-    out = df.drop(columns=["usc_code"]).assign(fid=fid.astype(np.int64))
-    out = out[out["fid"] >= 0]
-    return out.sort_values(["fid", date_col], kind="stable").reset_index(drop=True)
+def _monthly(
+    df: pd.DataFrame, firm_set: pa.Array, table: str, values: dict[str, np.ndarray | pd.Series]
+) -> pd.DataFrame:
+    """Firm id, month index and ``values`` in (firm, month) order; rows of known firms only."""
+    fid = _firm_ids(df["usc_code"], firm_set, table)
+    m = period_to_month_index(df["period"]).astype(np.int64)
+    cols = {"fid": fid, "m": m, **{k: np.asarray(v) for k, v in values.items()}}
+    order = _ordered(fid, m)
+    if order is not None:
+        cols = {k: v[order] for k, v in cols.items()}
+    return pd.DataFrame(cols)
+
+
+def _events(df: pd.DataFrame, firm_set: pa.Array, table: str, date_col: str) -> pd.DataFrame:
+    """Event rows of known firms with their firm id, in (firm, date) order."""
+    fid = _firm_ids(df["usc_code"], firm_set, table)
+    key = df[date_col].to_numpy()
+    if key.dtype.kind == "M":
+        key = key.astype("datetime64[D]").astype(np.int64)
+    out = df.drop(columns=["usc_code"]).assign(fid=fid)
+    order = _ordered(fid, np.asarray(key, dtype=np.int64))
+    if order is not None:
+        out = out.iloc[order]
+    return out.reset_index(drop=True)
 
 
 def _firm_month(frame: pd.DataFrame, aggs: dict[str, tuple[str, str]]) -> pd.DataFrame:
@@ -246,47 +275,54 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
     if firms["usc_code"].duplicated().any():
         dupes = firms.loc[firms["usc_code"].duplicated(), "usc_code"].head(3).tolist()
         raise ValueError(f"firms.usc_code must be unique; duplicated e.g. {dupes}")
-    index = pd.Index(firms["usc_code"])
+    ids = pa.array(firms["usc_code"].astype("str"))
     p = config.params
     frames: dict[str, pd.DataFrame] = {}
 
     # tax: one row per firm-year
-    tax = _events(t["tax"], index, "tax", "tax_year")
-    points = tax["tax_grade"].map(p["tax_grade_points"]).astype("float64")
-    tax = tax.assign(points=points)
-    frames["tax"] = tax
+    tax = _events(t["tax"], ids, "tax", "tax_year")
+    frames["tax"] = tax.assign(points=_map_values(tax["tax_grade"], p["tax_grade_points"], np.nan))
 
-    si = _monthly(
-        t["social_insurance"], index, "social_insurance", ["insured_headcount", "arrears_cny"]
+    si = t["social_insurance"]
+    frames["social_insurance"] = _monthly(
+        si,
+        ids,
+        "social_insurance",
+        {
+            "insured_headcount": si["insured_headcount"].to_numpy(np.float64),
+            "arrears_cny": si["arrears_cny"].to_numpy(np.float64),
+        },
     )
-    frames["social_insurance"] = si
-
-    ut = _monthly(
-        t["utilities"], index, "utilities", ["electricity_kwh", "water_m3", "late_payment"]
+    ut = t["utilities"]
+    frames["utilities"] = _monthly(
+        ut,
+        ids,
+        "utilities",
+        {
+            "electricity_kwh": ut["electricity_kwh"].to_numpy(np.float64),
+            "water_m3": ut["water_m3"].to_numpy(np.float64),
+            "late_payment": ut["late_payment"].to_numpy(bool),
+        },
     )
-    frames["utilities"] = ut
 
-    # customs: detail (for mode / destination windows) and firm-month totals
+    # customs: detail rows (mode and destination windows) and firm-month totals
     cd = t["customs_declarations"]
     risk_table = {k: float(v) for k, v in p["country_risk"].items()}
-    dest_risk = cd["destination_iso3"].map(risk_table).astype("float64")
     cu = _monthly(
-        cd.assign(
-            mode_code=_codes(cd["customs_mode"], CUSTOMS_MODES),
-            dest_code=pd.factorize(cd["destination_iso3"])[0],
-            dest_risk=dest_risk.fillna(float(p["unknown_country_risk"])).to_numpy(),
-        ),
-        index,
+        cd,
+        ids,
         "customs_declarations",
-        [
-            "mode_code",
-            "dest_code",
-            "dest_risk",
-            "declared_value_usd",
-            "declaration_count",
-            "returned_value_usd",
-            "inspection_anomalies",
-        ],
+        {
+            "mode_code": _codes(cd["customs_mode"], CUSTOMS_MODES),
+            "dest_code": pd.factorize(cd["destination_iso3"])[0],
+            "dest_risk": _map_values(
+                cd["destination_iso3"], risk_table, float(p["unknown_country_risk"])
+            ),
+            "declared_value_usd": cd["declared_value_usd"].to_numpy(np.float64),
+            "declaration_count": cd["declaration_count"].to_numpy(np.float64),
+            "returned_value_usd": cd["returned_value_usd"].to_numpy(np.float64),
+            "inspection_anomalies": cd["inspection_anomalies"].to_numpy(np.float64),
+        },
     )
     frames["customs_declarations"] = cu
     frames["customs_declarations:fm"] = _firm_month(
@@ -299,25 +335,26 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    cc = _events(t["customs_credit"], index, "customs_credit", "effective_date")
-    rank = _codes(cc["category"], p["customs_credit_order"]).astype(np.int64)
+    cc = _events(t["customs_credit"], ids, "customs_credit", "effective_date")
+    rank = _codes(cc["category"], p["customs_credit_order"]).astype(np.float64)
     prev_rank = pd.Series(rank).groupby(cc["fid"].to_numpy()).shift(1).to_numpy()
     frames["customs_credit"] = cc.assign(
         downgrade=(rank > prev_rank) & ~np.isnan(prev_rank),
         avail=cc["effective_date"] + pd.Timedelta(days=config.lag("customs_credit")),
     )
 
-    fx_raw = t["fx_receipts"]
+    fxr = t["fx_receipts"]
+    received = fxr["received_usd"].to_numpy(np.float64)
     fx = _monthly(
-        fx_raw.assign(
-            via_pi=np.where(fx_raw["channel"] == "payment_institution", 1.0, 0.0),
-            cls_rank=_codes(fx_raw["fx_class"], p["fx_class_order"]),
-        ),
-        index,
+        fxr,
+        ids,
         "fx_receipts",
-        ["received_usd", "via_pi", "cls_rank"],
+        {
+            "received_usd": received,
+            "pi_usd": received * (fxr["channel"] == "payment_institution").to_numpy(np.float64),
+            "cls_rank": _codes(fxr["fx_class"], p["fx_class_order"]),
+        },
     )
-    fx["pi_usd"] = fx["received_usd"] * fx["via_pi"]
     frames["fx_receipts:fm"] = _firm_month(
         fx,
         {
@@ -328,31 +365,26 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
     )
 
     ms = t["marketplace_stores"]
+    status = ms["account_status"]
+    rating = ms["rating"].to_numpy(np.float64)
+    orders = ms["orders"].to_numpy(np.float64)
     st = _monthly(
-        ms.assign(
-            mkt_code=_codes(ms["marketplace"], MARKETPLACES),
-            store_code=pd.factorize(ms["store_id"])[0],
-            active=(ms["account_status"] == "active").astype("float64"),
-            warning=(ms["account_status"] == "warning").astype("float64"),
-            suspended=(ms["account_status"] == "suspended").astype("float64"),
-            refunded=ms["refund_rate"] * ms["orders"],
-            rated=ms["rating"].notna().astype("float64"),
-        ),
-        index,
+        ms,
+        ids,
         "marketplace_stores",
-        [
-            "mkt_code",
-            "store_code",
-            "gmv_usd",
-            "orders",
-            "refunded",
-            "rating",
-            "rated",
-            "active",
-            "warning",
-            "suspended",
-            "payout_hold_usd",
-        ],
+        {
+            "mkt_code": _codes(ms["marketplace"], MARKETPLACES),
+            "store_code": pd.factorize(ms["store_id"])[0],
+            "gmv_usd": ms["gmv_usd"].to_numpy(np.float64),
+            "orders": orders,
+            "refunded": ms["refund_rate"].to_numpy(np.float64) * orders,
+            "rating": np.nan_to_num(rating),
+            "rated": (~np.isnan(rating)).astype(np.float64),
+            "active": (status == "active").to_numpy(np.float64),
+            "warning": (status == "warning").to_numpy(np.float64),
+            "suspended": (status == "suspended").to_numpy(np.float64),
+            "payout_hold_usd": ms["payout_hold_usd"].to_numpy(np.float64),
+        },
     )
     frames["marketplace_stores"] = st
     frames["marketplace_stores:fm"] = _firm_month(
@@ -371,24 +403,38 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    ow = _monthly(
-        t["overseas_warehouses"], index, "overseas_warehouses", ["country_iso3", "stock_value_usd"]
+    ow = t["overseas_warehouses"]
+    wh = _monthly(
+        ow,
+        ids,
+        "overseas_warehouses",
+        {
+            "country": pd.factorize(ow["country_iso3"])[0],
+            "stock_value_usd": ow["stock_value_usd"].to_numpy(np.float64),
+        },
     )
     frames["overseas_warehouses:fm"] = _firm_month(
-        ow, {"stock": ("stock_value_usd", "sum"), "countries": ("country_iso3", "nunique")}
+        wh, {"stock": ("stock_value_usd", "sum"), "countries": ("country", "nunique")}
     )
 
-    loans = _events(t["loans"], index, "loans", "start_date")
+    loans = _events(t["loans"], ids, "loans", "start_date")
     frames["loans"] = loans.assign(
         avail=loans["start_date"] + pd.Timedelta(days=config.lag("loans"))
     )
+    lr = t["loan_repayments"]
+    outstanding = lr["outstanding_cny"].to_numpy(np.float64)
     rp = _monthly(
-        t["loan_repayments"],
-        index,
+        lr,
+        ids,
         "loan_repayments",
-        ["due_cny", "paid_cny", "days_past_due", "outstanding_cny"],
+        {
+            "due_cny": lr["due_cny"].to_numpy(np.float64),
+            "paid_cny": lr["paid_cny"].to_numpy(np.float64),
+            "days_past_due": lr["days_past_due"].to_numpy(np.float64),
+            "outstanding_cny": outstanding,
+            "active": (outstanding > 0).astype(np.float64),
+        },
     )
-    rp["active"] = (rp["outstanding_cny"] > 0).astype("float64")
     frames["loan_repayments:fm"] = _firm_month(
         rp,
         {
@@ -400,17 +446,17 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    cr = _events(t["court_records"], index, "court_records", "open_date")
+    cr = _events(t["court_records"], ids, "court_records", "open_date")
     frames["court_records"] = cr.assign(
         avail=cr["open_date"] + pd.Timedelta(days=config.lag("court_records")),
         close_avail=cr["close_date"]
         + pd.Timedelta(days=config.lag("court_records", "close_lag_days")),
     )
-    pen = _events(t["admin_penalties"], index, "admin_penalties", "penalty_date")
+    pen = _events(t["admin_penalties"], ids, "admin_penalties", "penalty_date")
     frames["admin_penalties"] = pen.assign(
         avail=pen["penalty_date"] + pd.Timedelta(days=config.lag("admin_penalties"))
     )
-    ins = _events(t["insurance_policies"], index, "insurance_policies", "start_date")
+    ins = _events(t["insurance_policies"], ids, "insurance_policies", "start_date")
     frames["insurance_policies"] = ins.assign(
         avail=ins["start_date"] + pd.Timedelta(days=config.lag("insurance_policies")),
         settled=ins["end_date"]

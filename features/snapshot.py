@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Identifier columns that precede the features.
 ID_COLUMNS = ["usc_code", "as_of", "name"]
+#: Units of quotient features, winsorised to their catalog bounds (NaN stays NaN).
+WINSORISED_UNITS = frozenset({"ratio", "CV"})
 
 
 @lru_cache(maxsize=1)
@@ -100,7 +102,10 @@ def _assemble(
         if spec.dtype == "category":
             columns[spec.name] = pd.Categorical(v, categories=spec.categories)
         else:
-            columns[spec.name] = np.asarray(v, dtype=np.float64)
+            arr = np.asarray(v, dtype=np.float64)
+            if spec.unit in WINSORISED_UNITS:  # quotients of small denominators explode
+                arr = np.clip(arr, spec.lower, spec.upper)
+            columns[spec.name] = arr
     out = pd.DataFrame(columns)
     out["usc_code"] = out["usc_code"].astype("str")
     out["name"] = out["name"].astype("str")
