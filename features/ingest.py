@@ -50,6 +50,8 @@ ORDER: tuple[str, ...] = ("firms", *(t for t in TABLES if t != "firms"))
 REFERENCED: dict[str, str] = {"firms": "usc_code", "loans": "loan_id"}
 REPORT_FILE = "ingest_report.json"
 QUARANTINE = "quarantine"
+#: Time zone of the platform's local dates.
+CHINA_TZ = "Asia/Shanghai"
 # Timestamps pandas can hold at nanosecond resolution.
 _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max
 
@@ -148,6 +150,18 @@ def _problems(
     )
 
 
+def _parse_dates(s: pd.Series) -> pd.Series:
+    # Dates are local dates of Shenzhen firms: timezone-aware values become China time.
+    iso = pd.api.types.infer_dtype(s, skipna=True) == "string"
+    try:
+        parsed = pd.to_datetime(s, format="ISO8601" if iso else None, errors="coerce")
+    except ValueError:  # mixed UTC offsets in one column
+        parsed = pd.to_datetime(s, format="ISO8601" if iso else None, errors="coerce", utc=True)
+    if isinstance(parsed.dtype, pd.DatetimeTZDtype):
+        parsed = parsed.dt.tz_convert(CHINA_TZ).dt.tz_localize(None)
+    return parsed
+
+
 def to_logical(
     raw: pd.DataFrame, spec: TableSpec
 ) -> tuple[pd.DataFrame, pd.DataFrame, Counter[str]]:
@@ -178,7 +192,8 @@ def to_logical(
             out[col.name] = s.astype("str")
         elif col.dtype == "int":
             if pd.api.types.is_float_dtype(s.dtype):
-                bad = s.notna() & ~(np.isfinite(s) & (s == np.floor(s)))
+                whole = np.isfinite(s) & (s == np.floor(s)) & (s.abs() < 2.0**63)
+                bad = s.notna() & ~whole
                 if bad.any():
                     problems.append(_problems(raw, bad, col.name, "type", "an integer"))
                 s = s.where(~bad)
@@ -188,12 +203,7 @@ def to_logical(
         elif col.dtype == "bool":
             out[col.name] = s.astype("boolean")
         else:  # date
-            if pd.api.types.infer_dtype(s, skipna=True) == "string":
-                parsed = pd.to_datetime(s, format="ISO8601", errors="coerce")
-            else:
-                parsed = pd.to_datetime(s, errors="coerce")
-            if isinstance(parsed.dtype, pd.DatetimeTZDtype):
-                parsed = parsed.dt.tz_localize(None)
+            parsed = _parse_dates(s)
             bad = s.notna() & (parsed.isna() | (parsed < _NS_MIN) | (parsed > _NS_MAX))
             if bad.any():
                 problems.append(_problems(raw, bad, col.name, "type", "a date YYYY-MM-DD"))

@@ -430,3 +430,38 @@ def test_world_counts_reconcile(sim_dirs, clean_dir) -> None:
 def test_world_clean_tables_satisfy_contracts(clean_dir) -> None:
     for table in TABLES:
         contracts.schema_for(table).validate(io.read_table(clean_dir, table), lazy=True)
+
+
+def test_to_logical_conversions() -> None:
+    from features.ingest import to_logical
+
+    spec = TABLES["customs_credit"]
+    raw = pd.DataFrame(
+        {
+            "usc_code": ["a", "b", "c", "d"],
+            "effective_date": [
+                "2021-03-05T20:00:00+00:00",  # 04:00 next day in Shenzhen
+                "2021-03-05T10:00:00+01:00",
+                "2021-13-01",
+                None,
+            ],
+            "category": ["aeo"] * 4,
+        }
+    )
+    logical, problems, warnings = to_logical(raw, spec)
+    dates = logical["effective_date"]
+    assert str(dates.dtype) == "datetime64[ns]"
+    assert dates.iloc[0] == pd.Timestamp("2021-03-06")
+    assert dates.iloc[1] == pd.Timestamp("2021-03-05")
+    assert dates.iloc[2:].isna().all()
+    assert problems[["index", "kind"]].values.tolist() == [[2, "effective_date: type"]]
+    assert warnings == {"effective_date: time of day dropped": 2}
+
+    tax = TABLES["tax"]
+    raw = pd.DataFrame({c: [None] * 4 for c in tax.column_names})
+    raw["tax_year"] = [2020.0, 2020.5, 1e30, np.nan]
+    logical, problems, _ = to_logical(raw, tax)
+    assert logical["tax_year"].iloc[0] == 2020
+    assert logical["tax_year"].iloc[1:].isna().all()
+    assert problems["index"].tolist() == [1, 2]
+    assert problems["reason"].iloc[0] == "tax_year: type: expected an integer, got 2020.5"
