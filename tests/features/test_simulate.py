@@ -132,6 +132,17 @@ def test_oracle_tables_have_their_columns(sim_dirs: tuple[Path, Path]) -> None:
     d = read_table(oracle, "defaults")
     assert list(d.columns) == ["usc_code", "default_date"]
     assert d["usc_code"].is_unique
+    # PD 1 means distress has begun (30/60 days past due): the default follows within 2 months.
+    certain = tp[
+        (tp["pd_12m"] >= 1.0) & (tp["as_of"] <= tp["as_of"].max() - pd.DateOffset(months=2))
+    ]
+    assert len(certain) > 0
+    dd = certain["usc_code"].map(d.set_index("usc_code")["default_date"])
+    horizon = certain["as_of"] + pd.DateOffset(months=2) + pd.offsets.MonthEnd(0)
+    assert ((dd > certain["as_of"]) & (dd <= horizon)).all()
+    # No oracle row after a firm's default.
+    after = tp["as_of"] >= tp["usc_code"].map(d.set_index("usc_code")["default_date"])
+    assert not after.any()
 
 
 def _row_problems(df: pd.DataFrame, name: str, firms: set[str]) -> pd.Series:
