@@ -340,9 +340,9 @@ def markdown() -> str:
 
 def main() -> None:
     """Write the Markdown of every contract to standard output."""
-    import sys
+    import typer
 
-    sys.stdout.write(markdown())
+    typer.echo(markdown(), nl=False)
 
 
 if __name__ == "__main__":
