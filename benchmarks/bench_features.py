@@ -1,0 +1,170 @@
+"""Benchmark feature building: snapshot (and training-set) time and peak memory by world size.
+
+For each size a simulated, ingested world is needed (``kuaxin simulate`` + ``kuaxin ingest``,
+7 years 2019-01..2025-12); existing worlds under ``--worlds`` are reused, missing ones are built
+there first (outside the timings). Each measurement runs in its own Python subprocess so its
+peak RSS (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) is that build's alone; the child times
+the stages of ``kuaxin features``: read the clean tables, prepare (code firms and months,
+firm-month aggregates), compute every feature at the as-of date, write the Parquet file.
+Results go to ``benchmarks/results_features.md``; data stays under ``--worlds`` (default /tmp).
+
+Usage::
+
+    .venv/bin/python benchmarks/bench_features.py --sizes 2000 20000
+    .venv/bin/python benchmarks/bench_features.py --sizes 2000 20000 60000 --dataset
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KUAXIN = Path(sys.executable).with_name("kuaxin")
+AS_OF = "2025-07-01"
+DATASET = ("2020-01-01", "2024-10-01")
+
+CHILD = r"""
+import json, resource, sys, tempfile, time
+from datetime import date
+from pathlib import Path
+t0 = time.perf_counter()
+from features.snapshot import default_catalog, default_config, load_clean, snapshot_from_prepared
+from features.feature_builders import prepare
+from features.dataset import build_dataset
+clean, as_of, mode = sys.argv[1], date.fromisoformat(sys.argv[2]), sys.argv[3]
+t_import = time.perf_counter()
+tables = load_clean(clean)
+t_read = time.perf_counter()
+rows = sum(len(v) for v in tables.values())
+out = {"rows": rows, "import_s": t_import - t0, "read_s": t_read - t_import}
+if mode == "snapshot":
+    prep = prepare(tables, default_config())
+    t_prep = time.perf_counter()
+    snap = snapshot_from_prepared(prep, as_of, default_catalog())
+    t_feat = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        snap.to_parquet(Path(tmp) / "snapshot.parquet", index=False)
+    t_write = time.perf_counter()
+    out.update(prepare_s=t_prep - t_read, features_s=t_feat - t_prep, write_s=t_write - t_feat,
+               firms=len(snap), columns=snap.shape[1])
+else:
+    start, end = date.fromisoformat(sys.argv[4]), date.fromisoformat(sys.argv[5])
+    data = build_dataset(tables, start, end, "quarter")
+    out.update(dataset_s=time.perf_counter() - t_read, dataset_rows=len(data),
+               as_of_dates=int(data["as_of"].nunique()))
+out["total_s"] = time.perf_counter() - t0
+out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps(out))
+"""
+
+
+def ensure_world(n: int, worlds: Path) -> Path:
+    """Return the clean folder of an ``n``-firm world, simulating and ingesting it if needed."""
+    base = worlds / f"w{n}"
+    clean = base / "clean"
+    if (clean / "ingest_report.json").exists():
+        return clean
+    subprocess.run(
+        [str(KUAXIN), "simulate", "--firms", str(n), "--seed", "7", "--start", "2019-01",
+         "--end", "2025-12", "--fault-rate", "0.002", "--out", str(base / "raw"),
+         "--oracle-out", str(base / "oracle")],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    subprocess.run(
+        [str(KUAXIN), "ingest", str(base / "raw"), "--out", str(clean)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return clean
+
+
+def measure(clean: Path, mode: str) -> dict[str, float]:
+    """Run one build in a fresh interpreter and return its timings and peak RSS."""
+    cmd = [sys.executable, "-c", CHILD, str(clean), AS_OF, mode, *DATASET]
+    started = time.perf_counter()
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall_s"] = time.perf_counter() - started
+    return result
+
+
+def _machine() -> str:
+    free = subprocess.run(["free", "-g"], capture_output=True, text=True).stdout.rstrip()
+    return (
+        f"- date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n"
+        f"- machine: {platform.platform()}, Python {platform.python_version()}, "
+        f"`nproc` = {os.cpu_count()}\n"
+        f"- `free -g`:\n\n```\n{free}\n```\n"
+    )
+
+
+def main() -> None:
+    """Measure every size and write the results table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 20000, 200000])
+    parser.add_argument("--worlds", type=Path, default=Path("/tmp/kx_feat"))
+    parser.add_argument("--dataset", action="store_true", help="also time the training set")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_features.md")
+    args = parser.parse_args()
+    rows = []
+    for n in args.sizes:
+        clean = ensure_world(n, args.worlds)
+        snap = measure(clean, "snapshot")
+        print(f"{n:>7} firms snapshot: {json.dumps(snap)}", flush=True)
+        data = measure(clean, "dataset") if args.dataset else None
+        if data:
+            print(f"{n:>7} firms dataset:  {json.dumps(data)}", flush=True)
+        rows.append((n, snap, data))
+    lines = [
+        "# Feature building benchmark",
+        "",
+        _machine(),
+        f"Snapshot at {AS_OF} of a simulated world of N firms over 2019-01..2025-12 (seed 7, "
+        "fault rate 0.002, after ingestion). Each row is one fresh Python process; peak RSS is "
+        "that process's maximum resident set. Times in seconds.",
+        "",
+        "| firms | clean rows | read | prepare | features | write | snapshot total | peak RSS (MB) | live firms |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for n, s, _ in rows:
+        lines.append(
+            f"| {n:,} | {s['rows']:,} | {s['read_s']:.1f} | {s['prepare_s']:.1f} | "
+            f"{s['features_s']:.2f} | {s['write_s']:.2f} | {s['total_s']:.1f} | "
+            f"{s['peak_rss_mb']:,.0f} | {s['firms']:,} |"
+        )
+    if any(d for _, _, d in rows):
+        lines += [
+            "",
+            f"Training set, quarterly as-of dates {DATASET[0]}..{DATASET[1]} (one preparation, "
+            "then one feature pass per date):",
+            "",
+            "| firms | as-of dates | rows | read | build | peak RSS (MB) |",
+            "| ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for n, _, d in rows:
+            if d:
+                lines.append(
+                    f"| {n:,} | {d['as_of_dates']} | {d['dataset_rows']:,} | {d['read_s']:.1f} | "
+                    f"{d['dataset_s']:.1f} | {d['peak_rss_mb']:,.0f} |"
+                )
+    lines += [
+        "",
+        "Reproduce: `.venv/bin/python benchmarks/bench_features.py --sizes "
+        + " ".join(str(n) for n in args.sizes)
+        + (" --dataset" if args.dataset else "")
+        + "` (worlds are built under `--worlds`, default /tmp/kx_feat, when missing).",
+        "",
+    ]
+    args.out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
