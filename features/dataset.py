@@ -93,7 +93,8 @@ def as_of_dates(start: date, end: date, every: str = "quarter") -> list[date]:
         raise ValueError(f"every must be one of {sorted(STEPS)}; got {every!r}")
     if end < start:
         raise ValueError(f"end must not precede start; got start={start}, end={end}")
-    out, k = [], 0
+    out: list[date] = []
+    k = 0
     while True:
         d = (pd.Timestamp(start) + pd.DateOffset(months=STEPS[every] * k)).date()
         if d > end:
