@@ -23,11 +23,12 @@ def _wrong_check(code: str) -> str:
     return code[:17] + next(c for c in uscc.ALPHABET if c != code[17])
 
 
-@pytest.fixture
-def faulty_world(raw_world, make_valid, firm_codes):
-    """A raw world with one fault of each kind; returns (raw dir, expected quarantine).
+@pytest.fixture(scope="module")
+def faulty_world(tmp_path_factory, make_valid, firm_codes):
+    """A raw world with one fault of each kind, ingested once for the tests that read it.
 
-    Expected quarantine: table -> {(source part, row): set of reason kinds}.
+    Returns (raw dir, expected quarantine, clean dir, report); expected quarantine maps
+    table -> {(source part, row): set of reason kinds}.
     """
     t = {name: make_valid(name, N) for name in TABLES}
     expected: dict[str, dict[tuple[int, int], set[str]]] = {name: {} for name in TABLES}
@@ -106,7 +107,12 @@ def faulty_world(raw_world, make_valid, firm_codes):
     expected["insurance_policies"][(0, 3)] = {"buyer_limit_usd: range", "claims_paid_usd: range"}
 
     # loans and everything else stay clean; every table's rows reference firms 0..N-1.
-    return raw_world(t), expected
+    root = tmp_path_factory.mktemp("faulty")
+    for name, frames in t.items():
+        for part, frame in enumerate(frames if isinstance(frames, list) else [frames]):
+            io.write_table(frame, root / "raw", name, part)
+    report = ingest(root / "raw", root / "clean", progress=False)
+    return root / "raw", expected, root / "clean", report
 
 
 def _quarantine(out: Path, table: str) -> pd.DataFrame:
@@ -128,10 +134,8 @@ def _kinds(reason: str) -> set[str]:
     return kinds
 
 
-def test_each_fault_quarantined_with_its_reason_and_nothing_else(faulty_world, tmp_path) -> None:
-    raw, expected = faulty_world
-    out = tmp_path / "clean"
-    report = ingest(raw, out, progress=False)
+def test_each_fault_quarantined_with_its_reason_and_nothing_else(faulty_world) -> None:
+    _, expected, out, report = faulty_world
     for table in TABLES:
         q = _quarantine(out, table)
         got = {
@@ -151,10 +155,8 @@ def test_each_fault_quarantined_with_its_reason_and_nothing_else(faulty_world, t
     assert json.loads((out / "ingest_report.json").read_text()) == report
 
 
-def test_reasons_are_readable(faulty_world, tmp_path) -> None:
-    raw, _ = faulty_world
-    out = tmp_path / "clean"
-    ingest(raw, out, progress=False)
+def test_reasons_are_readable(faulty_world) -> None:
+    out = faulty_world[2]
     reasons = {t: _quarantine(out, t)["_reason"].tolist() for t in TABLES}
     assert reasons["marketplace_stores"] == ["refund_rate: range: expected <= 1, got 1.7"]
     assert reasons["utilities"] == ["period: format: expected YYYY-MM, got 2021/03"]
@@ -172,10 +174,8 @@ def test_reasons_are_readable(faulty_world, tmp_path) -> None:
     assert reasons["tax"][0].startswith("usc_code: reference: unknown firm ")
 
 
-def test_quarantine_rows_point_at_their_source_rows(faulty_world, tmp_path) -> None:
-    raw, _ = faulty_world
-    out = tmp_path / "clean"
-    ingest(raw, out, progress=False)
+def test_quarantine_rows_point_at_their_source_rows(faulty_world) -> None:
+    raw, _, out, _ = faulty_world
     for table in TABLES:
         q = _quarantine(out, table)
         for record in q.to_dict("records"):
@@ -186,10 +186,8 @@ def test_quarantine_rows_point_at_their_source_rows(faulty_world, tmp_path) -> N
                 assert (pd.isna(a) and pd.isna(b)) or a == b, (table, col)
 
 
-def test_clean_tables_follow_the_spec(faulty_world, tmp_path) -> None:
-    raw, _ = faulty_world
-    out = tmp_path / "clean"
-    report = ingest(raw, out, progress=False)
+def test_clean_tables_follow_the_spec(faulty_world) -> None:
+    _, _, out, report = faulty_world
     for table, spec in TABLES.items():
         clean = io.read_table(out, table)
         assert list(clean.columns) == spec.column_names
