@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.sim_process import MAX_DEST, MAX_MODES, MAX_STORES, NEVER, World
 from features.tables import (
@@ -30,6 +32,8 @@ from features.tables import (
 )
 
 _EPOCH_MONTH = 1970 * 12
+#: pandas' default string dtype (Arrow-backed, NaN for missing), as ``dtype="str"`` gives.
+_STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
 def month_start(abs_month: np.ndarray) -> np.ndarray:
@@ -46,6 +50,25 @@ def period_strings(month0: int, n: int) -> np.ndarray:
     """``YYYY-MM`` labels of ``n`` months from absolute month ``month0``."""
     m = month0 + np.arange(n)
     return np.array([f"{x // 12:04d}-{x % 12 + 1:02d}" for x in m], dtype=object)
+
+
+def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
+    """Return ``values[idx]`` as a ``str`` Series, built in Arrow (no Python objects per row).
+
+    Parameters
+    ----------
+    values : numpy.ndarray
+        The distinct strings (e.g. the chunk's USCCs or the period labels).
+    idx : numpy.ndarray
+        Positions into ``values``, one per row.
+
+    Returns
+    -------
+    pandas.Series
+        The strings, dtype ``str``.
+    """
+    taken = pc.take(pa.array(values, type=pa.large_string()), pa.array(np.asarray(idx, np.int64)))
+    return pd.Series(taken.to_pandas(types_mapper={pa.large_string(): _STR}.get))
 
 
 def typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
@@ -68,7 +91,7 @@ def typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     for col in TABLES[table].columns:
         s = df[col.name] if col.name in df else pd.Series([], dtype=object)
         if col.dtype in ("str", "category"):
-            out[col.name] = pd.Series(s, dtype="str") if len(s) else pd.Series([], dtype="str")
+            out[col.name] = s if s.dtype == _STR else pd.Series(s, dtype="str")
         elif col.dtype == "date":
             out[col.name] = pd.Series(s).astype("datetime64[ns]")
         elif col.dtype == "int":
@@ -295,8 +318,12 @@ class ChunkTables:
                     }
                 )
             )
-        df = pd.concat(frames, ignore_index=True).sort_values(["firm", "tax_year"], kind="stable")
-        df["usc_code"] = w.usc[df["firm"].to_numpy()]
+        df = (
+            pd.concat(frames, ignore_index=True)
+            .sort_values(["firm", "tax_year"], kind="stable")
+            .reset_index(drop=True)
+        )
+        df["usc_code"] = take_str(w.usc, df["firm"].to_numpy())
         return typed(df, "tax")
 
     def social_insurance(self) -> pd.DataFrame:
@@ -317,8 +344,8 @@ class ChunkTables:
         i, t = np.nonzero(self.live)
         df = pd.DataFrame(
             {
-                "usc_code": w.usc[i],
-                "period": self.periods[t],
+                "usc_code": take_str(w.usc, i),
+                "period": take_str(self.periods, t),
                 "insured_headcount": np.minimum(head[i, t], 100_000).astype(np.int64),
                 "arrears_cny": np.round(arrears[i, t], 2),
             }
@@ -343,8 +370,8 @@ class ChunkTables:
         i, t = np.nonzero(self.live & ~w.utilities_missing[:, None])
         df = pd.DataFrame(
             {
-                "usc_code": w.usc[i],
-                "period": self.periods[t],
+                "usc_code": take_str(w.usc, i),
+                "period": take_str(self.periods, t),
                 "electricity_kwh": np.round(kwh[i, t], 1),
                 "water_m3": np.round(water[i, t], 1),
                 "late_payment": late[i, t],
@@ -391,14 +418,18 @@ class ChunkTables:
                         }
                     )
                 )
-        df = pd.concat(frames, ignore_index=True).sort_values(
-            ["firm", "t", "j", "d"], kind="stable"
+        df = (
+            pd.concat(frames, ignore_index=True)
+            .sort_values(["firm", "t", "j", "d"], kind="stable")
+            .reset_index(drop=True)
         )
         f, t = df["firm"].to_numpy(), df["t"].to_numpy()
-        df["usc_code"] = w.usc[f]
-        df["period"] = self.periods[t]
-        df["customs_mode"] = np.array(CUSTOMS_MODES, dtype=object)[df["customs_mode"].to_numpy()]
-        df["destination_iso3"] = w.countries.iso3[df["dest"].to_numpy()]
+        df["usc_code"] = take_str(w.usc, f)
+        df["period"] = take_str(self.periods, t)
+        df["customs_mode"] = take_str(
+            np.array(CUSTOMS_MODES, dtype=object), df["customs_mode"].to_numpy()
+        )
+        df["destination_iso3"] = take_str(w.countries.iso3, df["dest"].to_numpy())
         return typed(df, "customs_declarations")
 
     def customs_credit(self) -> pd.DataFrame:
@@ -431,7 +462,7 @@ class ChunkTables:
         date = month_start(w.month0 + month) + (day - 1).astype("timedelta64[D]")
         df = pd.DataFrame(
             {
-                "usc_code": w.usc[firm],
+                "usc_code": take_str(w.usc, firm),
                 "effective_date": date,
                 "category": np.array(CUSTOMS_CREDIT, dtype=object)[category],
             }
@@ -485,11 +516,15 @@ class ChunkTables:
                     }
                 )
             )
-        df = pd.concat(frames, ignore_index=True).sort_values(["firm", "t", "c"], kind="stable")
-        df["usc_code"] = w.usc[df["firm"].to_numpy()]
-        df["period"] = self.periods[df["t"].to_numpy()]
-        df["channel"] = np.array(FX_CHANNELS, dtype=object)[df["c"].to_numpy()]
-        df["fx_class"] = np.array(FX_CLASSES, dtype=object)[df["cls"].to_numpy()]
+        df = (
+            pd.concat(frames, ignore_index=True)
+            .sort_values(["firm", "t", "c"], kind="stable")
+            .reset_index(drop=True)
+        )
+        df["usc_code"] = take_str(w.usc, df["firm"].to_numpy())
+        df["period"] = take_str(self.periods, df["t"].to_numpy())
+        df["channel"] = take_str(np.array(FX_CHANNELS, dtype=object), df["c"].to_numpy())
+        df["fx_class"] = take_str(np.array(FX_CLASSES, dtype=object), df["cls"].to_numpy())
         return typed(df, "fx_receipts")
 
     def marketplace_stores(self) -> pd.DataFrame:
@@ -526,7 +561,6 @@ class ChunkTables:
             [typical * sc["payout_hold_months_suspended"], gmv * sc["payout_hold_share_warning"]],
             0.0,
         )
-        mp = np.array(MARKETPLACES, dtype=object)[w.store_mp[i, k]]
         # Identifiers per (firm, store slot) once; rows index into them.
         slot_ids = np.array(
             [
@@ -534,21 +568,22 @@ class ChunkTables:
                 for x, row in zip(self.ids, w.store_mp.clip(0), strict=True)
             ],
             dtype=object,
-        ).reshape(w.n, MAX_STORES)
-        store_id = slot_ids[i, k]
+        ).reshape(-1)
+        store_id = take_str(slot_ids, i * MAX_STORES + k)
+        mp = take_str(np.array(MARKETPLACES, dtype=object), w.store_mp[i, k])
         df = pd.DataFrame(
             {
-                "usc_code": w.usc[i],
-                "period": self.periods[t],
+                "usc_code": take_str(w.usc, i),
+                "period": take_str(self.periods, t),
                 "marketplace": mp,
                 "store_id": store_id,
                 "gmv_usd": np.round(gmv, 2),
                 "orders": orders,
                 "refund_rate": np.round(refund, 4),
                 "rating": rating,
-                "account_status": np.array(["active", "warning", "suspended"], dtype=object)[
-                    status
-                ],
+                "account_status": take_str(
+                    np.array(["active", "warning", "suspended"], dtype=object), status
+                ),
                 "payout_hold_usd": np.round(hold, 2),
             }
         )
@@ -590,9 +625,13 @@ class ChunkTables:
                     }
                 )
             )
-        df = pd.concat(frames, ignore_index=True).sort_values(["firm", "t", "s"], kind="stable")
-        df["usc_code"] = w.usc[df["firm"].to_numpy()]
-        df["period"] = self.periods[df["t"].to_numpy()]
+        df = (
+            pd.concat(frames, ignore_index=True)
+            .sort_values(["firm", "t", "s"], kind="stable")
+            .reset_index(drop=True)
+        )
+        df["usc_code"] = take_str(w.usc, df["firm"].to_numpy())
+        df["period"] = take_str(self.periods, df["t"].to_numpy())
         return typed(df, "overseas_warehouses")
 
     def loans(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
@@ -657,7 +696,7 @@ class ChunkTables:
         loans = pd.DataFrame(
             {
                 "loan_id": loan_id,
-                "usc_code": w.usc[firm],
+                "usc_code": take_str(w.usc, firm),
                 "lender": np.array(lc["lenders"], dtype=object)[lender_of_firm[firm]],
                 "product": np.array(lc["products"], dtype=object)[product],
                 "principal_cny": principal,
@@ -688,9 +727,9 @@ class ChunkTables:
         # The month a late payment is made good the principal still falls on schedule.
         reps = pd.DataFrame(
             {
-                "loan_id": loan_id[li],
-                "usc_code": w.usc[f],
-                "period": self.periods[month],
+                "loan_id": take_str(loan_id, li),
+                "usc_code": take_str(w.usc, f),
+                "period": take_str(self.periods, month),
                 "due_cny": np.round(due, 2),
                 "paid_cny": np.round(paid, 2),
                 "days_past_due": np.minimum(dpd, 3650).astype(np.int64),
@@ -793,7 +832,7 @@ class ChunkTables:
         df = pd.DataFrame(
             {
                 "case_id": case_id,
-                "usc_code": w.usc[firm],
+                "usc_code": take_str(w.usc, firm),
                 "record_type": np.array(COURT_TYPES, dtype=object)[rtype],
                 "amount_cny": np.round(np.maximum(amount, 1000.0), 2),
                 "open_date": open_date,
@@ -824,7 +863,7 @@ class ChunkTables:
         df = pd.DataFrame(
             {
                 "penalty_id": [f"AP{x}{s:03d}" for x, s in zip(self.ids[i], seq, strict=True)],
-                "usc_code": w.usc[i],
+                "usc_code": take_str(w.usc, i),
                 "authority": authority,
                 "reason": reason,
                 "amount_cny": np.round(
@@ -863,7 +902,7 @@ class ChunkTables:
         df = pd.DataFrame(
             {
                 "policy_id": [f"P{x}{jj:02d}" for x, jj in zip(self.ids[firm], j, strict=True)],
-                "usc_code": w.usc[firm],
+                "usc_code": take_str(w.usc, firm),
                 "insurer": np.array(ic["insurers"], dtype=object)[insurer],
                 "start_date": sd,
                 "end_date": ed,
