@@ -56,10 +56,11 @@ def bin_counts(
         ref = reference.astype("object").where(reference.notna(), None)
         cur = current.astype("object").where(current.notna(), None)
         cats = sorted({str(v) for v in ref.dropna()} | {str(v) for v in cur.dropna()})
-        index = {c: i for i, c in enumerate(cats)}
 
         def codes(s: pd.Series) -> np.ndarray:
-            return np.array([len(cats) if v is None else index[str(v)] for v in s], dtype=np.int64)
+            text = s.map(lambda v: None if v is None else str(v))
+            c = pd.Categorical(text, categories=cats).codes.astype(np.int64)
+            return np.where(c < 0, len(cats), c)  # missing values get the last bin
 
         labels = [*cats, "missing"]
         k = len(labels)
