@@ -26,6 +26,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,8 @@ ORDER: tuple[str, ...] = ("firms", *(t for t in TABLES if t != "firms"))
 #: Key sets collected while ingesting a table, for the tables that reference it.
 REFERENCED: dict[str, str] = {"firms": "usc_code", "loans": "loan_id"}
 REPORT_FILE = "ingest_report.json"
+#: Rows validated at a time (bounds memory for part files of any size; about 1 GB peak).
+BATCH_ROWS = 2_000_000
 QUARANTINE = "quarantine"
 #: Time zone of the platform's local dates.
 CHINA_TZ = "Asia/Shanghai"
@@ -58,6 +61,11 @@ _NS_MIN, _NS_MAX = pd.Timestamp.min, pd.Timestamp.max
 
 class UnusableTableError(Exception):
     """A raw file cannot be used at all (unreadable, a column missing or of the wrong type)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    # Arrow messages span lines; the CLI prints errors as one line.
+    return " ".join(str(exc).split())
 
 
 def _is_string(t: pa_arrow.DataType) -> bool:
@@ -121,7 +129,7 @@ def check_file(path: Path, spec: TableSpec) -> list[str]:
     try:
         schema = pq.read_schema(path)
     except Exception as exc:  # pyarrow raises several types for a damaged file
-        raise UnusableTableError(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise UnusableTableError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from exc
     for col in spec.columns:
         expected, accepts = _ACCEPTS[col.dtype]
         if col.name not in schema.names:
@@ -132,11 +140,43 @@ def check_file(path: Path, spec: TableSpec) -> list[str]:
     return [n for n in schema.names if n not in spec.column_names]
 
 
-def _read_part(path: Path, spec: TableSpec) -> pd.DataFrame:
+def read_batches(
+    path: Path, spec: TableSpec, batch_rows: int = BATCH_ROWS
+) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Read a raw part file in batches of row groups (memory stays bounded for huge files).
+
+    Parameters
+    ----------
+    path : Path
+        A ``part-*.parquet`` file that passed ``check_file``.
+    spec : TableSpec
+        Its table's spec (only its columns are read).
+    batch_rows : int
+        Rows per batch.
+
+    Yields
+    ------
+    (int, pandas.DataFrame)
+        Position of the batch's first row in the file, and the batch (``RangeIndex``). An
+        empty file yields one empty frame.
+
+    Raises
+    ------
+    UnusableTableError
+        If the data pages cannot be read.
+    """
     try:
-        return pd.read_parquet(path, columns=spec.column_names)
-    except Exception as exc:  # a file whose footer reads but whose data does not
-        raise UnusableTableError(f"{path}: not a readable Parquet file ({exc})") from exc
+        reader = pq.ParquetFile(path)
+        if reader.metadata.num_rows == 0:
+            yield 0, reader.read(columns=spec.column_names).to_pandas().reset_index(drop=True)
+            return
+        offset = 0
+        for batch in reader.iter_batches(batch_size=batch_rows, columns=spec.column_names):
+            frame = pa_arrow.Table.from_batches([batch]).to_pandas().reset_index(drop=True)
+            yield offset, frame
+            offset += len(frame)
+    except (OSError, pa_arrow.ArrowException) as exc:  # footer fine, data pages not
+        raise UnusableTableError(f"{path}: not a readable Parquet file ({_one_line(exc)})") from exc
 
 
 def _problems(
@@ -335,6 +375,7 @@ def _ingest_table(
     out_dir: Path,
     keysets: dict[str, pd.Index],
     bar: Any,
+    batch_rows: int,
 ) -> dict[str, Any]:
     warnings: Counter[str] = Counter()
     refs = {}
@@ -356,43 +397,47 @@ def _ingest_table(
     collect = REFERENCED.get(spec.name)
     collected: list[np.ndarray] = []
     started = time.perf_counter()
-    for part, path in enumerate(files):
+    out_part = 0  # one output part per batch: per raw part unless it exceeds batch_rows
+    for path in files:
         for extra in check_file(path, spec):
             warnings[f"extra column ignored: {extra}"] += 1
-        raw = _read_part(path, spec).reset_index(drop=True)
-        logical, problems, conv_warnings = to_logical(raw, spec)
-        warnings.update(conv_warnings)
-        found = pd.concat(
-            [validate_part(logical, schema, problems), tracker.check(logical)], ignore_index=True
-        )
-        bad = np.zeros(len(raw), dtype=bool)
-        bad[found["index"].to_numpy(dtype=np.int64)] = True
-        by_reason.update(found["kind"].tolist())
-        good = logical[~bad]
-        if "usc_code" in spec.column_names:
-            pilot = int(good["usc_code"].isin(uscc.PILOT_EXCEPTIONS).sum())
-            if pilot:
-                warnings["usc_code: pilot-era code accepted without check character"] += pilot
-        if collect:
-            # A referenced key exists once it appears with a usable value, even in a row
-            # quarantined for another reason (the firm exists; its record has a fault).
-            values = logical[collect].dropna()
-            if collect == "usc_code":
-                values = values[contracts.valid_uscc(values)]
-            collected.append(values.to_numpy(dtype=object))
-        io.write_table(_clean(good, spec), out_dir, spec.name, part)
-        if bad.any():
-            reasons = found.groupby("index", sort=True)["reason"].agg("; ".join)
-            quarantined = raw[bad].copy()
-            quarantined["_reason"] = reasons.reindex(quarantined.index).to_numpy()
-            quarantined["_source"] = path.relative_to(raw_dir).as_posix()
-            quarantined["_row"] = quarantined.index.to_numpy(dtype=np.int64)
-            io.write_table(
-                quarantined.reset_index(drop=True), out_dir / QUARANTINE, spec.name, part
+        source = path.relative_to(raw_dir).as_posix()
+        for offset, raw in read_batches(path, spec, batch_rows):
+            logical, problems, conv_warnings = to_logical(raw, spec)
+            warnings.update(conv_warnings)
+            found = pd.concat(
+                [validate_part(logical, schema, problems), tracker.check(logical)],
+                ignore_index=True,
             )
-        counts["read"] += len(raw)
-        counts["accepted"] += int((~bad).sum())
-        counts["quarantined"] += int(bad.sum())
+            bad = np.zeros(len(raw), dtype=bool)
+            bad[found["index"].to_numpy(dtype=np.int64)] = True
+            by_reason.update(found["kind"].tolist())
+            good = logical[~bad]
+            if "usc_code" in spec.column_names:
+                pilot = int(good["usc_code"].isin(uscc.PILOT_EXCEPTIONS).sum())
+                if pilot:
+                    warnings["usc_code: pilot-era code accepted without check character"] += pilot
+            if collect:
+                # A referenced key exists once it appears with a usable value, even in a row
+                # quarantined for another reason (the firm exists; its record has a fault).
+                values = logical[collect].dropna()
+                if collect == "usc_code":
+                    values = values[contracts.valid_uscc(values)]
+                collected.append(values.to_numpy(dtype=object))
+            io.write_table(_clean(good, spec), out_dir, spec.name, out_part)
+            if bad.any():
+                reasons = found.groupby("index", sort=True)["reason"].agg("; ".join)
+                quarantined = raw[bad].copy()
+                quarantined["_reason"] = reasons.reindex(quarantined.index).to_numpy()
+                quarantined["_source"] = source
+                quarantined["_row"] = offset + quarantined.index.to_numpy(dtype=np.int64)
+                io.write_table(
+                    quarantined.reset_index(drop=True), out_dir / QUARANTINE, spec.name, out_part
+                )
+            counts["read"] += len(raw)
+            counts["accepted"] += int((~bad).sum())
+            counts["quarantined"] += int(bad.sum())
+            out_part += 1
         if bar is not None:
             bar.update(1)
     if counts["read"] != counts["accepted"] + counts["quarantined"]:
@@ -410,7 +455,13 @@ def _ingest_table(
     }
 
 
-def ingest(raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+def ingest(
+    raw_dir: str | Path,
+    out_dir: str | Path,
+    progress: bool = True,
+    *,
+    batch_rows: int = BATCH_ROWS,
+) -> dict[str, Any]:
     """Validate every raw table, write clean tables, the quarantine and the report.
 
     Parameters
@@ -421,6 +472,9 @@ def ingest(raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> d
         Folder for clean tables, ``quarantine/`` and ``ingest_report.json`` (created).
     progress : bool, default True
         Show a progress bar over part files.
+    batch_rows : int, default BATCH_ROWS
+        Rows validated at a time; a larger part file is read in batches of row groups (its
+        clean and quarantine output then spans several part files).
 
     Returns
     -------
@@ -450,6 +504,8 @@ def ingest(raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> d
         logger.warning("ignoring %s: not a table of features.tables", folder)
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    # An earlier report must not outlive tables this run is about to rewrite.
+    (out_dir / REPORT_FILE).unlink(missing_ok=True)
     report: dict[str, Any] = {}
     keysets: dict[str, pd.Index] = {}
     bar = tqdm(
@@ -472,7 +528,9 @@ def ingest(raw_dir: str | Path, out_dir: str | Path, progress: bool = True) -> d
                 }
                 continue
             bar.set_description(f"ingest {name}")
-            report[name] = _ingest_table(TABLES[name], files[name], raw_dir, out_dir, keysets, bar)
+            report[name] = _ingest_table(
+                TABLES[name], files[name], raw_dir, out_dir, keysets, bar, batch_rows
+            )
     totals = {k: sum(t[k] for t in report.values()) for k in ("read", "accepted", "quarantined")}
     if totals["read"] != totals["accepted"] + totals["quarantined"]:
         raise AssertionError(f"ingest counts do not reconcile: {totals}")

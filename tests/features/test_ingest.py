@@ -186,6 +186,23 @@ def test_quarantine_rows_point_at_their_source_rows(faulty_world) -> None:
                 assert (pd.isna(a) and pd.isna(b)) or a == b, (table, col)
 
 
+def test_small_batches_give_the_same_result(faulty_world, tmp_path) -> None:
+    # Part files read in batches of 2 rows: same quarantine (rows counted from the file's
+    # start), same clean rows, duplicates still found across batches.
+    raw, _, out, report = faulty_world
+    small = tmp_path / "small"
+    report_small = ingest(raw, small, progress=False, batch_rows=2)
+    for table in TABLES:
+        for key in ("read", "accepted", "quarantined", "by_reason"):
+            assert report_small[table][key] == report[table][key], (table, key)
+        cols = ["_source", "_row", "_reason"]
+        a = _quarantine(out, table)[cols].sort_values(cols).reset_index(drop=True)
+        b = _quarantine(small, table)[cols].sort_values(cols).reset_index(drop=True)
+        pd.testing.assert_frame_equal(a, b, check_dtype=False)
+        pd.testing.assert_frame_equal(io.read_table(out, table), io.read_table(small, table))
+    assert len(io.part_files(small, "firms")) > 1
+
+
 def test_clean_tables_follow_the_spec(faulty_world) -> None:
     _, _, out, report = faulty_world
     for table, spec in TABLES.items():
@@ -343,6 +360,23 @@ def test_cli_unreadable_parquet(raw_world, tmp_path) -> None:
     assert result.exit_code != 0
     assert len(result.output.strip().splitlines()) == 1
     assert f"{bad}: not a readable Parquet file" in result.output
+
+
+def test_cli_corrupt_data_pages(raw_world, tmp_path) -> None:
+    # The footer reads (the pre-flight passes) but the data pages do not.
+    raw = raw_world(n=N)
+    out = tmp_path / "clean"
+    assert _cli(raw, out).exit_code == 0
+    bad = raw / "utilities" / "part-00000.parquet"
+    data = bytearray(bad.read_bytes())
+    data[8:200] = b"\xab" * 192
+    bad.write_bytes(bytes(data))
+    result = _cli(raw, out)
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert errors[0].startswith(f"error: {bad}: not a readable Parquet file (")
+    assert not (out / "ingest_report.json").exists()  # the earlier run's report is gone
 
 
 def test_order_puts_references_first() -> None:
