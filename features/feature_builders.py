@@ -788,7 +788,7 @@ def _marketplace(prep: Prepared, t: pd.Timestamp, shared: Arrays) -> Arrays:
     out["payout_hold_usd"] = _where_present(hold_now, present)
     hold3 = _sum(fid[w3], col["hold"][w3], n)
     ratio = _ratio(hold3, gmv[3])
-    cap = 10.0
+    cap = float(prep.config.params["payout_hold_ratio_cap"])
     ratio = np.where((gmv[3] <= 0) & (hold3 > 0), cap, np.where(hold3 <= 0, 0.0, ratio))
     out["payout_hold_ratio_3m"] = _where_present(np.minimum(ratio, cap), present)
     first = _min(fid[vis], m[vis], n, np.nan)
@@ -807,7 +807,7 @@ def _warehouse(prep: Prepared, t: pd.Timestamp, shared: Arrays) -> Arrays:
     stock_now = _sum(fid[now], stock[now], n)
     sales = np.where(shared["gmv_3m_usd"] > 0, shared["gmv_3m_usd"], shared["exports_3m_usd"])
     daily = sales / (3.0 * float(p["days_per_month"]))
-    cover_cap = 3650.0
+    cover_cap = float(p["stock_cover_cap_days"])
     cover = np.where(
         stock_now <= 0,
         0.0,
