@@ -509,17 +509,25 @@ def oracle_pd(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     T = np.arange(M)
     known = (w.susp_m[:, None] < T[None, :]).astype(np.float32)  # n x M
     stay = np.float32(1 - hh["exit_prob"])
-    up = w.up_prob[:, None, None]
-    v = np.zeros((n, M, S), np.float32)
+    up = w.up_prob[:, None]
+    # sigmoid(a_s + x) = 1 / (1 + exp(-a_s) * exp(-x)): one exp per firm-month, not per state.
+    c_s = np.exp(-a_s)
+    # States first, so each state's firm x month slab is contiguous.
+    v = np.zeros((S, n, M), np.float32)
+    cont = np.empty_like(v)
     for k in range(steps - 1, -1, -1):
         t = T + k
-        logit = w.base_logit[:, t] + known * w.wave_logit[:, t]
-        h = sigmoid(a_s[None, None, :] + logit[:, :, None])
-        p_dn = sigmoid(w.down_logit[:, None] + known * w.wave_down[:, t])[:, :, None]
-        v_up = np.concatenate([v[:, :, :1], v[:, :, :-1]], axis=2)
-        v_dn = np.concatenate([v[:, :, 1:], v[:, :, -1:]], axis=2)
-        cont = up * v_up + p_dn * v_dn + (1 - up - p_dn) * v
-        v = h + (1 - h) * stay * cont
+        e = np.exp(-(w.base_logit[:, t] + known * w.wave_logit[:, t]))
+        p_dn = sigmoid(w.down_logit[:, None] + known * w.wave_down[:, t])
+        keep = 1 - up - p_dn
+        # Expected continuation value over the tridiagonal moves (up = towards state 0).
+        for s_ in range(S):
+            np.multiply(v[s_], keep, out=cont[s_])
+            cont[s_] += up * v[max(s_ - 1, 0)]
+            cont[s_] += p_dn * v[min(s_ + 1, S - 1)]
+        for s_ in range(S):
+            h = 1 / (1 + c_s[s_] * e)
+            v[s_] = h + (1 - h) * stay * cont[s_]
     # Live at the start of T: registered before T, not deregistered before T, not defaulted.
     reg_before = w.reg_m[:, None] < T[None, :]
     not_gone = w.dereg_m[:, None] >= T[None, :]
@@ -528,7 +536,7 @@ def oracle_pd(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pending = w.onset_m[:, None] < T[None, :]  # onset already happened: default is certain
     st = np.where(pending, 0, w.chain_state).clip(0, S - 1)
     # The state during month T is the chain state drawn at the end of T-1.
-    pd_all = np.take_along_axis(v, st[:, :, None].astype(np.intp), axis=2)[:, :, 0]
+    pd_all = np.take_along_axis(v, st[None, :, :].astype(np.intp), axis=0)[0]
     pd_all = np.where(pending, 1.0, pd_all)
     firm, month = np.nonzero(rows)
     return firm, month, pd_all[firm, month].astype(np.float64)

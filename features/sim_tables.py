@@ -15,7 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.sim_process import MAX_DEST, MAX_MODES, MAX_STORES, NEVER, World
+from features.sim_process import MAX_STORES, NEVER, World
 from features.tables import (
     COURT_TYPES,
     CUSTOMS_CREDIT,
@@ -383,53 +383,40 @@ class ChunkTables:
         """Monthly export declarations by mode and destination (Q4 peak, wave losses)."""
         w, cfg, rng = self.w, self.cfg, self.rng
         oc = cfg["operations"]
-        keep = 1 - self.lost_share  # b2c modes lose the suspended stores' sales
-        frames = []
-        returns = np.asarray(oc["returns_share"])[self.obs]
-        anomalies = np.asarray(oc["inspection_anomaly_rate"])[self.obs]
-        for j in range(MAX_MODES):
-            mode_val = self.export_base * w.mode_share[:, j : j + 1]
-            mode_val = np.where(w.mode_is_b2c[:, j : j + 1], mode_val * keep, mode_val)
-            per_list = np.where(
-                w.mode_is_b2c[:, j], oc["list_value_usd"], oc["b2b_declaration_usd"]
-            )
-            for d in range(MAX_DEST):
-                present = (w.modes[:, j] >= 0) & w.dest_present[:, d]
-                val = mode_val * w.dest_share[:, d : d + 1]
-                val = val * rng.lognormal(0, 0.05, val.shape)
-                mask = self.live & present[:, None] & (val >= 1.0)
-                i, t = np.nonzero(mask)
-                v = val[i, t]
-                frames.append(
-                    pd.DataFrame(
-                        {
-                            "firm": i,
-                            "t": t,
-                            "j": j,
-                            "d": d,
-                            "customs_mode": w.modes[i, j],
-                            "dest": w.dest[i, d],
-                            "declared_value_usd": np.round(v, 2),
-                            "declaration_count": np.ceil(v / per_list[i]).astype(np.int64),
-                            "returned_value_usd": np.round(
-                                v * returns[i, t] * rng.uniform(0.5, 1.5, len(i)), 2
-                            ),
-                            "inspection_anomalies": rng.poisson(anomalies[i, t]),
-                        }
-                    )
-                )
-        df = (
-            pd.concat(frames, ignore_index=True)
-            .sort_values(["firm", "t", "j", "d"], kind="stable")
-            .reset_index(drop=True)
+        # Value per firm x month x mode slot x destination slot; B2C modes lose the suspended
+        # stores' sales. A row-major nonzero gives rows in (firm, month, mode, destination) order.
+        mode_keep = np.where(
+            w.mode_is_b2c[:, None, :], (1 - self.lost_share)[:, :, None], 1.0
+        ).astype(np.float32)
+        mode_val = (
+            self.export_base.astype(np.float32)[:, :, None]
+            * w.mode_share.astype(np.float32)[:, None, :]
+            * mode_keep
         )
-        f, t = df["firm"].to_numpy(), df["t"].to_numpy()
-        df["usc_code"] = take_str(w.usc, f)
-        df["period"] = take_str(self.periods, t)
-        df["customs_mode"] = take_str(
-            np.array(CUSTOMS_MODES, dtype=object), df["customs_mode"].to_numpy()
+        del mode_keep
+        present = (w.modes >= 0)[:, :, None] & w.dest_present[:, None, :]  # firm x mode x dest
+        val = mode_val[:, :, :, None] * w.dest_share.astype(np.float32)[:, None, None, :]
+        del mode_val
+        mask = (val >= 1.0) & self.live[:, :, None, None] & present[:, None, :, :]
+        i, t, j, d = np.nonzero(mask)
+        del mask
+        v = val[i, t, j, d].astype(np.float64) * rng.lognormal(0, 0.05, len(i))
+        del val
+        per_list = np.where(w.mode_is_b2c[i, j], oc["list_value_usd"], oc["b2b_declaration_usd"])
+        returns = np.asarray(oc["returns_share"])[self.obs[i, t]]
+        anomalies = np.asarray(oc["inspection_anomaly_rate"])[self.obs[i, t]]
+        df = pd.DataFrame(
+            {
+                "usc_code": take_str(w.usc, i),
+                "period": take_str(self.periods, t),
+                "customs_mode": take_str(np.array(CUSTOMS_MODES, dtype=object), w.modes[i, j]),
+                "destination_iso3": take_str(w.countries.iso3, w.dest[i, d]),
+                "declared_value_usd": np.round(v, 2),
+                "declaration_count": np.ceil(v / per_list).astype(np.int64),
+                "returned_value_usd": np.round(v * returns * rng.uniform(0.5, 1.5, len(i)), 2),
+                "inspection_anomalies": rng.poisson(anomalies),
+            }
         )
-        df["destination_iso3"] = take_str(w.countries.iso3, df["dest"].to_numpy())
         return typed(df, "customs_declarations")
 
     def customs_credit(self) -> pd.DataFrame:
