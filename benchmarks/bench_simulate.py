@@ -24,6 +24,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 KUAXIN = Path(sys.executable).with_name("kuaxin")
@@ -38,7 +39,7 @@ def _memory_gb() -> str:
         return "unknown"
 
 
-def run_one(n: int, start: str, end: str, chunk: int, base: Path) -> dict[str, object]:
+def run_one(n: int, start: str, end: str, chunk: int, base: Path) -> dict[str, Any]:
     """Run one simulation in a subprocess; return its command, time, peak RSS and size."""
     out = base / f"sim_{n}"
     cmd = [
@@ -89,7 +90,7 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results_simulate.md")
     args = parser.parse_args()
-    results = []
+    results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="bench_sim_") as tmp:
         for n in sorted(args.sizes):
             r = run_one(n, args.start, args.end, args.chunk_size, Path(tmp))
@@ -112,7 +113,7 @@ def main() -> None:
     for r in results:
         lines.append(
             f"| {r['n']:,} | {r['wall']:.1f} | {r['peak_mb']:.0f} | {r['disk_mb']:.0f} | "
-            f"{r['n'] / r['wall']:,.0f} |"
+            f"{float(r['n']) / float(r['wall']):,.0f} |"
         )
     lines += ["", "Commands and the simulator's summary line:", ""]
     for r in results:

@@ -213,7 +213,7 @@ def _draw_modes(w: World, rng: np.random.Generator) -> None:
         mode_share=share,
         mode_is_b2c=is_b2c,
         b2c_frac=(share * is_b2c).sum(1),
-        has_stores=is_b2c.any(1),
+        has_stores=np.asarray(is_b2c.any(1)),
     )
 
 

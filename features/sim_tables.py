@@ -587,7 +587,7 @@ class ChunkTables:
         c0 = np.where(np.isin(first_dest, countries), first_dest, countries[0])
         c1 = countries[rng.integers(0, len(countries), n)]
         two = (rng.random(n) < 0.3) & (c1 != c0)
-        cover = rng.uniform(*wc["cover_months"], n)
+        cover = rng.uniform(wc["cover_months"][0], wc["cover_months"][1], n)
         stock = (
             self.capacity
             * cover[:, None]
