@@ -31,7 +31,9 @@ Goal = Callable[[Mapping[str, Any]], bool]
 #: Charge per changed feature (in units of one feature scale): prefers sparse plans.
 PER_FEATURE_COST = 0.05
 #: Moves tried per feature: one step, and these fractions of the feature's scale.
-SCALE_FRACTIONS = (0.25, 0.5, 1.0)
+SCALE_FRACTIONS = (0.25, 0.5, 1.0, 2.0)
+#: A move straight to the favourable catalog bound is tried when it is this many scales away or less.
+BOUND_REACH = 3.0
 SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
 
 
@@ -372,9 +374,15 @@ def find_recourse(
         out = []
         for f, m in moves.items():
             current = state.get(f, origin[f])
-            deltas = {m.step} | {q * m.scale for q in SCALE_FRACTIONS}
-            for d in deltas:
-                value = _snap(m, origin[f], current + m.sign * d)
+            targets = {
+                current + m.sign * d for d in {m.step} | {q * m.scale for q in SCALE_FRACTIONS}
+            }
+            # Straight to the favourable bound (clear arrears, no overdue days) when in reach.
+            bound = m.lower if m.sign < 0 else m.upper
+            if math.isfinite(bound) and abs(bound - current) <= BOUND_REACH * m.scale:
+                targets.add(bound)
+            for target in targets:
+                value = _snap(m, origin[f], target)
                 if value != current:
                     out.append({**state, f: value})
         return out
@@ -398,17 +406,20 @@ def find_recourse(
         met, prog = evaluate(candidates)
         costs = np.array([_cost(c, origin, moves) for c in candidates])
         if depth == 0:
-            # Narrow the search to the features whose single moves help most (and `keep`).
-            gain: dict[str, float] = {}
-            for c, p, ok in zip(candidates, prog, met, strict=True):
+            # Narrow the search to the features whose single moves help most per unit of cost
+            # (and `keep`); when no single move helps, keep searching all of them.
+            ratio: dict[str, float] = {}
+            for c, p, ok, k in zip(candidates, prog, met, costs, strict=True):
                 (f,) = c
-                gain[f] = max(gain.get(f, 0.0), (p0 - p) + (1e6 if ok else 0.0))
-            ranked = [f for f in sorted(gain, key=lambda f: -gain[f]) if gain[f] > 0]
-            chosen = set(ranked[:max_features]) | {f for f in keep if f in moves}
-            moves = {f: m for f, m in moves.items() if f in chosen}
-            mask = [all(f in moves for f in c) for c in candidates]
-            candidates = [c for c, ok in zip(candidates, mask, strict=True) if ok]
-            met, prog, costs = met[mask], prog[mask], costs[mask]
+                value = (p0 - p) / k + (1e6 if ok else 0.0)
+                ratio[f] = max(ratio.get(f, 0.0), value)
+            ranked = [f for f in sorted(ratio, key=lambda f: -ratio[f]) if ratio[f] > 0]
+            if ranked:
+                chosen = set(ranked[:max_features]) | {f for f in keep if f in moves}
+                moves = {f: m for f, m in moves.items() if f in chosen}
+                mask = np.array([all(f in moves for f in c) for c in candidates])
+                candidates = [c for c, ok in zip(candidates, mask, strict=True) if ok]
+                met, prog, costs = met[mask], prog[mask], costs[mask]
         for i in np.flatnonzero(met):
             if costs[i] < best_cost:
                 best, best_cost = candidates[i], float(costs[i])
