@@ -1,0 +1,400 @@
+/* Kuaxin enterprise portal: vanilla JS over the /v1 JSON API.
+   The firm's key lives in sessionStorage only; it is sent in the X-API-Key header, never in a URL.
+   Every value from the API is inserted with textContent (no HTML injection). */
+(function () {
+  "use strict";
+
+  var body = document.body;
+  var T = JSON.parse(document.getElementById("kx-texts").textContent);
+  var LANG = body.dataset.lang;
+  var API = body.dataset.api;
+  var PORTAL = body.dataset.portal;
+  var KEY = "kx_key", FIRM = "kx_firm", ORG = "kx_org";
+
+  function el(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "class") node.className = attrs[k];
+      else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) {
+      if (c === null || c === undefined) return;
+      node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    });
+    return node;
+  }
+  function svg(tag, attrs, text) {
+    var node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+    Object.keys(attrs).forEach(function (k) { node.setAttribute(k, attrs[k]); });
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+  function showError(message) {
+    var box = document.getElementById("error");
+    box.textContent = T.error + ": " + message;
+    box.hidden = false;
+  }
+  function clearError() { document.getElementById("error").hidden = true; }
+  function pct(x, digits) { return (x * 100).toFixed(digits === undefined ? 2 : digits) + "%"; }
+  function num(x) {
+    if (x === null || x === undefined) return "–";
+    if (typeof x !== "number") return String(x);
+    return x.toLocaleString(LANG === "zh" ? "zh-CN" : "en-US", { maximumFractionDigits: 4 });
+  }
+  function money(x) {
+    if (x === null || x === undefined) return "–";
+    return Math.round(x).toLocaleString(LANG === "zh" ? "zh-CN" : "en-US");
+  }
+  function label(obj, base) { return obj[base + "_" + LANG] || obj[base + "_en"] || ""; }
+
+  function api(path, options) {
+    options = options || {};
+    var headers = { "X-API-Key": sessionStorage.getItem(KEY) || "" };
+    if (options.body !== undefined) headers["Content-Type"] = "application/json";
+    return fetch(path, {
+      method: options.method || (options.body !== undefined ? "POST" : "GET"),
+      headers: headers,
+      body: options.body !== undefined ? JSON.stringify(options.body) : undefined,
+      credentials: "omit",
+      cache: "no-store"
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (data) {
+        if (!r.ok) {
+          var err = new Error(data.detail || r.statusText);
+          err.status = r.status;
+          throw err;
+        }
+        return data;
+      });
+    });
+  }
+  function firmPath(suffix) {
+    return API + "/firms/" + encodeURIComponent(sessionStorage.getItem(FIRM)) + suffix;
+  }
+
+  /* ------------------------------------------------------------------ sign in / out */
+  function initSignIn() {
+    var form = document.getElementById("signin-form");
+    form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearError();
+      var key = document.getElementById("api-key").value.trim();
+      fetch(PORTAL + "/api/whoami", { headers: { "X-API-Key": key }, credentials: "omit", cache: "no-store" })
+        .then(function (r) { return r.json().then(function (d) { return { ok: r.ok, data: d }; }); })
+        .then(function (res) {
+          if (!res.ok) { showError(T.signin_bad); return; }
+          if (res.data.role !== "enterprise" || !res.data.firm_usc) { showError(T.signin_not_firm); return; }
+          sessionStorage.setItem(KEY, key);
+          sessionStorage.setItem(FIRM, res.data.firm_usc);
+          sessionStorage.setItem(ORG, res.data.org);
+          window.location.assign(PORTAL + "/grade");
+        })
+        .catch(function (e) { showError(e.message); });
+    });
+  }
+  function requireSignIn() {
+    if (!sessionStorage.getItem(KEY) || !sessionStorage.getItem(FIRM)) {
+      window.location.replace(PORTAL + "/");
+      return false;
+    }
+    var who = document.getElementById("who");
+    if (who) who.textContent = T.signed_in_as + ": " + (sessionStorage.getItem(ORG) || "") + " · " + sessionStorage.getItem(FIRM);
+    var out = document.getElementById("sign-out");
+    if (out) out.addEventListener("click", function () {
+      sessionStorage.clear();
+      window.location.assign(PORTAL + "/");
+    });
+    return true;
+  }
+
+  /* ------------------------------------------------------------------ feature labels */
+  var featureInfo = null;
+  function loadFeatures() {
+    if (featureInfo) return Promise.resolve(featureInfo);
+    return api(PORTAL + "/api/features").then(function (d) {
+      featureInfo = {};
+      d.features.forEach(function (f) { featureInfo[f.name] = f; });
+      return featureInfo;
+    });
+  }
+  function featureLabel(name) {
+    var f = featureInfo && featureInfo[name];
+    return f ? label(f, "description") : name;
+  }
+
+  /* ------------------------------------------------------------------ grade */
+  function reasonsChart(contributions) {
+    var rows = contributions.slice(0, 8);
+    var max = Math.max.apply(null, rows.map(function (c) { return Math.abs(c.contribution); }).concat([1e-9]));
+    var rowH = 34, labelW = 0, width = 640, mid = width / 2, barMax = mid - 12;
+    var height = rows.length * rowH + 30;
+    var root = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "aria-labelledby": "chart-title chart-desc" });
+    root.appendChild(svg("title", { id: "chart-title" }, T.reasons_title));
+    root.appendChild(svg("desc", { id: "chart-desc" }, T.reasons_chart_label));
+    root.appendChild(svg("line", { x1: mid, x2: mid, y1: 0, y2: height - 24, stroke: "#4a4a4a", "stroke-width": 1 }));
+    root.appendChild(svg("text", { x: mid + 6, y: height - 6, "font-size": 13, fill: "#a4161a" }, "→ " + T.raises_risk));
+    root.appendChild(svg("text", { x: mid - 6, y: height - 6, "font-size": 13, fill: "#1b6b2f", "text-anchor": "end" }, T.lowers_risk + " ←"));
+    rows.forEach(function (c, i) {
+      var w = Math.max(2, Math.abs(c.contribution) / max * barMax);
+      var up = c.contribution > 0;
+      var y = i * rowH + 4;
+      root.appendChild(svg("rect", { x: up ? mid : mid - w, y: y, width: w, height: rowH - 14, fill: up ? "#a4161a" : "#1b6b2f", rx: 3 }));
+      var text = featureLabel(c.feature);
+      if (text.length > 34) text = text.slice(0, 33) + "…";
+      root.appendChild(svg("text", {
+        x: up ? mid - 6 : mid + 6, y: y + rowH / 2, "font-size": 13, fill: "#1a1a1a",
+        "text-anchor": up ? "end" : "start"
+      }, text));
+    });
+    // The same numbers as a table for screen readers.
+    var table = el("table", {}, [
+      el("caption", { text: T.reasons_title }),
+      el("thead", {}, [el("tr", {}, [el("th", { scope: "col", text: T.feature }), el("th", { scope: "col", text: T.value }), el("th", { scope: "col", text: T.effect })])]),
+      el("tbody", {}, rows.map(function (c) {
+        return el("tr", {}, [el("td", { text: featureLabel(c.feature) }), el("td", { text: num(c.value) }),
+          el("td", { text: (c.contribution > 0 ? T.raises_risk : T.lowers_risk) + " " + c.contribution.toFixed(3) })]);
+      }))
+    ]);
+    var holder = document.getElementById("reasons-chart");
+    // A hidden table wider than the screen would still widen the page: clip it in a 1px box.
+    holder.replaceChildren(root, el("div", { class: "visually-hidden" }, [table]));
+  }
+  function initGrade() {
+    Promise.all([api(firmPath("/explanation")), loadFeatures()]).then(function (res) {
+      var d = res[0];
+      document.getElementById("grade-value").textContent = d.grade;
+      document.getElementById("score-value").textContent = Math.round(d.score);
+      document.getElementById("pd-value").textContent = pct(d.pd);
+      document.getElementById("class-value").textContent = d.supervision_class;
+      document.getElementById("peer-value").textContent = d.peer_percentile !== undefined ? Math.round(d.peer_percentile) + "%" : "–";
+      document.getElementById("asof-value").textContent = d.as_of;
+      document.getElementById("version-value").textContent = d.model_version;
+      reasonsChart(d.contributions);
+      var list = document.getElementById("reasons-list");
+      list.replaceChildren.apply(list, d.reasons.map(function (r) {
+        return el("li", { text: (LANG === "zh" ? r.text_zh : r.text_en) + " (" + featureLabel(r.feature) + ": " + num(r.value) + ")" });
+      }));
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  /* ------------------------------------------------------------------ matches */
+  function traceTable(trace) {
+    return el("div", { class: "table-wrap" }, [el("table", {}, [
+      el("thead", {}, [el("tr", {}, [T.rule, T.required, T.actual, T.result].map(function (h) { return el("th", { scope: "col", text: h }); }))]),
+      el("tbody", {}, trace.map(function (t) {
+        var req = Array.isArray(t.required) ? t.required.join(", ") : String(t.required);
+        return el("tr", {}, [
+          el("td", { text: t.field.indexOf("need.") === 0 ? t.rule : featureLabel(t.field) + " (" + t.rule + ")" }),
+          el("td", { text: t.op + " " + req }),
+          el("td", { text: t.actual === null ? "–" : num(t.actual) }),
+          el("td", { class: t.pass ? "pass" : "fail", text: (t.pass ? "✓ " + T.pass : "✗ " + T.fail) })
+        ]);
+      }))
+    ])]);
+  }
+  function recourseBlock(rec) {
+    if (!rec) return null;
+    var items = rec.hints.map(function (h) {
+      return el("li", { text: featureLabel(h.field) + ": " + T.required + " " + h.rule + ", " + T.actual + " " + (h.actual === null ? "–" : num(h.actual)) + " → " + h.change });
+    });
+    var parts = [el("h4", { text: T.recourse }), el("ul", {}, items)];
+    if (rec.plan && rec.plan.searched && rec.plan.changes.length) {
+      parts.push(el("p", { text: T.recourse_plan + ":" }));
+      parts.push(el("ul", {}, rec.plan.changes.map(function (c) {
+        return el("li", { text: featureLabel(c.feature) + ": " + num(c.before) + " → " + num(c.after) });
+      })));
+    } else if (rec.plan && rec.plan.blocked_by && rec.plan.blocked_by.length) {
+      parts.push(el("p", { class: "muted", text: T.blocked + ": " + rec.plan.blocked_by.map(featureLabel).join(", ") }));
+    }
+    return el("div", { class: "recourse" }, parts);
+  }
+  function productCard(m, isInsurance) {
+    var ok = m.eligible;
+    var facts = [el("span", { text: T.provider + ": " + label(m, "provider") })];
+    if (isInsurance) {
+      if (m.quote && m.quote.rate !== null) facts.push(el("span", { text: T.premium_rate + ": " + pct(m.quote.rate, 3) }));
+    } else {
+      facts.push(el("span", { text: T.limit + ": ¥" + money(m.limit_cny) }));
+      facts.push(el("span", { text: T.rate + ": " + pct(m.price.rate) }));
+    }
+    facts.push(el("span", { text: T.policy_tags + ": " + m.policy_tags.join(", ") }));
+    return el("article", { class: "card product " + (ok ? "ok" : "no"), "data-product": m.product_id }, [
+      el("h3", {}, [label(m, "name") + " ", el("span", { class: "badge " + (ok ? "ok" : "no"), text: ok ? T.eligible : T.not_eligible })]),
+      el("div", { class: "kv" }, facts),
+      el("details", {}, [el("summary", { text: T.trace }), traceTable(m.trace)]),
+      ok ? null : recourseBlock(m.recourse)
+    ]);
+  }
+  function bundleTable(bundles) {
+    if (!bundles.length) return el("p", { text: T.no_bundles });
+    return el("div", { class: "table-wrap card" }, [el("table", {}, [
+      el("thead", {}, [el("tr", {}, [T.product, T.rate_unbundled, T.rate_bundled, T.saving].map(function (h) { return el("th", { scope: "col", text: h }); }))]),
+      el("tbody", {}, bundles.map(function (b) {
+        return el("tr", {}, [el("td", { text: label(b, "name") }), el("td", { text: pct(b.rate_unbundled) }),
+          el("td", { text: pct(b.rate_bundled) }), el("td", { text: money(b.saving_cny) })]);
+      }))
+    ])]);
+  }
+  function initMatches() {
+    loadFeatures().catch(function () {});
+    document.getElementById("need-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearError();
+      var out = document.getElementById("matches");
+      out.replaceChildren(el("p", { text: T.loading }));
+      api(firmPath("/matches"), { body: {
+        amount_cny: Number(document.getElementById("amount").value),
+        purpose: document.getElementById("purpose").value,
+        tenor_months: Number(document.getElementById("tenor").value),
+        insurance_wanted: document.getElementById("insurance-wanted").checked
+      } }).then(function (d) {
+        out.replaceChildren(
+          el("h2", { text: T.financing }),
+          el("div", {}, d.financing.map(function (m) { return productCard(m, false); })),
+          el("h2", { text: T.bundles }), bundleTable(d.bundles),
+          el("h2", { text: T.insurance }),
+          el("div", {}, d.insurance.map(function (m) { return productCard(m, true); }))
+        );
+      }).catch(function (e) { out.replaceChildren(); showError(e.message); });
+    });
+  }
+
+  /* ------------------------------------------------------------------ what-if */
+  function initWhatIf() {
+    var fields = document.getElementById("whatif-fields");
+    var select = document.getElementById("add-feature");
+    var current = {};
+    function addField(name) {
+      var f = featureInfo[name];
+      if (!f || !f.actionable || document.getElementById("wi-" + name)) return;
+      var id = "wi-" + name;
+      var input;
+      if (f.categories) {
+        input = el("select", { id: id, name: name }, f.categories.map(function (c) { return el("option", { value: c, text: c }); }));
+        if (current[name] !== null && current[name] !== undefined) input.value = String(current[name]);
+      } else {
+        // Any value within the bounds may be tried (the catalog step is only the search step of recourse).
+        input = el("input", { id: id, name: name, type: "number", step: f.dtype === "int" ? "1" : "any", inputmode: "decimal" });
+        if (f.lower !== null) input.setAttribute("min", f.lower);
+        if (f.upper !== null) input.setAttribute("max", f.upper);
+        if (current[name] !== null && current[name] !== undefined) input.value = current[name];
+      }
+      input.dataset.original = input.value;
+      fields.appendChild(el("div", { class: "field" }, [
+        el("label", { for: id, text: label(f, "description") + (f.unit ? " (" + f.unit + ")" : "") }),
+        input,
+        el("small", { class: "muted", text: T.current + ": " + num(current[name]) })
+      ]));
+      var opt = select.querySelector('option[value="' + CSS.escape(name) + '"]');
+      if (opt) opt.remove();
+    }
+    Promise.all([api(firmPath("/explanation")), loadFeatures()]).then(function (res) {
+      var d = res[0];
+      document.getElementById("grade-before").textContent = d.grade;
+      d.contributions.forEach(function (c) { current[c.feature] = c.value; });
+      var actionable = Object.keys(featureInfo).filter(function (n) { return featureInfo[n].actionable; });
+      actionable.sort(function (a, b) { return featureLabel(a).localeCompare(featureLabel(b)); });
+      actionable.forEach(function (name) { select.appendChild(el("option", { value: name, text: featureLabel(name) })); });
+      // Start with the actionable features that raise the firm's risk the most.
+      d.contributions.filter(function (c) { return featureInfo[c.feature] && featureInfo[c.feature].actionable && c.contribution > 0; })
+        .slice(0, 6).forEach(function (c) { addField(c.feature); });
+    }).catch(function (e) { showError(e.message); });
+    document.getElementById("add-feature-button").addEventListener("click", function () {
+      if (select.value) addField(select.value);
+    });
+    document.getElementById("whatif-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearError();
+      var changes = {};
+      fields.querySelectorAll("input, select").forEach(function (inp) {
+        if (inp.value !== inp.dataset.original && inp.value !== "") {
+          changes[inp.name] = featureInfo[inp.name].categories ? inp.value : Number(inp.value);
+        }
+      });
+      if (!Object.keys(changes).length) { showError(T.no_change); return; }
+      api(firmPath("/what-if"), { body: { changes: changes } }).then(function (d) {
+        document.getElementById("grade-before").textContent = d.before.grade;
+        document.getElementById("grade-after").textContent = d.after.grade;
+        document.getElementById("pd-change").textContent = T.pd + ": " + pct(d.before.pd) + " → " + pct(d.after.pd);
+      }).catch(function (e) { showError(e.message); });
+    });
+  }
+
+  /* ------------------------------------------------------------------ quote */
+  function initQuote() {
+    Promise.all([api(API + "/products"), api(API + "/countries")]).then(function (res) {
+      var prod = document.getElementById("q-product");
+      res[0].products.filter(function (p) { return p.kind === "export_credit_insurance"; }).forEach(function (p) {
+        prod.appendChild(el("option", { value: p.id, text: label(p, "name") + " – " + label(p.provider, "name") }));
+      });
+      var country = document.getElementById("q-country");
+      res[1].countries.forEach(function (c) {
+        var cat = c.category === "HI" ? "HI" : "CRC " + c.category;
+        country.appendChild(el("option", { value: c.iso3, text: c.name + " (" + c.iso3 + ", " + cat + ")" }));
+      });
+      country.value = "USA";
+    }).catch(function (e) { showError(e.message); });
+    document.getElementById("quote-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      clearError();
+      var out = document.getElementById("quote-result");
+      api(firmPath("/quote"), { body: {
+        product_id: document.getElementById("q-product").value,
+        buyer_country: document.getElementById("q-country").value,
+        buyer_grade: document.getElementById("q-buyer-grade").value,
+        terms: document.getElementById("q-terms").value,
+        credit_days: Number(document.getElementById("q-days").value),
+        amount_usd: Number(document.getElementById("q-amount").value),
+        cover: Number(document.getElementById("q-cover").value) / 100
+      } }).then(function (d) {
+        var q = d.quote;
+        if (q.decision !== "quoted") {
+          out.replaceChildren(el("section", { class: "card product no", id: "quote-declined" }, [
+            el("h2", {}, [el("span", { class: "badge no", text: T.declined })]),
+            el("p", { text: T.reasons_declined + ":" }),
+            el("ul", {}, q.declines.map(function (r) { return el("li", { text: LANG === "zh" ? r.message_zh : r.message_en }); }))
+          ]));
+          return;
+        }
+        out.replaceChildren(el("section", { class: "card product ok", id: "quote-ok" }, [
+          el("h2", {}, [el("span", { class: "badge ok", text: T.quoted }), " " + T.premium_rate + " " + pct(q.rate, 3)]),
+          el("dl", { class: "facts" }, [
+            [T.premium, money(q.premium_usd)], [T.subsidy, money(q.subsidy_usd)], [T.net_premium, money(q.net_premium_usd)],
+            [T.buyer_limit, money(q.buyer_credit_limit_usd)], [T.insured_amount, money(q.insured_amount_usd)],
+            [T.max_liability, money(q.max_liability_usd)]
+          ].map(function (kv) { return el("div", {}, [el("dt", { text: kv[0] }), el("dd", { text: kv[1] })]); })),
+          el("div", { class: "table-wrap" }, [el("table", {}, [
+            el("thead", {}, [el("tr", {}, [T.component, T.factor, T.rate_after].map(function (h) { return el("th", { scope: "col", text: h }); }))]),
+            el("tbody", {}, q.components.map(function (c) {
+              return el("tr", {}, [el("td", { text: c.basis }), el("td", { text: c.factor.toFixed(4) }), el("td", { text: pct(c.rate_after, 3) })]);
+            }))
+          ])])
+        ]));
+      }).catch(function (e) { showError(e.message); });
+    });
+  }
+
+  /* ------------------------------------------------------------------ access log */
+  function initAccess() {
+    api(firmPath("/access-log")).then(function (d) {
+      var tbody = document.querySelector("#access-table tbody");
+      if (!d.records.length) {
+        tbody.replaceChildren(el("tr", {}, [el("td", { colspan: 5, text: T.no_records })]));
+        return;
+      }
+      tbody.replaceChildren.apply(tbody, d.records.map(function (r) {
+        return el("tr", {}, [el("td", { text: new Date(r.time).toLocaleString(LANG === "zh" ? "zh-CN" : "en-GB") }),
+          el("td", { text: r.institution }), el("td", { text: r.role }), el("td", { text: r.purpose }), el("td", { text: r.endpoint })]);
+      }));
+    }).catch(function (e) { showError(e.message); });
+  }
+
+  var pages = { grade: initGrade, matches: initMatches, "what-if": initWhatIf, quote: initQuote, "access-log": initAccess };
+  document.addEventListener("DOMContentLoaded", function () {
+    if (body.dataset.page === "signin") { initSignIn(); return; }
+    if (!requireSignIn()) return;
+    var init = pages[body.dataset.page];
+    if (init) init();
+  });
+})();
