@@ -121,11 +121,11 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(health.metrics_router)
     for name in OPTIONAL_ROUTERS:
-        module = _optional_router(name)
-        if module is None:
+        extra = _optional_router(name)
+        if extra is None:
             continue
-        if hasattr(module, "register"):
-            module.register(app)
+        if hasattr(extra, "register"):
+            extra.register(app)
         else:
-            app.include_router(module.router, prefix=API_PREFIX)
+            app.include_router(extra.router, prefix=API_PREFIX)
     return app

@@ -16,7 +16,7 @@ product's eligibility rules.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -253,7 +253,7 @@ class _RowView(Mapping[str, Any]):
             return self._scores[key]
         return self._base[key]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def __iter__(self) -> Iterator[str]:
         yield from self._base
         yield from (k for k in self._scores if k not in self._base)
 
@@ -420,20 +420,20 @@ def find_recourse(
                 mask = np.array([all(f in moves for f in c) for c in candidates])
                 candidates = [c for c, ok in zip(candidates, mask, strict=True) if ok]
                 met, prog, costs = met[mask], prog[mask], costs[mask]
-        for i in np.flatnonzero(met):
-            if costs[i] < best_cost:
-                best, best_cost = candidates[i], float(costs[i])
+        for hit in np.flatnonzero(met):
+            if costs[hit] < best_cost:
+                best, best_cost = candidates[hit], float(costs[hit])
         for c, p, k in zip(candidates, prog, costs, strict=True):
             if (p, k) < best_progress[:2]:
                 best_progress = (float(p), float(k), c)
-        open_ = [i for i in range(len(candidates)) if not met[i] and costs[i] < best_cost]
+        open_ = [int(i) for i in range(len(candidates)) if not met[i] and costs[i] < best_cost]
         if not open_:
             break
         # Half the beam by progress, half by progress per unit cost.
         by_prog = sorted(open_, key=lambda i: prog[i])
         by_ratio = sorted(open_, key=lambda i: -(p0 - prog[i]) / costs[i])
         keep_idx: list[int] = []
-        for i in [x for pair in zip(by_prog, by_ratio, strict=False) for x in pair]:
+        for i in [int(x) for pair in zip(by_prog, by_ratio, strict=False) for x in pair]:
             if i not in keep_idx:
                 keep_idx.append(i)
             if len(keep_idx) >= beam:

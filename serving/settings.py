@@ -18,29 +18,34 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUAXIN_", extra="ignore", frozen=True)
 
     database_url: str = Field(
-        "sqlite:///kuaxin.db", description="SQLAlchemy URL of the keys/consent/audit database"
+        default="sqlite:///kuaxin.db",
+        description="SQLAlchemy URL of the keys/consent/audit database",
     )
     model_dir: Path | None = Field(
-        None, description="exported model package to serve; the registry champion when unset"
+        default=None,
+        description="exported model package to serve; the registry champion when unset",
     )
     model_name: str | None = Field(
-        None, description="registered model name (default: training.registry.MODEL_NAME)"
+        default=None, description="registered model name (default: training.registry.MODEL_NAME)"
     )
-    model_alias: str = Field("champion", description="registry alias to load")
+    model_alias: str = Field(default="champion", description="registry alias to load")
     mlflow_tracking_uri: str = Field(
-        "sqlite:///mlflow.db",
+        default="sqlite:///mlflow.db",
         validation_alias=AliasChoices("KUAXIN_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking URI of the registry",
     )
-    snapshot: Path | None = Field(None, description="feature snapshot Parquet file to serve")
+    snapshot: Path | None = Field(
+        default=None, description="feature snapshot Parquet file to serve"
+    )
     catalog: Path | None = Field(
-        None, description="feature catalog YAML (default: the model's, else the packaged one)"
+        default=None,
+        description="feature catalog YAML (default: the model's, else the packaged one)",
     )
-    migrate_on_start: bool = Field(True, description="apply Alembic migrations at start-up")
-    load_on_start: bool = Field(True, description="load model and snapshot at start-up")
-    batch_max: int = Field(5000, ge=1, description="most firms in one batch-score call")
-    top_reasons: int = Field(4, ge=1, le=20, description="reasons returned with a score")
+    migrate_on_start: bool = Field(default=True, description="apply Alembic migrations at start-up")
+    load_on_start: bool = Field(default=True, description="load model and snapshot at start-up")
+    batch_max: int = Field(default=5000, ge=1, description="most firms in one batch-score call")
+    top_reasons: int = Field(default=4, ge=1, le=20, description="reasons returned with a score")
     recourse_max_steps: int = Field(
-        40, ge=1, description="search depth of recourse (single-feature moves)"
+        default=40, ge=1, description="search depth of recourse (single-feature moves)"
     )
-    recourse_beam: int = Field(12, ge=1, description="beam width of the recourse search")
+    recourse_beam: int = Field(default=12, ge=1, description="beam width of the recourse search")

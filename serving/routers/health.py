@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.routers.admin import served_info
-from serving.schemas import Health, Readiness
+from serving.schemas import Health, Readiness, ServedInfo
 
 router = APIRouter(tags=["health"])
 
@@ -40,7 +40,7 @@ async def ready(request: Request) -> Any:
     body = Readiness(
         ready=current is not None and database,
         database=database,
-        served=served_info(current) if current is not None else None,
+        served=ServedInfo(**served_info(current)) if current is not None else None,
         last_error=serving.last_error,
     )
     return JSONResponse(body.model_dump(mode="json"), status_code=200 if body.ready else 503)
