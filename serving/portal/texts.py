@@ -82,6 +82,10 @@ TEXTS: dict[str, dict[str, str]] = {
         "zh": "以下条件无法通过经营改善直接满足",
         "en": "These cannot be met by actionable changes",
     },
+    "no_plan": {
+        "zh": "模型未找到能满足条件的合理改变。",
+        "en": "The model found no plausible change that meets the rules.",
+    },
     "rate_unbundled": {"zh": "单独融资利率", "en": "Rate alone"},
     "rate_bundled": {"zh": "组合后利率", "en": "Rate with policy assigned"},
     "saving": {"zh": "预计节省（元）", "en": "Expected saving (CNY)"},

@@ -204,7 +204,8 @@ def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: 
         blockers = [
             t.field
             for t in failed
-            if t.source == "need" or (t.source == "firm" and t.field not in movable)
+            if t.source == "need"
+            or (t.source == "firm" and (t.field not in movable or t.actual is None))
         ]
         if blockers:
             return {"searched": False, "reached": False, "blocked_by": blockers, "changes": []}

@@ -125,27 +125,27 @@
 
   /* ------------------------------------------------------------------ grade */
   function reasonsChart(contributions) {
+    var holder = document.getElementById("reasons-chart");
     var rows = contributions.slice(0, 8);
     var max = Math.max.apply(null, rows.map(function (c) { return Math.abs(c.contribution); }).concat([1e-9]));
-    var rowH = 34, labelW = 0, width = 640, mid = width / 2, barMax = mid - 12;
-    var height = rows.length * rowH + 30;
-    var root = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "aria-labelledby": "chart-title chart-desc" });
+    // Drawn at the holder's width so text keeps its size on a phone: label line, then the bar.
+    var width = Math.max(280, Math.min(holder.clientWidth || 640, 900));
+    var rowH = 46, mid = width / 2, barMax = mid - 4, maxChars = Math.floor(width / 8);
+    var height = rows.length * rowH + 28;
+    var root = svg("svg", { viewBox: "0 0 " + width + " " + height, width: width, height: height, role: "img", "aria-labelledby": "chart-title chart-desc" });
     root.appendChild(svg("title", { id: "chart-title" }, T.reasons_title));
     root.appendChild(svg("desc", { id: "chart-desc" }, T.reasons_chart_label));
-    root.appendChild(svg("line", { x1: mid, x2: mid, y1: 0, y2: height - 24, stroke: "#4a4a4a", "stroke-width": 1 }));
+    root.appendChild(svg("line", { x1: mid, x2: mid, y1: 0, y2: height - 22, stroke: "#4a4a4a", "stroke-width": 1 }));
     root.appendChild(svg("text", { x: mid + 6, y: height - 6, "font-size": 13, fill: "#a4161a" }, "→ " + T.raises_risk));
     root.appendChild(svg("text", { x: mid - 6, y: height - 6, "font-size": 13, fill: "#1b6b2f", "text-anchor": "end" }, T.lowers_risk + " ←"));
     rows.forEach(function (c, i) {
       var w = Math.max(2, Math.abs(c.contribution) / max * barMax);
       var up = c.contribution > 0;
-      var y = i * rowH + 4;
-      root.appendChild(svg("rect", { x: up ? mid : mid - w, y: y, width: w, height: rowH - 14, fill: up ? "#a4161a" : "#1b6b2f", rx: 3 }));
+      var y = i * rowH + 2;
       var text = featureLabel(c.feature);
-      if (text.length > 34) text = text.slice(0, 33) + "…";
-      root.appendChild(svg("text", {
-        x: up ? mid - 6 : mid + 6, y: y + rowH / 2, "font-size": 13, fill: "#1a1a1a",
-        "text-anchor": up ? "end" : "start"
-      }, text));
+      if (text.length > maxChars) text = text.slice(0, maxChars - 1) + "…";
+      root.appendChild(svg("text", { x: 0, y: y + 14, "font-size": 13, fill: "#1a1a1a" }, text));
+      root.appendChild(svg("rect", { x: up ? mid : mid - w, y: y + 20, width: w, height: 16, fill: up ? "#a4161a" : "#1b6b2f", rx: 3 }));
     });
     // The same numbers as a table for screen readers.
     var table = el("table", {}, [
@@ -156,7 +156,6 @@
           el("td", { text: (c.contribution > 0 ? T.raises_risk : T.lowers_risk) + " " + c.contribution.toFixed(3) })]);
       }))
     ]);
-    var holder = document.getElementById("reasons-chart");
     // A hidden table wider than the screen would still widen the page: clip it in a 1px box.
     holder.replaceChildren(root, el("div", { class: "visually-hidden" }, [table]));
   }
@@ -199,7 +198,9 @@
       return el("li", { text: featureLabel(h.field) + ": " + T.required + " " + h.rule + ", " + T.actual + " " + (h.actual === null ? "–" : num(h.actual)) + " → " + h.change });
     });
     var parts = [el("h4", { text: T.recourse }), el("ul", {}, items)];
-    if (rec.plan && rec.plan.searched && rec.plan.changes.length) {
+    if (rec.plan && rec.plan.searched && !rec.plan.reached) {
+      parts.push(el("p", { class: "muted", text: T.no_plan }));
+    } else if (rec.plan && rec.plan.searched && rec.plan.changes.length) {
       parts.push(el("p", { text: T.recourse_plan + ":" }));
       parts.push(el("ul", {}, rec.plan.changes.map(function (c) {
         return el("li", { text: featureLabel(c.feature) + ": " + num(c.before) + " → " + num(c.after) });
