@@ -160,7 +160,8 @@ def _row_problems(df: pd.DataFrame, name: str, firms: set[str]) -> pd.Series:
             bad |= s.notna() & ~s.isin(col.allowed)
         if col.regex is not None:
             bad |= ~s.astype(str).str.match(col.regex)
-    bad |= ~df["usc_code"].map(lambda c: validate(c).valid)
+    valid = {c: validate(c).valid for c in df["usc_code"].unique()}
+    bad |= ~df["usc_code"].map(valid).astype(bool)
     if name != "firms":
         bad |= ~df["usc_code"].isin(firms)
     bad |= df.duplicated(keep="first")
@@ -184,6 +185,7 @@ def test_clean_rows_are_valid_and_faulty_rows_are_exactly_the_ground_truth(
             # the key check on both rows; compare on rows outside the ground truth.
             assert not problems[~flagged & ~_key_twin(df, name, flagged)].any(), name
             assert _row_problems(df[~flagged], name, firms).sum() == 0, name
+            assert problems[flagged].all(), name
 
 
 def _key_twin(df: pd.DataFrame, name: str, flagged: np.ndarray) -> np.ndarray:
