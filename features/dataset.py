@@ -16,6 +16,7 @@ was known at ``T``).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import date
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from tqdm import tqdm
 from features.catalog import Catalog
 from features.feature_availability import SnapshotConfig
 from features.feature_builders import prepare
-from features.snapshot import default_catalog, default_config, load_clean, snapshot_from_prepared
+from features.snapshot import CleanTables, default_catalog, default_config, snapshot_from_prepared
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ HORIZON_MONTHS = 12
 STEPS = {"month": 1, "quarter": 3}
 
 
-def default_events(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def default_events(tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Each firm's first default date.
 
     Parameters
@@ -134,7 +135,7 @@ def label_rows(snapshot: pd.DataFrame, events: pd.DataFrame, as_of: date) -> pd.
 
 
 def build_dataset(
-    tables: dict[str, pd.DataFrame],
+    tables: Mapping[str, pd.DataFrame],
     start: date,
     end: date,
     every: str = "quarter",
@@ -190,7 +191,7 @@ def build_dataset(
     return out
 
 
-def _last_observed(tables: dict[str, pd.DataFrame]) -> pd.Timestamp | None:
+def _last_observed(tables: Mapping[str, pd.DataFrame]) -> pd.Timestamp | None:
     """End of the last month with loan repayment status (the outcome data's horizon)."""
     rp = tables.get("loan_repayments")
     if rp is None or not len(rp):
@@ -219,7 +220,7 @@ def build_dataset_file(
     Path
         The file written.
     """
-    data = build_dataset(load_clean(clean_dir), start, end, every, progress=True)
+    data = build_dataset(CleanTables(clean_dir), start, end, every, progress=True)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     data.to_parquet(path, index=False)

@@ -20,6 +20,7 @@ features take ``recency_cap_months``, when the firm has no record.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 
@@ -250,13 +251,16 @@ def _firm_month(frame: pd.DataFrame, aggs: dict[str, tuple[str, str]]) -> pd.Dat
     return frame.groupby(["fid", "m"], sort=True).agg(**aggs).reset_index()
 
 
-def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared:
+def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepared:
     """Code the clean tables for point-in-time aggregation (done once per set of tables).
 
     Parameters
     ----------
-    tables : dict of str to pandas.DataFrame
-        Clean tables; ``firms`` is required, any other missing table counts as empty.
+    tables : mapping of str to pandas.DataFrame
+        Clean tables; ``firms`` is required, any other missing table counts as empty. Each
+        table is looked up once and released after its block, so a lazy mapping that reads
+        tables on access (``features.snapshot.CleanTables``) keeps one raw table in memory
+        at a time.
     config : SnapshotConfig
         Lags and parameters.
 
@@ -270,8 +274,11 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         name: pd.DataFrame({c.name: pd.Series(dtype=_empty_dtype(c.dtype)) for c in spec.columns})
         for name, spec in TABLES.items()
     }
-    t = {name: tables.get(name, empty[name]) for name in TABLES}
-    firms = t["firms"].sort_values("usc_code", kind="stable").reset_index(drop=True)
+
+    def t(name: str) -> pd.DataFrame:
+        return tables[name] if name in tables else empty[name]
+
+    firms = t("firms").sort_values("usc_code", kind="stable").reset_index(drop=True)
     if firms["usc_code"].duplicated().any():
         dupes = firms.loc[firms["usc_code"].duplicated(), "usc_code"].head(3).tolist()
         raise ValueError(f"firms.usc_code must be unique; duplicated e.g. {dupes}")
@@ -280,10 +287,10 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
     frames: dict[str, pd.DataFrame] = {}
 
     # tax: one row per firm-year
-    tax = _events(t["tax"], ids, "tax", "tax_year")
+    tax = _events(t("tax"), ids, "tax", "tax_year")
     frames["tax"] = tax.assign(points=_map_values(tax["tax_grade"], p["tax_grade_points"], np.nan))
 
-    si = t["social_insurance"]
+    si = t("social_insurance")
     frames["social_insurance"] = _monthly(
         si,
         ids,
@@ -293,7 +300,8 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
             "arrears_cny": si["arrears_cny"].to_numpy(np.float64),
         },
     )
-    ut = t["utilities"]
+    del si
+    ut = t("utilities")
     frames["utilities"] = _monthly(
         ut,
         ids,
@@ -305,8 +313,9 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
+    del ut
     # customs: detail rows (mode and destination windows) and firm-month totals
-    cd = t["customs_declarations"]
+    cd = t("customs_declarations")
     risk_table = {k: float(v) for k, v in p["country_risk"].items()}
     cu = _monthly(
         cd,
@@ -335,7 +344,8 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    cc = _events(t["customs_credit"], ids, "customs_credit", "effective_date")
+    del cd, cu
+    cc = _events(t("customs_credit"), ids, "customs_credit", "effective_date")
     rank = _codes(cc["category"], p["customs_credit_order"]).astype(np.float64)
     prev_rank = pd.Series(rank).groupby(cc["fid"].to_numpy()).shift(1).to_numpy()
     frames["customs_credit"] = cc.assign(
@@ -343,7 +353,7 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         avail=cc["effective_date"] + pd.Timedelta(days=config.lag("customs_credit")),
     )
 
-    fxr = t["fx_receipts"]
+    fxr = t("fx_receipts")
     received = fxr["received_usd"].to_numpy(np.float64)
     fx = _monthly(
         fxr,
@@ -364,7 +374,8 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    ms = t["marketplace_stores"]
+    del fxr, fx, received
+    ms = t("marketplace_stores")
     status = ms["account_status"]
     rating = ms["rating"].to_numpy(np.float64)
     orders = ms["orders"].to_numpy(np.float64)
@@ -403,7 +414,8 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    ow = t["overseas_warehouses"]
+    del ms, st, status, rating, orders
+    ow = t("overseas_warehouses")
     wh = _monthly(
         ow,
         ids,
@@ -417,11 +429,12 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         wh, {"stock": ("stock_value_usd", "sum"), "countries": ("country", "nunique")}
     )
 
-    loans = _events(t["loans"], ids, "loans", "start_date")
+    del ow, wh
+    loans = _events(t("loans"), ids, "loans", "start_date")
     frames["loans"] = loans.assign(
         avail=loans["start_date"] + pd.Timedelta(days=config.lag("loans"))
     )
-    lr = t["loan_repayments"]
+    lr = t("loan_repayments")
     outstanding = lr["outstanding_cny"].to_numpy(np.float64)
     rp = _monthly(
         lr,
@@ -446,17 +459,18 @@ def prepare(tables: dict[str, pd.DataFrame], config: SnapshotConfig) -> Prepared
         },
     )
 
-    cr = _events(t["court_records"], ids, "court_records", "open_date")
+    del lr, rp, outstanding
+    cr = _events(t("court_records"), ids, "court_records", "open_date")
     frames["court_records"] = cr.assign(
         avail=cr["open_date"] + pd.Timedelta(days=config.lag("court_records")),
         close_avail=cr["close_date"]
         + pd.Timedelta(days=config.lag("court_records", "close_lag_days")),
     )
-    pen = _events(t["admin_penalties"], ids, "admin_penalties", "penalty_date")
+    pen = _events(t("admin_penalties"), ids, "admin_penalties", "penalty_date")
     frames["admin_penalties"] = pen.assign(
         avail=pen["penalty_date"] + pd.Timedelta(days=config.lag("admin_penalties"))
     )
-    ins = _events(t["insurance_policies"], ids, "insurance_policies", "start_date")
+    ins = _events(t("insurance_policies"), ids, "insurance_policies", "start_date")
     frames["insurance_policies"] = ins.assign(
         avail=ins["start_date"] + pd.Timedelta(days=config.lag("insurance_policies")),
         settled=ins["end_date"]

@@ -10,6 +10,7 @@ fixed categories, every other feature is float64 with NaN where the source is mi
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator, Mapping
 from datetime import date
 from functools import lru_cache
 from pathlib import Path
@@ -83,6 +84,38 @@ def load_clean(
     return out
 
 
+class CleanTables(Mapping[str, pd.DataFrame]):
+    """Clean tables of a folder, read on access (only the columns the features need).
+
+    Nothing is cached: :func:`features.feature_builders.prepare` reads each table once and
+    releases it before the next, so only one raw table is in memory at a time.
+
+    Parameters
+    ----------
+    clean_dir : str or Path
+        Folder of clean tables; must hold ``firms``.
+    """
+
+    def __init__(self, clean_dir: str | Path) -> None:
+        self.clean_dir = Path(clean_dir)
+        if not part_files(self.clean_dir, "firms"):
+            raise FileNotFoundError(f"{self.clean_dir / 'firms'}: no firms table in {clean_dir}")
+        self._present = [n for n in TABLES if part_files(self.clean_dir, n)]
+        for name in sorted(set(TABLES) - set(self._present)):
+            log.warning("clean table %s is absent; its features are missing for every firm", name)
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._present:
+            raise KeyError(name)
+        return read_table(self.clean_dir, name, columns=NEEDED_COLUMNS.get(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present)
+
+    def __len__(self) -> int:
+        return len(self._present)
+
+
 def _assemble(
     prep: Prepared, values: dict[str, np.ndarray], as_of: date, catalog: Catalog
 ) -> pd.DataFrame:
@@ -113,7 +146,7 @@ def _assemble(
 
 
 def build_snapshot(
-    tables: dict[str, pd.DataFrame],
+    tables: Mapping[str, pd.DataFrame],
     as_of: date,
     catalog: Catalog | None = None,
     config: SnapshotConfig | None = None,
@@ -122,8 +155,8 @@ def build_snapshot(
 
     Parameters
     ----------
-    tables : dict of str to pandas.DataFrame
-        Clean tables (``load_clean``); absent tables count as empty.
+    tables : mapping of str to pandas.DataFrame
+        Clean tables (``load_clean`` or the lazy ``CleanTables``); absent tables count as empty.
     as_of : datetime.date
         Snapshot date.
     catalog : Catalog, optional
@@ -191,7 +224,7 @@ def build_snapshot_file(clean_dir: str | Path, as_of: date, out: str | Path) -> 
     Path
         The file written.
     """
-    snap = build_snapshot(load_clean(clean_dir), as_of)
+    snap = build_snapshot(CleanTables(clean_dir), as_of)
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
     snap.to_parquet(path, index=False)
