@@ -106,7 +106,11 @@ def register(app: typer.Typer) -> None:
         """Build the point-in-time feature snapshot of every live firm at a date."""
         from features.snapshot import build_snapshot_file
 
-        build_snapshot_file(clean_dir, _parse_date(as_of, "--as-of"), out)
+        when = _parse_date(as_of, "--as-of")
+        try:
+            build_snapshot_file(clean_dir, when, out)
+        except (FileNotFoundError, ValueError) as exc:  # missing tables, bad catalog or config
+            _fail(str(exc))
         typer.echo(f"wrote {out}")
 
     @app.command()
@@ -124,9 +128,11 @@ def register(app: typer.Typer) -> None:
 
         if every not in ("month", "quarter"):
             _fail(f"--every must be month or quarter; got {every!r}")
-        build_dataset_file(
-            clean_dir, _parse_date(date_from, "--from"), _parse_date(date_to, "--to"), every, out
-        )
+        start, end = _parse_date(date_from, "--from"), _parse_date(date_to, "--to")
+        try:
+            build_dataset_file(clean_dir, start, end, every, out)
+        except (FileNotFoundError, ValueError) as exc:  # missing tables, --to before --from
+            _fail(str(exc))
         typer.echo(f"wrote {out}")
 
     @app.command()
@@ -138,7 +144,10 @@ def register(app: typer.Typer) -> None:
         """PSI of every catalog feature between two samples, with verdicts."""
         from features.drift import drift_report
 
-        table = drift_report(reference, current)
+        try:
+            table = drift_report(reference, current)
+        except (FileNotFoundError, ValueError, KeyError) as exc:  # unreadable or unrelated files
+            _fail(str(exc))
         if out:
             table.to_csv(out, index=False)
         typer.echo(table.to_string(index=False))

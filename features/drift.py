@@ -211,6 +211,11 @@ def drift_report(
         As :func:`psi_frame`, most drifted first.
     """
     catalog = catalog or load_catalog()
+    for path in (reference_path, current_path):
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"{path}: no such Parquet file (expected a snapshot or dataset)"
+            )
     ref, cur = pd.read_parquet(reference_path), pd.read_parquet(current_path)
     wanted = [*catalog.names, *SCORE_COLUMNS]
     columns = [c for c in wanted if c in ref.columns and c in cur.columns]

@@ -146,3 +146,11 @@ def test_snapshot_drift_is_stable_against_itself(snapshot: pd.DataFrame) -> None
     cols = default_catalog().names
     table = psi_frame(snapshot, snapshot, cols)
     assert (table["psi"] == 0.0).all() and (table["verdict"] == "stable").all()
+
+
+def test_cli_refuses_missing_file_in_one_line(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["drift", str(tmp_path / "a.parquet"), str(tmp_path / "b.parquet")]
+    )
+    assert result.exit_code != 0
+    assert "a.parquet" in result.output and "Traceback" not in result.output

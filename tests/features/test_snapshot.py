@@ -307,3 +307,12 @@ def test_shared_snapshot(snapshot: pd.DataFrame, clean_tables: dict[str, pd.Data
     # most firms export, and the sunshine ratio is around one for most of them
     assert snapshot["exports_12m_usd"].notna().mean() > 0.8
     assert 0.5 < snapshot["fx_receipt_ratio_12m"].median() < 1.5
+
+
+def test_cli_refuses_folder_without_tables(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["features", str(tmp_path), "--as-of", "2024-01-01", "--out", str(tmp_path / "s.parquet")],
+    )
+    assert result.exit_code != 0
+    assert "firms" in result.output and "Traceback" not in result.output
