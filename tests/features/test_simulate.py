@@ -313,12 +313,16 @@ def test_defaulters_deteriorate_before_default(sim_dirs: tuple[Path, Path]) -> N
     assert before["late_payment"].mean() > 2 * never["late_payment"].mean()
 
 
-def test_q4_peak_in_customs_exports(sim_dirs: tuple[Path, Path]) -> None:
+def test_q4_peak_in_customs_exports_and_gmv(sim_dirs: tuple[Path, Path]) -> None:
     raw, oracle = sim_dirs
     cd = _clean(raw, oracle, "customs_declarations")
     total = cd.groupby("period")["declared_value_usd"].sum()
     q4 = total.index.str[5:7].isin(["10", "11", "12"])
     assert total[q4].mean() > 1.1 * total[~q4].mean()
+    stores = _clean(raw, oracle, "marketplace_stores")
+    gmv = stores.groupby("period")["gmv_usd"].sum()
+    q4 = gmv.index.str[5:7].isin(["10", "11", "12"])
+    assert gmv[q4].mean() > 1.1 * gmv[~q4].mean()
 
 
 def test_suspension_wave_hits_concentrated_firms(sim_dirs: tuple[Path, Path]) -> None:
