@@ -310,7 +310,7 @@ def quote(
             )
         )
     dishonest = row.get("dishonest_listed")
-    if not is_missing(dishonest) and float(dishonest) >= 1:
+    if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
         declines.append(
             Decline(
                 "dishonest_listed",
@@ -362,7 +362,8 @@ def quote(
     insured = min(request.amount_usd, limit)
     premium = max(pr.rate * insured, p.minimum_premium_usd)
     exports = row.get("exports_12m_usd")
-    share = subsidy_share(product, None if is_missing(exports) else float(exports), cfg)
+    exports_usd = None if exports is None or is_missing(exports) else float(exports)
+    share = subsidy_share(product, exports_usd, cfg)
     q.decision = "quoted"
     q.rate = pr.rate
     q.components = [c.__dict__ for c in pr.components]

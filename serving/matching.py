@@ -330,7 +330,7 @@ def limit_basis_usd(product: Product, row: Mapping[str, Any]) -> float:
         "overseas_stock": ("overseas_stock_usd", 1.0),
     }[basis]
     value = row.get(source)
-    if is_missing(value):
+    if value is None or is_missing(value):
         return 0.0
     return max(float(value), 0.0) / divisor
 
@@ -566,7 +566,7 @@ def _bundles(
     from serving import insurance as ins
 
     pd_ = float(row["pd"])
-    out = []
+    out: list[dict[str, Any]] = []
     policies = [p for p in catalog.insurance if p.kind == "export_credit_insurance"]
     for fin in catalog.financing:
         if not fin.policy_assignment:

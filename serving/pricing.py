@@ -352,7 +352,8 @@ def loan_rate(
     el = pd_used * lgd_used
     cap_charge = k * (p.hurdle_roe - p.reference_rate)
     raw = p.reference_rate + el + cap_charge + p.opex + p.margin
-    rate, clipped = raw, None
+    rate = raw
+    clipped: Literal["floor", "cap"] | None = None
     if rate_range is not None:
         lo, hi = rate_range
         if raw < lo:

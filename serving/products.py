@@ -273,7 +273,7 @@ class ProductCatalog:
         return {r.field for p in self.products for r in p.rules}
 
 
-def _loc(error: dict[str, Any]) -> str:
+def _loc(error: Any) -> str:
     return ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
 
 

@@ -72,7 +72,7 @@ def test_traces_agree_with_rules_evaluated_by_hand() -> None:
 
 
 def test_vectorised_rules_agree_with_row_by_row() -> None:
-    firms = random_firms(400, seed=2)
+    firms = random_firms(200, seed=2)
     for product in CATALOG:
         for rule in product.rules:
             mask = rule_mask(rule, firms, GRADES)

@@ -41,7 +41,8 @@ def test_products_catalog_for_any_key(client: TestClient, served_world: ServedWo
 
 def test_bank_matches_with_consent_and_audit(client: TestClient, served_world: ServedWorld) -> None:
     firm = served_world.firm
-    r = client.post(f"/v1/firms/{firm}/matches", json=NEED, headers=served_world.headers("bank"))
+    need = {**NEED, "recourse": False}  # a bank's quick ranking; recourse is tested below
+    r = client.post(f"/v1/firms/{firm}/matches", json=need, headers=served_world.headers("bank"))
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["usc_code"] == firm
