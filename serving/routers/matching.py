@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from serving.deps import (
@@ -62,19 +62,42 @@ class Market:
 _market_lock = threading.Lock()
 
 
+def load_market(settings: Any = None) -> Market:
+    """Load and validate the product catalog, pricing parameters and country table.
+
+    Paths come from ``settings.products`` / ``settings.pricing`` when the settings define them
+    (``KUAXIN_PRODUCTS`` / ``KUAXIN_PRICING``), else the shipped files. Rule fields are checked
+    against the feature catalog and grade values against the master scale.
+
+    Raises
+    ------
+    serving.products.ProductCatalogError, pydantic.ValidationError, CountryTableError
+        Naming the product (or parameter) and field that are wrong.
+    """
+    from features.catalog import load_catalog
+    from training.scale import default_scales
+
+    pricing = load_pricing_config(getattr(settings, "pricing", None))
+    products = load_products(
+        getattr(settings, "products", None),
+        known_fields=load_catalog().names,
+        grades=default_scales()[1].grades,
+    )
+    return Market(
+        products=products,
+        pricing=pricing,
+        countries=load_country_table(ref=pricing.insurance.country_table),
+    )
+
+
 def get_market(request: Request) -> Market:
-    """Return the app's market data, loading the shipped files on first use."""
+    """Return the app's market data (loaded at start-up by :func:`register`)."""
     market = getattr(request.app.state, "market", None)
     if market is None:
         with _market_lock:
             market = getattr(request.app.state, "market", None)
             if market is None:
-                pricing = load_pricing_config()
-                market = Market(
-                    products=load_products(),
-                    pricing=pricing,
-                    countries=load_country_table(ref=pricing.insurance.country_table),
-                )
+                market = load_market(getattr(request.app.state, "settings", None))
                 request.app.state.market = market
     return market
 
@@ -351,4 +374,20 @@ def firm_loan_price(
     }
 
 
-__all__ = ["Market", "MarketDep", "Shipment", "firm_row", "get_market", "grades_of", "router"]
+def register(app: FastAPI) -> None:
+    """Mount the matching routes and load the market data now: a broken catalog stops start-up."""
+    app.state.market = load_market(getattr(app.state, "settings", None))
+    app.include_router(router, prefix="/v1")
+
+
+__all__ = [
+    "Market",
+    "MarketDep",
+    "Shipment",
+    "firm_row",
+    "get_market",
+    "grades_of",
+    "load_market",
+    "register",
+    "router",
+]

@@ -110,3 +110,17 @@ def test_duplicate_ids_and_unreadable_files(raw: dict, tmp_path: Path) -> None:
         load_products(bad)
     with pytest.raises(ProductCatalogError, match="cannot read"):
         load_products(tmp_path / "missing.yaml")
+
+
+def test_service_market_validates_catalog_against_features(raw: dict, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from serving.routers.matching import load_market
+
+    market = load_market(SimpleNamespace(products=None, pricing=None))
+    assert len(market.products) == len(raw["products"]) and "USA" in market.countries
+    data = _broken(raw, 2, ["rules", 0, "field"], "turnover_cny")
+    bad = tmp_path / "products.yaml"
+    bad.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+    with pytest.raises(ProductCatalogError, match=r"turnover_cny"):
+        load_market(SimpleNamespace(products=bad, pricing=None))
