@@ -102,13 +102,24 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option(help="Parquet file for the snapshot")] = Path(
             "data/features/snapshot.parquet"
         ),
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=0, help="Dask worker processes sharded by firm (0: in-process pandas path)"
+            ),
+        ] = 0,
     ) -> None:
         """Build the point-in-time feature snapshot of every live firm at a date."""
         from features.snapshot import build_snapshot_file
 
         when = _parse_date(as_of, "--as-of")
         try:
-            build_snapshot_file(clean_dir, when, out)
+            if workers:
+                from features.distributed import build_snapshot_file_dask
+
+                build_snapshot_file_dask(clean_dir, when, out, n_workers=workers)
+            else:
+                build_snapshot_file(clean_dir, when, out)
         except (FileNotFoundError, ValueError) as exc:  # missing tables, bad catalog or config
             _fail(str(exc))
         typer.echo(f"wrote {out}")
