@@ -32,6 +32,7 @@ def run_training(
     tracking_uri: str | None,
     name: str | None,
     progress: bool = True,
+    num_threads: int = 1,
 ) -> dict[str, Any]:
     """Train, report, log and register (the body of ``kuaxin train``).
 
@@ -53,13 +54,21 @@ def run_training(
         if not target:
             raise ValueError("--table needs --target COL")
         result = train_table(
-            read_table(table), target, id_col, time_col, trials=trials, progress=progress
+            read_table(table),
+            target,
+            id_col,
+            time_col,
+            trials=trials,
+            num_threads=num_threads,
+            progress=progress,
         )
     else:
         assert dataset is not None
         if not dataset.is_file():
             raise FileNotFoundError(f"dataset {dataset} must exist; run kuaxin dataset first")
-        result = train_credit(pd.read_parquet(dataset), trials=trials, progress=progress)
+        result = train_credit(
+            pd.read_parquet(dataset), trials=trials, num_threads=num_threads, progress=progress
+        )
     train_seconds = time.perf_counter() - t0
     report = build_report(result, oracle_dir=oracle)
     report["train_seconds"] = train_seconds
@@ -111,6 +120,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option(help="MLflow tracking URI (else MLFLOW_TRACKING_URI).")
         ] = None,
         name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+        threads: Annotated[int, typer.Option(help="LightGBM threads.")] = 1,
     ) -> None:
         """Train the PD model, write the report and register a new model version."""
         try:
@@ -126,6 +136,7 @@ def register(app: typer.Typer) -> None:
                 not no_register,
                 tracking_uri,
                 name,
+                num_threads=threads,
             )
         except (ValueError, FileNotFoundError, KeyError) as exc:
             _fail(str(exc))

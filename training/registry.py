@@ -330,7 +330,7 @@ def promote(
         window = pd.read_parquet(eval_path)
         cand_model = load_version(name, version=candidate, tracking_uri=tracking_uri)
         y = window["label"].to_numpy(dtype=int)
-        cand = binary_metrics(y, cand_model.predict_pd(window, num_threads=2), bins)
+        cand = binary_metrics(y, cand_model.predict_pd(window, num_threads=1), bins)
         decision["candidate_metrics"] = {k: cand[k] for k in ("auc", "ece", "brier", "log_loss")}
         if cand["auc"] < gate["min_auc"]:
             decision["reasons"].append(f"AUC {cand['auc']:.4f} < min_auc {gate['min_auc']}")
@@ -339,7 +339,7 @@ def promote(
         if champion is not None:
             champ_model = load_version(name, version=champion, tracking_uri=tracking_uri)
             try:
-                champ = binary_metrics(y, champ_model.predict_pd(window, num_threads=2), bins)
+                champ = binary_metrics(y, champ_model.predict_pd(window, num_threads=1), bins)
             except ValueError as exc:  # champion cannot read the candidate's features
                 decision["reasons"].append(f"champion cannot score the candidate's window: {exc}")
                 champ = None

@@ -148,7 +148,7 @@ def build_report(
     ev, tr = result.eval_frame, result.train_frame
     report = dict(result.metrics)
     bins = int(cfg["psi_bins"])
-    train_score = model.score(tr, num_threads=2)["score"]
+    train_score = model.score(tr, num_threads=1)["score"]
     eval_score = model.score_scale.score(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1 - 1e-12))
     score_psi = psi(train_score, pd.Series(eval_score), bins)
     feature_psi = {n: psi(tr[n], ev[n], bins) for n in model.feature_names}
@@ -242,7 +242,7 @@ def plots(
     out["score_by_grade"] = _png(fig)
 
     rows = ev.head(int(cfg.get("shap_rows", 2000)))
-    contrib, base = model.explain(rows, num_threads=2)
+    contrib, base = model.explain(rows, num_threads=1)
     data = model.matrix(rows)
     expl = shap.Explanation(
         values=contrib, base_values=base, data=data, feature_names=model.feature_names

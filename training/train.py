@@ -125,7 +125,12 @@ def time_split(
 def lgb_params(
     features: list[FeatureInfo], params: dict[str, Any], seed: int, num_threads: int
 ) -> dict[str, Any]:
-    """Full LightGBM parameter dict: objective, constraints, determinism and ``params``."""
+    """Full LightGBM parameter dict: objective, constraints, determinism and ``params``.
+
+    ``num_threads`` defaults to 1 throughout: on this 2-core machine shared with other jobs,
+    LightGBM's OpenMP threads spin-wait, and 2 threads burned 15x the CPU of 1 thread for the
+    same 50 rounds (benchmarks/results_train.md).
+    """
     out: dict[str, Any] = {
         "objective": "binary",
         "verbosity": -1,
@@ -189,7 +194,7 @@ def fit_booster(
         Truncated to the best iteration when early stopping ran.
     """
     train_set = _dataset(x, y, features)
-    callbacks = []
+    callbacks: list[Any] = []
     valid_sets = []
     if valid is not None:
         valid_sets = [lgb.Dataset(valid[0], label=valid[1], reference=train_set)]
@@ -250,7 +255,7 @@ def search_holdout(
     features: list[FeatureInfo],
     search: dict[str, Any],
     trials: int,
-    num_threads: int = 2,
+    num_threads: int = 1,
     progress: bool = False,
 ) -> tuple[dict[str, Any], int, pd.DataFrame]:
     """Optuna search scored by validation AUC, early stopping on validation log loss.
@@ -301,7 +306,7 @@ def search_cv(
     search: dict[str, Any],
     trials: int,
     folds: int,
-    num_threads: int = 2,
+    num_threads: int = 1,
     progress: bool = False,
 ) -> tuple[dict[str, Any], int, pd.DataFrame]:
     """Optuna search scored by stratified K-fold CV AUC (``lightgbm.cv``, early stopping on AUC).
@@ -322,7 +327,7 @@ def search_cv(
             folds=list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(x, y)),
             callbacks=[lgb.early_stopping(int(search["early_stopping_rounds"]), verbose=False)],
         )
-        curve = res["valid auc-mean"]
+        curve = list(res["valid auc-mean"])  # type: ignore[arg-type]
         return float(max(curve)), int(np.argmax(curve)) + 1
 
     study = _study(seed)
@@ -489,7 +494,7 @@ def train_time_split(
     trials: int | None = None,
     time_col: str = "as_of",
     label_col: str = "label",
-    num_threads: int = 2,
+    num_threads: int = 1,
     progress: bool = False,
 ) -> TrainResult:
     """Train, calibrate and evaluate with a train / validation / out-of-time test split.
@@ -614,7 +619,7 @@ def train_credit(
     catalog: Any = None,
     config: dict[str, Any] | None = None,
     trials: int | None = None,
-    num_threads: int = 2,
+    num_threads: int = 1,
     progress: bool = False,
 ) -> TrainResult:
     """Train on the ``kuaxin dataset`` table with the out-of-time protocol.
@@ -674,7 +679,7 @@ def train_table(
     trials: int | None = None,
     folds: int | None = None,
     nested: bool | None = None,
-    num_threads: int = 2,
+    num_threads: int = 1,
     progress: bool = False,
 ) -> TrainResult:
     """Train the same pipeline on any labelled table.

@@ -61,12 +61,12 @@ def test_gate_promotion_refusal_rollback_and_export(
     _, v3 = _log(trained_credit, uri)  # as good as the champion: may be promoted
     assert promote(NAME, tracking_uri=uri)["promoted"]
     client = mlflow.MlflowClient(tracking_uri=uri)
-    assert client.get_model_version_by_alias(NAME, "champion").version == v3
-    assert client.get_model_version_by_alias(NAME, "previous").version == v1
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == v3
+    assert str(client.get_model_version_by_alias(NAME, "previous").version) == v1
 
     back = rollback(NAME, uri)
     assert back == {"champion": v1, "demoted": v3}
-    assert client.get_model_version_by_alias(NAME, "champion").version == v1
+    assert str(client.get_model_version_by_alias(NAME, "champion").version) == v1
     with pytest.raises(GateError, match="no 'previous'"):
         rollback(NAME, uri)
 
@@ -84,7 +84,11 @@ def test_gate_promotion_refusal_rollback_and_export(
     pd.testing.assert_frame_equal(champion.score(rows), trained_credit.model.score(rows))
     np.testing.assert_array_equal(champion.explain(rows)[0], exported.explain(rows)[0])
     pyfunc = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
-    out = pyfunc.predict(rows[champion.feature_names])
+    # the signature declares categoricals as strings (what a JSON client sends)
+    feats = rows[champion.feature_names].copy()
+    for c in champion.categorical:
+        feats[c] = feats[c].astype(object).astype("string")
+    out = pyfunc.predict(feats)
     np.testing.assert_allclose(out["pd"], champion.predict_pd(rows), rtol=1e-12)
     contrib = out[[c for c in out.columns if c.startswith("contrib__")]].to_numpy()
     np.testing.assert_allclose(contrib.sum(1) + out["base"], out["log_odds"], atol=1e-9)
