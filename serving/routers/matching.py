@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from typing import Annotated, Any
 
 import pandas as pd
@@ -74,14 +75,22 @@ def load_market(settings: Any = None) -> Market:
     serving.products.ProductCatalogError, pydantic.ValidationError, CountryTableError
         Naming the product (or parameter) and field that are wrong.
     """
+    products = getattr(settings, "products", None)
+    pricing = getattr(settings, "pricing", None)
+    return _load_market(
+        None if products is None else str(products), None if pricing is None else str(pricing)
+    )
+
+
+@lru_cache(maxsize=8)
+def _load_market(products_path: str | None, pricing_path: str | None) -> Market:
+    """Load once per pair of files (every app of a process shares the immutable result)."""
     from features.catalog import load_catalog
     from training.scale import default_scales
 
-    pricing = load_pricing_config(getattr(settings, "pricing", None))
+    pricing = load_pricing_config(pricing_path)
     products = load_products(
-        getattr(settings, "products", None),
-        known_fields=load_catalog().names,
-        grades=default_scales()[1].grades,
+        products_path, known_fields=load_catalog().names, grades=default_scales()[1].grades
     )
     return Market(
         products=products,
