@@ -363,15 +363,21 @@ def indicative_limit_cny(
 
 
 def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[str, Any]]:
-    """Say what each failed rule asks for (the direction of change)."""
+    """Say what each failed rule asks for.
+
+    ``change`` is one of ``increase``, ``decrease``, ``change`` (a category), ``improve_grade``
+    (a model output: see what-if and recourse), ``provide_missing`` (no value on record) or
+    ``adjust_request`` (the need itself is outside the product's ranges).
+    """
     out = []
     for t in trace:
         if t.passed:
             continue
+        # A code per kind of change (the portal translates it).
         if t.source == "need":
-            what = "adjust the request"
-        elif t.field == "grade":
-            what = "improve the grade (see recourse / what-if)"
+            what = "adjust_request"
+        elif t.field in MODEL_FIELDS:
+            what = "improve_grade"
         elif t.op in (">=", ">"):
             what = "increase"
         elif t.op in ("<=", "<"):
@@ -379,7 +385,7 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
         else:
             what = "change"
         if t.actual is None and t.source != "need":
-            what = "provide the missing information"
+            what = "provide_missing"
         out.append(
             {
                 "field": t.field,

@@ -76,6 +76,15 @@ TEXTS: dict[str, dict[str, str]] = {
     "fail": {"zh": "未通过", "en": "fail"},
     "trace": {"zh": "逐条核对", "en": "Rule-by-rule check"},
     "recourse": {"zh": "如何达到条件", "en": "What would make you eligible"},
+    "change_increase": {"zh": "需要提高", "en": "increase it"},
+    "change_decrease": {"zh": "需要降低", "en": "decrease it"},
+    "change_change": {"zh": "需要改变", "en": "change it"},
+    "change_improve_grade": {
+        "zh": "需要提升信用等级（见情景模拟）",
+        "en": "improve the grade (see What-if)",
+    },
+    "change_provide_missing": {"zh": "需要补充该项信息", "en": "provide the missing information"},
+    "change_adjust_request": {"zh": "调整融资需求", "en": "adjust the request"},
     "recourse_change": {"zh": "调整", "en": "Change"},
     "recourse_plan": {"zh": "模型建议的改变", "en": "Changes the model suggests"},
     "blocked": {

@@ -195,7 +195,7 @@
   function recourseBlock(rec) {
     if (!rec) return null;
     var items = rec.hints.map(function (h) {
-      return el("li", { text: featureLabel(h.field) + ": " + T.required + " " + h.rule + ", " + T.actual + " " + (h.actual === null ? "–" : num(h.actual)) + " → " + h.change });
+      return el("li", { text: featureLabel(h.field) + ": " + T.required + " " + h.rule + ", " + T.actual + " " + (h.actual === null ? "–" : num(h.actual)) + " → " + (T["change_" + h.change] || h.change) });
     });
     var parts = [el("h4", { text: T.recourse }), el("ul", {}, items)];
     if (rec.plan && rec.plan.searched && !rec.plan.reached) {
