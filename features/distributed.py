@@ -190,6 +190,8 @@ def local_client(n_workers: int = 2, memory_limit: str | None = None) -> Iterato
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # the scheduler's HTTP routes (health, metrics) still open a port: any free one
+            scheduler_kwargs={"dashboard_address": ":0"},
             **kwargs,
         ) as cluster,
         Client(cluster) as client,
