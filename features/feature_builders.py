@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.feature_availability import SnapshotConfig, month_index_of, period_to_month_index
+from features.feature_availability import SnapshotConfig, period_to_month_index
 from features.tables import CUSTOMS_MODES, MARKETPLACES, TABLES
 
 log = logging.getLogger(__name__)
@@ -1017,6 +1017,5 @@ __all__ = [
     "Prepared",
     "compute_features",
     "live_mask",
-    "month_index_of",
     "prepare",
 ]
