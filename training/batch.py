@@ -1,0 +1,327 @@
+"""Batch scoring of a feature snapshot: PD, score, grade, supervision class and top reasons.
+
+Two paths give the same rows: :func:`score_batch` scores in chunks in this process;
+:func:`score_batch_dask` maps the same :func:`score_frame` over the partitions of a Dask
+dataframe on a ``dask.distributed`` cluster, with the model sent to every worker once.
+Every output column is a function of its own row only (LightGBM predicts and explains row by
+row; the model's categories are fixed), so chunking and partitioning do not change it.
+
+``kuaxin score-batch SNAPSHOT (--model-dir DIR | --champion) --out FILE`` is the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import numpy as np
+import pandas as pd
+import typer
+from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from training.model import CreditModel
+
+log = logging.getLogger(__name__)
+
+#: Key columns copied from the snapshot to the output when present.
+KEY_COLUMNS = ("usc_code", "as_of")
+#: Score columns of ``CreditModel.score``.
+SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
+#: Reasons per row by default (DOMAIN.md §5.3: up to four reason codes).
+DEFAULT_TOP = 4
+#: Output formats by file suffix.
+WRITERS = (".parquet", ".csv")
+
+
+def output_columns(top: int = DEFAULT_TOP) -> list[str]:
+    """Columns of a scored batch, in order.
+
+    Parameters
+    ----------
+    top : int
+        Reasons per row.
+
+    Returns
+    -------
+    list of str
+        Keys, scores, ``model_version``, then ``reason_<k>_code``, ``reason_<k>_feature`` and
+        ``reason_<k>_contribution`` for ``k = 1..top``.
+    """
+    cols = [*KEY_COLUMNS, *SCORE_COLUMNS, "model_version"]
+    for k in range(1, top + 1):
+        cols += [f"reason_{k}_code", f"reason_{k}_feature", f"reason_{k}_contribution"]
+    return cols
+
+
+def empty_output(top: int = DEFAULT_TOP) -> pd.DataFrame:
+    """Return a zero-row scored batch with the output dtypes (Dask's ``meta``)."""
+    dtypes: dict[str, Any] = {
+        "usc_code": "str",
+        "as_of": "datetime64[ns]",
+        "pd": "float64",
+        "log_odds": "float64",
+        "score": "float64",
+        "grade": "str",
+        "supervision_class": "str",
+        "model_version": "str",
+    }
+    for k in range(1, top + 1):
+        dtypes[f"reason_{k}_code"] = "str"
+        dtypes[f"reason_{k}_feature"] = "str"
+        dtypes[f"reason_{k}_contribution"] = "float64"
+    return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in output_columns(top)})
+
+
+def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP) -> pd.DataFrame:
+    """Score and explain the rows of one frame.
+
+    Parameters
+    ----------
+    model : CreditModel
+        The model.
+    frame : pandas.DataFrame
+        Snapshot rows: ``usc_code``, ``as_of`` and the model's features.
+    top : int
+        Reasons per row (features that raise the PD, largest first; missing when fewer).
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`output_columns`, one row per input row, on a fresh 0..n-1 index.
+    """
+    missing = [c for c in KEY_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"snapshot must have the columns {list(KEY_COLUMNS)}; missing {missing}")
+    rows = frame.reset_index(drop=True)
+    scores = model.score(rows)
+    reasons = model.reasons(rows, top=top)
+    out: dict[str, Any] = {
+        "usc_code": rows["usc_code"].astype("str").to_numpy(),
+        "as_of": pd.to_datetime(rows["as_of"]).astype("datetime64[ns]").to_numpy(),
+    }
+    for col in SCORE_COLUMNS:
+        out[col] = scores[col].to_numpy()
+    out["model_version"] = np.full(len(rows), str(model.version), dtype=object)
+    for k in range(top):
+        got = [r[k] if len(r) > k else None for r in reasons]
+        out[f"reason_{k + 1}_code"] = [g["code"] if g else None for g in got]
+        out[f"reason_{k + 1}_feature"] = [g["feature"] if g else None for g in got]
+        out[f"reason_{k + 1}_contribution"] = np.array(
+            [g["contribution"] if g else np.nan for g in got], dtype=np.float64
+        )
+    result = pd.DataFrame(out)
+    meta = empty_output(top)
+    return result.astype(meta.dtypes.to_dict())
+
+
+def score_batch(
+    model: CreditModel,
+    snapshot: pd.DataFrame,
+    chunk_size: int = 10_000,
+    top: int = DEFAULT_TOP,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score a snapshot in chunks in this process.
+
+    Parameters
+    ----------
+    model : CreditModel
+        The model.
+    snapshot : pandas.DataFrame
+        Rows to score (``usc_code``, ``as_of`` and the model's features).
+    chunk_size : int
+        Rows per chunk (bounds the memory of the SHAP matrix).
+    top : int
+        Reasons per row.
+    progress : bool
+        Show a progress bar over rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`output_columns`, rows in the snapshot's order.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    parts = []
+    with tqdm(total=len(snapshot), desc="scoring", unit="row", disable=not progress) as bar:
+        for start in range(0, len(snapshot), chunk_size):
+            chunk = snapshot.iloc[start : start + chunk_size]
+            parts.append(score_frame(model, chunk, top))
+            bar.update(len(chunk))
+    if not parts:
+        return score_frame(model, snapshot, top)
+    return pd.concat(parts, ignore_index=True)
+
+
+def score_batch_dask(
+    model: CreditModel,
+    snapshot: pd.DataFrame | str | Path,
+    client: Client,
+    npartitions: int | None = None,
+    top: int = DEFAULT_TOP,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score a snapshot partition by partition on a Dask cluster; equal to :func:`score_batch`.
+
+    Parameters
+    ----------
+    model : CreditModel
+        The model; scattered to every worker once (``broadcast=True``).
+    snapshot : pandas.DataFrame or str or Path
+        Rows to score, or a snapshot Parquet file the workers read themselves.
+    client : distributed.Client
+        The cluster.
+    npartitions : int, optional
+        Partitions (default: two per worker thread, so a slow worker does not hold the tail).
+    top : int
+        Reasons per row.
+    progress : bool
+        Show a progress bar over partitions.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`output_columns`, rows in the snapshot's order.
+    """
+    import dask.dataframe as dd
+    from distributed import as_completed
+
+    parts = npartitions or max(1, 2 * sum(client.nthreads().values()))
+    if parts < 1:
+        raise ValueError(f"npartitions must be >= 1; got {parts}")
+    if isinstance(snapshot, pd.DataFrame):
+        ddf = dd.from_pandas(snapshot, npartitions=parts, sort=False)
+    else:
+        ddf = dd.read_parquet(str(snapshot)).repartition(npartitions=parts)
+    model_future = client.scatter(model, broadcast=True, hash=False)
+    scored = ddf.map_partitions(
+        _score_partition, model_future, top, meta=empty_output(top), align_dataframes=False
+    )
+    futures = client.compute(scored.to_delayed())
+    try:
+        for _ in tqdm(
+            as_completed(futures),
+            total=len(futures),
+            desc="scoring",
+            unit="part",
+            disable=not progress,
+        ):
+            pass
+        frames = client.gather(futures)
+    finally:
+        for f in futures:
+            f.release()
+        model_future.release()
+    non_empty = [f for f in frames if len(f)] or [empty_output(top)]
+    return pd.concat(non_empty, ignore_index=True)
+
+
+def _score_partition(frame: pd.DataFrame, model: CreditModel, top: int) -> pd.DataFrame:
+    """Score one Dask partition (runs on a worker)."""
+    return score_frame(model, frame, top)
+
+
+def write_scores(scores: pd.DataFrame, out: str | Path) -> Path:
+    """Write scores as Parquet or CSV by the file's suffix.
+
+    Parameters
+    ----------
+    scores : pandas.DataFrame
+        Output of :func:`score_batch`.
+    out : str or Path
+        ``.parquet`` or ``.csv`` file (parent folders are created).
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    path = Path(out)
+    if path.suffix.lower() not in WRITERS:
+        raise ValueError(f"--out must end in one of {list(WRITERS)}; got {path.name!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() == ".csv":
+        scores.to_csv(path, index=False)
+    else:
+        scores.to_parquet(path, index=False)
+    return path
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``kuaxin score-batch`` to the app.
+
+    Parameters
+    ----------
+    app : typer.Typer
+        The top-level app.
+    """
+
+    @app.command("score-batch")
+    def score_batch_cmd(
+        snapshot: Annotated[Path, typer.Argument(help="Snapshot Parquet from `kuaxin features`.")],
+        out: Annotated[Path, typer.Option(help="Scores file (.parquet or .csv).")],
+        model_dir: Annotated[
+            Path | None, typer.Option(help="Model folder (booster.txt, model.json, catalog.yaml).")
+        ] = None,
+        champion: Annotated[
+            bool, typer.Option("--champion", help="Use the registry's champion model.")
+        ] = False,
+        tracking_uri: Annotated[
+            str | None, typer.Option(help="MLflow tracking URI for --champion.")
+        ] = None,
+        workers: Annotated[
+            int, typer.Option(min=0, help="Dask worker processes (0: score in this process).")
+        ] = 0,
+        chunk_size: Annotated[
+            int, typer.Option(min=1, help="Rows per chunk in this process.")
+        ] = 10_000,
+        top: Annotated[int, typer.Option(min=0, help="Reasons per row.")] = DEFAULT_TOP,
+    ) -> None:
+        """Score every row of a snapshot: PD, score, grade, supervision class, top reasons."""
+        from training.model import CreditModel, ModelFileError
+
+        if (model_dir is None) == (not champion):
+            _fail("give exactly one of --model-dir DIR or --champion")
+        if out.suffix.lower() not in WRITERS:
+            _fail(f"--out must end in one of {list(WRITERS)}; got {out.name!r}")
+        if not snapshot.is_file():
+            _fail(f"snapshot {snapshot} must be a Parquet file; it does not exist")
+        t0 = time.perf_counter()
+        try:
+            if model_dir is not None:
+                model = CreditModel.load(model_dir)
+            else:
+                from training.registry import GateError, load_champion
+
+                try:
+                    model = load_champion(tracking_uri=tracking_uri)
+                except GateError as exc:
+                    _fail(str(exc))
+                    return
+            if workers:
+                from features.distributed import local_client
+
+                with local_client(workers) as client:
+                    scores = score_batch_dask(model, snapshot, client, top=top, progress=True)
+            else:
+                frame = pd.read_parquet(snapshot)
+                scores = score_batch(model, frame, chunk_size, top, progress=True)
+            path = write_scores(scores, out)
+        except (ModelFileError, ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+            return
+        typer.echo(
+            f"scored {len(scores):,} rows with model {model.version} in "
+            f"{time.perf_counter() - t0:.1f} s → {path}"
+        )
