@@ -34,12 +34,12 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-# Debian's chromium for the portal's browser tests; Playwright drives /usr/bin/chromium and
-# never downloads a browser of its own.
+# Debian's chromium (and a CJK font, so Chinese renders in screenshots) for the portal's browser
+# tests; Playwright drives /usr/bin/chromium and never downloads a browser of its own.
 browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	  else echo "chromium missing: run 'sudo apt-get install chromium' for the browser tests"; fi; \
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list 2>/dev/null | grep -qi wenquanyi; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-wqy-microhei >/dev/null; \
+	  else echo "chromium or fonts missing: run 'sudo apt-get install chromium fonts-wqy-microhei' for the browser tests"; fi; \
 	fi
 
 $(DATA)/raw/.done: $(STAMP)
