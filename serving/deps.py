@@ -7,13 +7,16 @@ Routers of every domain use these::
         ...
         audit_access(request, session, [access], loaded.model_version)
 
+Dependencies without database work are ``async`` (they run on the event loop: no threadpool
+hop); those that query the database are plain functions (run on the threadpool).
+
 Checks run in this order so that nothing leaks: key (401), USCC (422), role and consent (403),
 then the route's own 404 for a firm that is not in the snapshot.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -42,23 +45,30 @@ _api_key = APIKeyHeader(
 )
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     """Return the app's settings."""
     return request.app.state.settings
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     """Return the app's database."""
     return request.app.state.db
 
 
-def get_session(db: Annotated[Database, Depends(get_database)]) -> Iterator[Session]:
-    """Yield a session per request."""
-    with db.sessions() as session:
+async def get_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[Session]:
+    """Yield a session per request.
+
+    Creating a session opens no connection, so this runs on the event loop; the first query
+    (in a sync dependency or route, on the threadpool) checks a connection out of the pool.
+    """
+    session = db.sessions()
+    try:
         yield session
+    finally:
+        session.close()
 
 
-def get_state(request: Request) -> ServingState:
+async def get_state(request: Request) -> ServingState:
     """Return the serving state (model and snapshot)."""
     return request.app.state.serving
 
@@ -89,10 +99,10 @@ def current_key(session: DbSession, key: Annotated[str | None, Depends(_api_key)
 CurrentKey = Annotated[Principal, Depends(current_key)]
 
 
-def require_role(*roles: str) -> Callable[[Principal], Principal]:
+def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     """Build a dependency that lets only keys with one of ``roles`` through (403 otherwise)."""
 
-    def check(principal: CurrentKey) -> Principal:
+    async def check(principal: CurrentKey) -> Principal:
         if principal.role not in roles:
             raise ProblemError(
                 403, f"role {principal.role} may not use this endpoint; allowed: {', '.join(roles)}"
@@ -102,7 +112,7 @@ def require_role(*roles: str) -> Callable[[Principal], Principal]:
     return check
 
 
-def loaded_state(state: StateDep) -> Loaded:
+async def loaded_state(state: StateDep) -> Loaded:
     """Return the bundle being served; 503 when no model and snapshot are loaded."""
     current = state.current
     if current is None:
@@ -187,10 +197,10 @@ def require_firm_access(scope: str) -> Callable[..., FirmAccess]:
     return check
 
 
-def require_firm_owner() -> Callable[..., Principal]:
+def require_firm_owner() -> Callable[..., Awaitable[Principal]]:
     """Build a dependency for a firm's own records (consents, access log): its key or an admin."""
 
-    def check(
+    async def check(
         principal: CurrentKey,
         usc_code: Annotated[str, Path(description="the firm's USCC")],
     ) -> Principal:
