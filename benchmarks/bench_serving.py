@@ -146,17 +146,34 @@ async def load(
     }
 
 
+def fresh_postgres_schema(base: str, schema: str = "kx_bench_serving") -> str:
+    """Recreate ``schema`` in the PostgreSQL database at ``base``; return a URL using it."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(base, poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    engine.dispose()
+    url = sa.make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
+
+
 def kuaxin_server(
-    snap: Path, model_dir: Path, work: Path, n_keys: int
+    snap: Path, model_dir: Path, work: Path, n_keys: int, database_url: str | None = None
 ) -> tuple[subprocess.Popen, str, str, list[str]]:
     """Start ``kuaxin serve`` and create a bank key with consents for ``n_keys`` firms."""
     import pandas as pd
 
     from features.uscc import validate
 
-    db = work / "bench.db"
-    db.unlink(missing_ok=True)
-    url = f"sqlite:///{db}"
+    if database_url is None:
+        db = work / "bench.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        url = f"sqlite:///{db}"
+    else:
+        url = fresh_postgres_schema(database_url)
     env = {**os.environ, "KUAXIN_DATABASE_URL": url}
     sh(str(KUAXIN), "db", "upgrade", env=env)
     key = (
@@ -273,6 +290,30 @@ def mlflow_server(
     return proc, base, body
 
 
+def request_makers(firms: list[str], h: dict[str, str], rng: random.Random) -> dict[str, Any]:
+    """Per scenario, a function making one request (method, path, body, headers)."""
+
+    def firm() -> str:
+        return rng.choice(firms)
+
+    return {
+        "GET /v1/health (trivial, same server)": lambda: ("GET", "/v1/health", None, {}),
+        "GET /v1/firms/{usc}/score": lambda: ("GET", f"/v1/firms/{firm()}/score", None, h),
+        "GET /v1/firms/{usc}/explanation": lambda: (
+            "GET",
+            f"/v1/firms/{firm()}/explanation",
+            None,
+            h,
+        ),
+        "POST /v1/firms/{usc}/what-if": lambda: (
+            "POST",
+            f"/v1/firms/{firm()}/what-if",
+            {"changes": {"refund_rate_6m": 0.01}},
+            h,
+        ),
+    }
+
+
 def stop(proc: subprocess.Popen) -> None:
     proc.terminate()
     try:
@@ -294,40 +335,23 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     snap, model_dir = build_world(args.work, args.firms)
     rows: list[tuple[str, int, dict[str, float]]] = []
-    proc, base, key, firms = kuaxin_server(snap, model_dir, args.work, 200)
-    rng = random.Random(7)
-    h = {"X-API-Key": key}
-    try:
-        scenarios = {
-            "GET /v1/health (trivial, same server)": lambda: ("GET", "/v1/health", None, {}),
-            "GET /v1/firms/{usc}/score": lambda: (
-                "GET",
-                f"/v1/firms/{rng.choice(firms)}/score",
-                None,
-                h,
-            ),
-            "GET /v1/firms/{usc}/explanation": lambda: (
-                "GET",
-                f"/v1/firms/{rng.choice(firms)}/explanation",
-                None,
-                h,
-            ),
-            "POST /v1/firms/{usc}/what-if": lambda: (
-                "POST",
-                f"/v1/firms/{rng.choice(firms)}/what-if",
-                {"changes": {"refund_rate_6m": 0.01}},
-                h,
-            ),
-        }
-        for name, make in scenarios.items():
-            for c in args.clients:
-                stats = asyncio.run(load(base, [make() for _ in range(args.requests + 50)], c))
-                rows.append((name, c, stats))
-                print(
-                    f"{name:45s} clients={c:2d} p50={stats['p50']:.2f} ms p99={stats['p99']:.2f} ms rps={stats['rps']:.0f} errors={stats['errors']:.0f}"
-                )
-    finally:
-        stop(proc)
+    backends = [("SQLite", None)] + ([("PostgreSQL", args.postgres)] if args.postgres else [])
+    for label, database_url in backends:
+        proc, base, key, firms = kuaxin_server(snap, model_dir, args.work, 200, database_url)
+        rng = random.Random(7)
+        h = {"X-API-Key": key}
+        try:
+            scenarios = request_makers(firms, h, rng)
+            for name, make in scenarios.items():
+                for c in args.clients:
+                    stats = asyncio.run(load(base, [make() for _ in range(args.requests + 50)], c))
+                    rows.append((f"{name} [{label}]", c, stats))
+                    print(
+                        f"{label:10s} {name:40s} clients={c:2d} p50={stats['p50']:.2f} ms "
+                        f"p99={stats['p99']:.2f} ms rps={stats['rps']:.0f} errors={stats['errors']:.0f}"
+                    )
+        finally:
+            stop(proc)
     if args.mlflow:
         proc, base, body = mlflow_server(model_dir, snap, args.work)
         try:
@@ -356,9 +380,11 @@ def write_results(rows: list[tuple[str, int, dict[str, float]]], args: argparse.
         "```",
         "",
         f"Command: `.venv/bin/python benchmarks/bench_serving.py --firms {args.firms} --requests {args.requests} "
-        f"--clients {' '.join(map(str, args.clients))}{' --mlflow' if args.mlflow else ''}`",
+        f"--clients {' '.join(map(str, args.clients))}{' --mlflow' if args.mlflow else ''}"
+        f"{' --postgres ' + args.postgres if args.postgres else ''}`",
         "",
-        "One uvicorn process (`kuaxin serve`, SQLite database, access log off) on 127.0.0.1; the load",
+        "One uvicorn process (`kuaxin serve`, access log off) on 127.0.0.1, with its database on SQLite",
+        "(a file; synchronous=FULL) or PostgreSQL (same machine); the load",
         "generator (asyncio + httpx keep-alive clients) shares the same two cores. Each firm-data",
         "request checks the key and the consent in the database and appends a hash-chained audit row",
         "before answering; the health endpoint does none of that (the HTTP floor).",
