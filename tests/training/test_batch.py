@@ -161,3 +161,30 @@ def test_cli_missing_snapshot_is_a_one_line_error(trained_model_dir, tmp_path):
     assert result.exit_code == 2
     assert result.output.strip().count("\n") == 0
     assert "nope.parquet" in result.output
+
+
+def test_lightgbm_dask_reaches_the_single_machine_auc(trained_credit, client):
+    """Distributed training is close to, not identical with, the single-machine booster."""
+    from sklearn.metrics import roc_auc_score
+
+    from training.batch import train_booster_dask
+    from training.scale import load_config
+
+    result = trained_credit
+    train, test = result.train_frame, result.eval_frame
+    booster = train_booster_dask(
+        client,
+        result.model,
+        train,
+        train["label"],
+        result.params,
+        rounds=result.params["rounds"],
+        seed=int(load_config()["search"]["seed"]),
+    )
+    assert booster.num_trees() == result.model.booster.num_trees()
+    x_test = result.model.matrix(test)
+    auc_dask = roc_auc_score(test["label"], booster.predict(x_test, raw_score=True))
+    auc_single = roc_auc_score(test["label"], result.model.margin(test))
+    print(f"AUC lightgbm.dask {auc_dask:.4f} vs single machine {auc_single:.4f}")
+    assert auc_dask > 0.6
+    assert abs(auc_dask - auc_single) < 0.03, (auc_dask, auc_single)
