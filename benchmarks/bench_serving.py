@@ -331,6 +331,11 @@ def main() -> None:
     parser.add_argument(
         "--mlflow", action="store_true", help="also benchmark `mlflow models serve`"
     )
+    parser.add_argument(
+        "--postgres",
+        default=None,
+        help="also run the service on this PostgreSQL URL (schema kx_bench_serving, recreated)",
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     snap, model_dir = build_world(args.work, args.firms)
