@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -281,12 +282,15 @@ def train_booster_dask(
         full.pop(key, None)
     clf = DaskLGBMClassifier(client=client, n_estimators=int(rounds), verbose=-1, **full)
     cats = [j for j, f in enumerate(model.features) if f.kind == "category"]
-    clf.fit(
-        da.from_array(x, chunks=(block, x.shape[1])),
-        da.from_array(y, chunks=(block,)),
-        feature_name=model.feature_names,
-        categorical_feature=cats or "auto",
-    )
+    with warnings.catch_warnings():
+        # the sklearn wrapper always passes n_jobs; lightgbm.dask sets threads per worker itself
+        warnings.filterwarnings("ignore", message="Parameter n_jobs will be ignored")
+        clf.fit(
+            da.from_array(x, chunks=(block, x.shape[1])),
+            da.from_array(y, chunks=(block,)),
+            feature_name=model.feature_names,
+            categorical_feature=cats or "auto",
+        )
     return clf.booster_
 
 
