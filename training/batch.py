@@ -11,6 +11,7 @@ row; the model's categories are fixed), so chunking and partitioning do not chan
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import warnings
@@ -197,7 +198,10 @@ def score_batch_dask(
     if parts < 1:
         raise ValueError(f"npartitions must be >= 1; got {parts}")
     if isinstance(snapshot, pd.DataFrame):
-        ddf = dd.from_pandas(snapshot, npartitions=parts, sort=False)
+        # scatter the pieces rather than embed the frame in the task graph
+        bounds = np.linspace(0, len(snapshot), parts + 1).astype(int)
+        pieces = [snapshot.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+        ddf = dd.from_delayed(client.scatter(pieces), meta=snapshot.iloc[:0], verify_meta=False)
     else:
         ddf = dd.read_parquet(str(snapshot)).repartition(npartitions=parts)
     model_future = client.scatter(model, broadcast=True, hash=False)
