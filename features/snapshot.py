@@ -70,18 +70,8 @@ def load_clean(
     FileNotFoundError
         When the folder has no ``firms`` table.
     """
-    wanted = columns or NEEDED_COLUMNS
-    out: dict[str, pd.DataFrame] = {}
-    for name in TABLES:
-        if not part_files(clean_dir, name):
-            if name == "firms":
-                raise FileNotFoundError(
-                    f"{Path(clean_dir) / 'firms'}: no firms table in {clean_dir}"
-                )
-            log.warning("clean table %s is absent; its features are missing for every firm", name)
-            continue
-        out[name] = read_table(clean_dir, name, columns=wanted.get(name))
-    return out
+    lazy = CleanTables(clean_dir, columns)
+    return {name: lazy[name] for name in lazy}
 
 
 class CleanTables(Mapping[str, pd.DataFrame]):
@@ -94,10 +84,13 @@ class CleanTables(Mapping[str, pd.DataFrame]):
     ----------
     clean_dir : str or Path
         Folder of clean tables; must hold ``firms``.
+    columns : dict, optional
+        Columns to read per table; by default the columns the features need.
     """
 
-    def __init__(self, clean_dir: str | Path) -> None:
+    def __init__(self, clean_dir: str | Path, columns: dict[str, list[str]] | None = None) -> None:
         self.clean_dir = Path(clean_dir)
+        self.columns = columns or NEEDED_COLUMNS
         if not part_files(self.clean_dir, "firms"):
             raise FileNotFoundError(f"{self.clean_dir / 'firms'}: no firms table in {clean_dir}")
         self._present = [n for n in TABLES if part_files(self.clean_dir, n)]
@@ -107,7 +100,7 @@ class CleanTables(Mapping[str, pd.DataFrame]):
     def __getitem__(self, name: str) -> pd.DataFrame:
         if name not in self._present:
             raise KeyError(name)
-        return read_table(self.clean_dir, name, columns=NEEDED_COLUMNS.get(name))
+        return read_table(self.clean_dir, name, columns=self.columns.get(name))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._present)
