@@ -157,7 +157,9 @@ def register(app: typer.Typer) -> None:
         except GateError as exc:
             _fail(str(exc))
             return
-        if decision["promoted"]:
+        if decision.get("already_champion"):
+            typer.echo(f"version {decision['candidate']} is already the champion")
+        elif decision["promoted"]:
             typer.echo(
                 f"promoted version {decision['candidate']} to champion"
                 + (

@@ -320,7 +320,7 @@ def promote(
         "thresholds": gate,
     }
     if champion == candidate:
-        decision["reasons"].append(f"version {candidate} is already the champion")
+        decision["already_champion"] = True
         return decision
     bins = int(load_config()["report"]["calibration_bins"])
     with tempfile.TemporaryDirectory() as tmp:

@@ -230,11 +230,12 @@ def suggest_params(trial: Any, space: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _study(seed: int) -> Any:
+def _study(seed: int, startup: int = 10) -> Any:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
     # Trial 0 is LightGBM's defaults, so the search can only improve on them (on its objective).
     study.enqueue_trial({**LGB_DEFAULTS, "lambda_l2": 1e-3})
     return study
@@ -287,7 +288,7 @@ def search_holdout(
         _, rounds = run(dict(LGB_DEFAULTS))
         return dict(LGB_DEFAULTS), rounds, pd.DataFrame()
 
-    study = _study(seed)
+    study = _study(seed, int(search.get("startup_trials", 10)))
 
     def objective(trial: Any) -> float:
         auc, rounds = run(suggest_params(trial, search))
@@ -330,7 +331,7 @@ def search_cv(
         curve = list(res["valid auc-mean"])  # type: ignore[arg-type]
         return float(max(curve)), int(np.argmax(curve)) + 1
 
-    study = _study(seed)
+    study = _study(seed, int(search.get("startup_trials", 10)))
 
     def objective(trial: Any) -> float:
         auc, rounds = run(suggest_params(trial, search))
@@ -543,19 +544,22 @@ def train_time_split(
         x[tr], y[tr], x[va], y[va], features, search, budget, num_threads, progress
     )
     search_seconds = time.perf_counter() - t0
-    booster = fit_booster(
-        x[tr],
-        y[tr],
-        features,
-        lgb_params(features, params, int(search["seed"]), num_threads),
-        rounds,
-    )
-    model.booster = booster
+    full_params = lgb_params(features, params, int(search["seed"]), num_threads)
+    model.booster = fit_booster(x[tr], y[tr], features, full_params, rounds)
+    # Platt map on the validation window, out of sample for the train-window booster.
     model.calibration = platt(model.margin(df.loc[va], num_threads), y[va])
-
-    test_pd = model.predict_pd(df.loc[te], num_threads)
     valid_pd = model.predict_pd(df.loc[va], num_threads)
-    challenger = fit_challenger(df.loc[tr], y[tr], features, cfg)
+    refit = bool(cfg["split"].get("refit_on_validation", False))
+    fit_rows = tr | va if refit else tr
+    final_rounds = rounds
+    if refit:
+        # The latest history matters most when features drift: refit on train + validation
+        # with the same parameters, rounds scaled by the row count; the Platt map carries over
+        # (its fit on the test window is checked by the test-window ECE, not assumed).
+        final_rounds = max(1, round(rounds * fit_rows.sum() / tr.sum()))
+        model.booster = fit_booster(x[fit_rows], y[fit_rows], features, full_params, final_rounds)
+    test_pd = model.predict_pd(df.loc[te], num_threads)
+    challenger = fit_challenger(df.loc[fit_rows], y[fit_rows], features, cfg)
     chall_pd = challenger_pd(challenger, df.loc[te], features)
     bins = int(cfg["report"]["calibration_bins"])
     lgb_test = binary_metrics(y[te], test_pd, bins)
@@ -573,7 +577,8 @@ def train_time_split(
         "rows": {"train": int(tr.sum()), "validation": int(va.sum()), "test": int(te.sum())},
         "data_fingerprint": fp,
         "params": params,
-        "rounds": rounds,
+        "rounds": final_rounds,
+        "refit_on_validation": refit,
         "test_metrics": {k: lgb_test[k] for k in ("auc", "ece", "brier", "log_loss", "ks")},
     }
     metrics: dict[str, Any] = {
@@ -582,9 +587,17 @@ def train_time_split(
             "description": (
                 "Time-ordered split of the as-of dates: LightGBM trained on the train window; "
                 "early stopping, the hyperparameter search objective (validation AUC) and the "
-                "Platt calibration use the validation window; all metrics below are on the "
-                "out-of-time test window, which the search never sees. The logistic challenger "
-                "is trained on the same train window and scored on the same test window."
+                "Platt calibration use the validation window"
+                + (
+                    "; the final booster is then refit on train + validation with the chosen "
+                    "parameters (rounds scaled by row count) and keeps that Platt map"
+                    if refit
+                    else ""
+                )
+                + ". All test metrics are on the out-of-time test window, which neither the "
+                "search nor the calibration sees. The logistic challenger is fitted on the same "
+                "rows as the final booster and scored on the same test window. 'validation' "
+                "metrics are of the train-window booster."
             ),
             "windows": windows,
             "rows": model.metadata["rows"],
@@ -594,7 +607,7 @@ def train_time_split(
         "lightgbm": {"test": lgb_test, "validation": binary_metrics(y[va], valid_pd, bins)},
         "challenger": {"test": chall_test},
         "lightgbm_beats_challenger": lgb_test["auc"] > chall_test["auc"],
-        "params": {**params, "rounds": rounds},
+        "params": {**params, "rounds": final_rounds, "rounds_on_train": rounds},
         "calibration": model.calibration,
         "data_fingerprint": fp,
         "model_version": model.version,
@@ -609,8 +622,8 @@ def train_time_split(
         metrics=metrics,
         trials=trials_df,
         eval_frame=eval_frame,
-        train_frame=df.loc[tr],
-        params={**params, "rounds": rounds},
+        train_frame=df.loc[fit_rows],
+        params={**params, "rounds": final_rounds},
     )
 
 
