@@ -118,7 +118,7 @@ async def load(
     """Send ``requests`` with ``clients`` concurrent keep-alive clients; latency stats in ms."""
     latencies: list[float] = []
     errors = 0
-    queue = list(requests)
+    queue = list(requests[50:])  # the first 50 are the untimed warm-up
 
     async def worker(client: httpx.AsyncClient) -> None:
         nonlocal errors
@@ -378,7 +378,8 @@ def write_results(rows: list[tuple[str, int, dict[str, float]]], args: argparse.
         "# Serving benchmark",
         "",
         f"Run {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {platform.node()}: `nproc` = {os.cpu_count()}, "
-        f"Python {platform.python_version()}.",
+        f"Python {platform.python_version()}. Load average at the end of the run: "
+        f"{' / '.join(f'{x:.1f}' for x in os.getloadavg())} (1/5/15 min; other jobs share the machine).",
         "",
         "```",
         free,
