@@ -220,6 +220,18 @@ def test_demo_and_readme_curl_lines_work_verbatim(
             timeout=60,
         )
         assert json.loads(verify.stdout)["ok"] is True
+        # `kuaxin reload` asks the running server to reload; a broken snapshot is refused.
+        keys2 = json.loads((tmp_path / "k2.json").read_text())["keys"]
+        admin = keys2["admin"]["key"]
+        base = f"http://127.0.0.1:{port}"
+        ok = run("reload", "--url", base, "--key", admin, "--snapshot", str(svc_snapshot_path))
+        assert ok.exit_code == 0 and "serving model" in ok.output, ok.output
+        broken = tmp_path / "broken.parquet"
+        broken.write_text("not parquet")
+        bad = run("reload", "--url", base, "--key", admin, "--snapshot", str(broken))
+        assert bad.exit_code == 2 and "refused (409)" in bad.output
+        denied = run("reload", "--url", base, "--key", keys2["bank"]["key"])
+        assert denied.exit_code == 2 and "403" in denied.output
     finally:
         server.should_exit = True
         thread.join(30)

@@ -143,3 +143,54 @@ def test_startup_loads_and_migrates(tmp_path: Path, svc_settings_kwargs: dict[st
     with TestClient(create_app(Settings(database_url=url, **svc_settings_kwargs))) as client:
         assert client.get("/v1/ready").json()["ready"] is True
     assert current_revision(url) == "0001"
+
+
+def test_startup_loads_the_registry_champion(
+    tmp_path: Path, trained_credit: Any, mlflow_tracking_uri: str, svc_snapshot_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+    from training.registry import log_training, promote
+
+    name = "kuaxin-service-test"
+    log_training(
+        trained_credit,
+        trained_credit.metrics,
+        "<html></html>",
+        name=name,
+        tracking_uri=mlflow_tracking_uri,
+    )
+    assert promote(name, tracking_uri=mlflow_tracking_uri)["promoted"]
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path / 'k.db'}",
+        model_name=name,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        snapshot=svc_snapshot_path,
+    )
+    with TestClient(create_app(settings)) as client:
+        served = client.get("/v1/ready").json()["served"]
+    assert served["model_version"] == trained_credit.model.version
+    assert served["model_source"] == f"models:/{name}@champion"
+
+
+def test_database_down_fails_closed(svc_loaded: Any, svc_firms: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.app import create_app
+
+    # Nothing listens on port 1: every database call fails at once.
+    settings = Settings(
+        database_url="postgresql+psycopg://postgres@127.0.0.1:1/test",
+        load_on_start=False,
+        migrate_on_start=False,
+    )
+    with TestClient(create_app(settings, ServingState(svc_loaded))) as client:
+        r = client.get(f"/v1/firms/{svc_firms.a}/score", headers=h("kx_000000000000_" + "a" * 43))
+        assert r.status_code == 503 and r.headers["retry-after"] == "5"
+        assert client.get("/v1/ready").json() == {
+            "ready": False,
+            "database": False,
+            "served": client.get("/v1/ready").json()["served"],
+            "last_error": None,
+        }
