@@ -112,7 +112,7 @@ def _readme_curl_lines() -> list[str]:
 
 @pytest.mark.slow
 def test_demo_and_readme_curl_lines_work_verbatim(
-    tmp_path: Path, svc_settings_kwargs: dict[str, Any], svc_snapshot_path: Path
+    tmp_path: Path, db_url: str, svc_settings_kwargs: dict[str, Any], svc_snapshot_path: Path
 ) -> None:
     import uvicorn
 
@@ -120,7 +120,7 @@ def test_demo_and_readme_curl_lines_work_verbatim(
     from serving.demo import curl_lines
     from serving.settings import Settings
 
-    url = f"sqlite:///{tmp_path / 'kuaxin.db'}"
+    url = db_url
     port = _free_port()
     out = tmp_path / "demo-keys.json"
     res = run(

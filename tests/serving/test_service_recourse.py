@@ -27,8 +27,8 @@ def rescore(loaded: Any, firm: str, changes: dict[str, Any]) -> pd.Series:
 
 
 @pytest.fixture()
-def svc(make_service: Any, tmp_path: Any) -> Any:
-    return make_service(f"sqlite:///{tmp_path / 'k.db'}")
+def svc(make_service: Any, db_url: str) -> Any:
+    return make_service(db_url)
 
 
 def _worse_firms(loaded: Any, target: str, n: int) -> list[str]:

@@ -19,8 +19,8 @@ def h(key: str) -> dict[str, str]:
 
 
 @pytest.fixture()
-def svc(make_service: Any, tmp_path: Path, svc_settings_kwargs: dict[str, Any]) -> Any:
-    return make_service(f"sqlite:///{tmp_path / 'k.db'}", **svc_settings_kwargs)
+def svc(make_service: Any, db_url: str, svc_settings_kwargs: dict[str, Any]) -> Any:
+    return make_service(db_url, **svc_settings_kwargs)
 
 
 def _broken_model(src: Path, dest: Path, how: str) -> Path:
@@ -117,14 +117,14 @@ def test_state_load_keeps_old_bundle(
 
 
 def test_startup_without_loadable_model_is_not_ready(
-    tmp_path: Path, svc_snapshot_path: Path
+    tmp_path: Path, db_url: str, svc_snapshot_path: Path
 ) -> None:
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
 
     settings = Settings(
-        database_url=f"sqlite:///{tmp_path / 'k.db'}",
+        database_url=db_url,
         model_dir=tmp_path / "nope",
         snapshot=svc_snapshot_path,
     )
@@ -133,13 +133,13 @@ def test_startup_without_loadable_model_is_not_ready(
         assert r.status_code == 503 and "nope" in r.json()["last_error"]
 
 
-def test_startup_loads_and_migrates(tmp_path: Path, svc_settings_kwargs: dict[str, Any]) -> None:
+def test_startup_loads_and_migrates(db_url: str, svc_settings_kwargs: dict[str, Any]) -> None:
     from fastapi.testclient import TestClient
 
     from serving.app import create_app
     from serving.db import current_revision
 
-    url = f"sqlite:///{tmp_path / 'k.db'}"
+    url = db_url
     with TestClient(create_app(Settings(database_url=url, **svc_settings_kwargs))) as client:
         assert client.get("/v1/ready").json()["ready"] is True
     assert current_revision(url) == "0001"
