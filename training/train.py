@@ -746,6 +746,11 @@ def train_table(
     return _train_cv(df, target, names, cfg, trials, folds, nested, num_threads, progress)
 
 
+def _scale_rounds(rounds: int, folds: int) -> int:
+    """Scale rounds found by K-fold early stopping to a fit on all K folds' rows."""
+    return max(1, round(rounds * folds / (folds - 1)))
+
+
 def _train_cv(
     df: pd.DataFrame,
     target: str,
@@ -760,7 +765,8 @@ def _train_cv(
     from sklearn.metrics import roc_auc_score
     from tqdm.auto import tqdm
 
-    tcfg, search = cfg["table"], dict(cfg["search"])
+    tcfg = cfg["table"]
+    search = {**cfg["search"], **tcfg.get("search", {})}
     budget = int(tcfg["trials"] if trials is None else trials)
     k = int(tcfg["folds"] if folds is None else folds)
     is_nested = bool(tcfg["nested"] if nested is None else nested)
@@ -778,6 +784,7 @@ def _train_cv(
         params, rounds, trials_df = search_cv(
             x, y, features, search, budget, k, num_threads, progress
         )
+        rounds = _scale_rounds(rounds, k)
     oof = {"defaults": np.zeros(len(y)), "tuned": np.zeros(len(y)), "challenger": np.zeros(len(y))}
     fold_auc: dict[str, list[float]] = {key: [] for key in oof}
     fold_params: list[dict[str, Any]] = []
@@ -795,6 +802,7 @@ def _train_cv(
             params, rounds, trials_df = search_cv(
                 x[tr], y[tr], features, search, budget, inner, num_threads, False
             )
+            rounds = _scale_rounds(rounds, inner)
             trials_df.insert(0, "outer_fold", i)
             trial_tables.append(trials_df)
         fold_params.append({**params, "rounds": rounds})
@@ -814,6 +822,7 @@ def _train_cv(
         params, rounds, trials_df = search_cv(
             x, y, features, search, budget, k, num_threads, progress
         )
+        rounds = _scale_rounds(rounds, k)
         trial_tables.append(trials_df.assign(outer_fold="final"))
         trials_df = pd.concat(trial_tables, ignore_index=True)
     final_params = lgb_params(features, params, seed, num_threads)
@@ -848,7 +857,8 @@ def _train_cv(
             + (
                 f"'tuned': nested — in each outer fold an optuna search ({budget} trials, scored "
                 f"by {inner}-fold CV AUC on the outer training rows only, early stopping inside "
-                "the inner CV) picks parameters and rounds; the outer test fold is never seen by "
+                "the inner CV; rounds scaled by inner_folds/(inner_folds-1) for the refit) picks "
+                "parameters and rounds; the outer test fold is never seen by "
                 "the search. "
                 if is_nested
                 else f"'tuned': NOT nested — one optuna search ({budget} trials) scored by the "
