@@ -161,6 +161,58 @@ def score_batch(
     return pd.concat(parts, ignore_index=True)
 
 
+def score_file(
+    model: CreditModel,
+    path: str | Path,
+    chunk_size: int = 10_000,
+    top: int = DEFAULT_TOP,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Score a snapshot Parquet file read in chunks of rows (the input is never whole in memory).
+
+    Parameters
+    ----------
+    model : CreditModel
+        The model.
+    path : str or Path
+        Snapshot Parquet file.
+    chunk_size : int
+        Rows read and scored at a time.
+    top : int
+        Reasons per row.
+    progress : bool
+        Show a progress bar over rows.
+
+    Returns
+    -------
+    pandas.DataFrame
+        As :func:`score_batch` on the whole file.
+    """
+    import pyarrow.parquet as pq
+
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    needed = [*KEY_COLUMNS, *model.feature_names]
+    parquet = pq.ParquetFile(path)
+    have = set(parquet.schema_arrow.names)
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise ValueError(
+            f"snapshot {path} must have the columns usc_code, as_of and the model's features; "
+            f"missing {missing[:10]}"
+        )
+    parts = []
+    with tqdm(
+        total=parquet.metadata.num_rows, desc="scoring", unit="row", disable=not progress
+    ) as bar:
+        for batch in parquet.iter_batches(batch_size=chunk_size, columns=needed):
+            parts.append(score_frame(model, batch.to_pandas(), top))
+            bar.update(batch.num_rows)
+    if not parts:
+        return empty_output(top)
+    return pd.concat(parts, ignore_index=True)
+
+
 def score_batch_dask(
     model: CreditModel,
     snapshot: pd.DataFrame | str | Path,
@@ -391,8 +443,7 @@ def register(app: typer.Typer) -> None:
                 with local_client(workers) as client:
                     scores = score_batch_dask(model, snapshot, client, top=top, progress=True)
             else:
-                frame = pd.read_parquet(snapshot)
-                scores = score_batch(model, frame, chunk_size, top, progress=True)
+                scores = score_file(model, snapshot, chunk_size, top, progress=True)
             path = write_scores(scores, out)
         except (ModelFileError, ValueError, FileNotFoundError) as exc:
             _fail(str(exc))

@@ -21,6 +21,7 @@ from training.batch import (
     register,
     score_batch,
     score_batch_dask,
+    score_file,
     score_frame,
 )
 from training.model import CreditModel
@@ -86,6 +87,11 @@ def test_chunk_size_does_not_change_scores(model, snapshot, pandas_scores):
     pd.testing.assert_frame_equal(whole, pandas_scores, check_exact=True)
 
 
+def test_scores_read_from_a_file_in_chunks_equal_pandas_scores(model, snapshot_file, pandas_scores):
+    got = score_file(model, snapshot_file, chunk_size=97)
+    pd.testing.assert_frame_equal(got, pandas_scores, check_exact=True)
+
+
 def test_dask_scores_equal_pandas_scores(model, snapshot, pandas_scores, client):
     got = score_batch_dask(model, snapshot, client, npartitions=5)
     pd.testing.assert_frame_equal(got, pandas_scores, check_exact=True)
@@ -99,6 +105,13 @@ def test_dask_scores_from_a_file_equal_pandas_scores(model, snapshot_file, panda
 def test_score_frame_names_missing_key_column(model, snapshot):
     with pytest.raises(ValueError, match="usc_code"):
         score_frame(model, snapshot.drop(columns=["usc_code"]).head(3))
+
+
+def test_score_file_names_missing_feature_column(model, snapshot, tmp_path):
+    path = tmp_path / "partial.parquet"
+    snapshot.drop(columns=[model.feature_names[3]]).to_parquet(path, index=False)
+    with pytest.raises(ValueError, match=model.feature_names[3]):
+        score_file(model, path)
 
 
 @pytest.mark.parametrize("suffix", [".parquet", ".csv"])
@@ -188,3 +201,24 @@ def test_lightgbm_dask_reaches_the_single_machine_auc(trained_credit, client):
     print(f"AUC lightgbm.dask {auc_dask:.4f} vs single machine {auc_single:.4f}")
     assert auc_dask > 0.6
     assert abs(auc_dask - auc_single) < 0.03, (auc_dask, auc_single)
+
+
+def test_cli_with_workers_writes_the_in_process_scores(
+    trained_model_dir, snapshot_file, pandas_scores, tmp_path
+):
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(
+        _app(),
+        [
+            "score-batch",
+            str(snapshot_file),
+            "--model-dir",
+            str(trained_model_dir),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pandas_scores, check_exact=True)
