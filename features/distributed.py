@@ -19,6 +19,11 @@ Why sharding by firm gives the pandas result exactly:
   (first-appearance order, ``nunique``), so the features do not depend on them;
 - labels (``default_events``) are per firm.
 
+Reading by filter makes every partition decode every Parquet row group of every table (it keeps
+only its firms' rows afterwards), so the decoding work grows with the number of partitions.
+:func:`shard_clean` pays that once: it writes the clean tables again split into shard folders
+by the same hash, and the builders then give each partition its own shard folder.
+
 Differences that do not touch the output, documented rather than reproduced: the censoring
 warning of ``build_dataset`` (outcome window past the last observed repayment month) is judged
 per partition on the workers, and rows naming a firm missing from the ``firms`` table are not
@@ -27,6 +32,7 @@ read by any partition, so the pandas path's "rows name firms missing" warning is
 
 from __future__ import annotations
 
+import json
 import logging
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -52,6 +58,9 @@ log = logging.getLogger(__name__)
 #: Sort keys of the pandas path's output (``build_snapshot`` / ``build_dataset``).
 SNAPSHOT_ORDER = ["usc_code"]
 DATASET_ORDER = ["as_of", "usc_code"]
+#: Layout of a folder written by :func:`shard_clean`.
+SHARDS_FILE = "shards.json"
+SHARD_PREFIX = "shard-"
 
 
 # --------------------------------------------------------------------------- sharding
@@ -146,20 +155,143 @@ def read_partition(clean_dir: str | Path, codes: Sequence[str]) -> dict[str, pd.
 
 
 # --------------------------------------------------------------------------- worker tasks
-def _snapshot_part(clean_dir: str, codes: list[str], as_of: date) -> pd.DataFrame:
+def _partition_tables(folder: str, codes: list[str] | None) -> dict[str, pd.DataFrame]:
+    """Read a partition's clean tables: filtered from the full folder, or a whole shard."""
+    if codes is None:
+        from features.snapshot import load_clean
+
+        return load_clean(folder)
+    return read_partition(folder, codes)
+
+
+def _snapshot_part(folder: str, codes: list[str] | None, as_of: date) -> pd.DataFrame:
     """Snapshot of one partition's firms (runs on a worker)."""
     from features.snapshot import build_snapshot
 
-    return build_snapshot(read_partition(clean_dir, codes), as_of)
+    return build_snapshot(_partition_tables(folder, codes), as_of)
 
 
 def _dataset_part(
-    clean_dir: str, codes: list[str], start: date, end: date, every: str
+    folder: str, codes: list[str] | None, start: date, end: date, every: str
 ) -> pd.DataFrame:
     """Training set rows of one partition's firms (runs on a worker)."""
     from features.dataset import build_dataset
 
-    return build_dataset(read_partition(clean_dir, codes), start, end, every)
+    return build_dataset(_partition_tables(folder, codes), start, end, every)
+
+
+# --------------------------------------------------------------------------- pre-sharding
+def _shard_file(src: str, out_dir: str, table: str, part: int, n_partitions: int) -> dict[int, int]:
+    """Split one part file of a table into the shard folders; return rows per shard."""
+    import pyarrow.parquet as pq
+
+    data = pq.read_table(src)
+    codes, uniques = pd.factorize(data.column("usc_code").to_pandas())
+    shard_of_unique = partition_of(pd.Series(uniques).astype("str"), n_partitions)
+    # rows without a code (none after ingest) go to shard 0: kept, never dropped
+    shard = np.where(codes >= 0, shard_of_unique[np.maximum(codes, 0)], 0)
+    counts: dict[int, int] = {}
+    for k in range(n_partitions):
+        rows = np.flatnonzero(shard == k)  # ascending: file order is kept within a shard
+        target = Path(out_dir) / f"{SHARD_PREFIX}{k:05d}" / table / f"part-{part:05d}.parquet"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(data.take(rows), target)  # same Arrow schema and pandas metadata
+        counts[k] = len(rows)
+    return counts
+
+
+def shard_clean(
+    clean_dir: str | Path,
+    out_dir: str | Path,
+    n_partitions: int,
+    client: Client | None = None,
+    n_workers: int = 2,
+    progress: bool = False,
+) -> Path:
+    """Write the clean tables once more, split by firm into ``n_partitions`` shard folders.
+
+    Reading by filter (the default) makes every partition decode every Parquet row group of
+    every table; after sharding, each partition reads only its own files. Pay this once, then
+    build many snapshots and training sets from ``out_dir`` (:func:`build_snapshot_dask` and
+    :func:`build_dataset_dask` recognise a sharded folder).
+
+    Parameters
+    ----------
+    clean_dir : str or Path
+        Folder of clean tables.
+    out_dir : str or Path
+        New folder: ``shard-NNNNN/<table>/part-NNNNN.parquet`` and ``shards.json``.
+    n_partitions : int
+        Shards (fixed from now on for this folder).
+    client : distributed.Client, optional
+        Cluster; by default a local cluster of ``n_workers`` is started and closed.
+    n_workers : int
+        Worker processes of the local cluster.
+    progress : bool
+        Show a progress bar over part files.
+
+    Returns
+    -------
+    Path
+        ``out_dir``.
+    """
+    if n_partitions < 1:
+        raise ValueError(f"n_partitions must be >= 1; got {n_partitions}")
+    if not part_files(clean_dir, "firms"):
+        raise FileNotFoundError(f"{Path(clean_dir) / 'firms'}: no firms table in {clean_dir}")
+    if client is None:
+        with local_client(n_workers) as own:
+            return shard_clean(clean_dir, out_dir, n_partitions, own, n_workers, progress)
+    from distributed import as_completed
+
+    out = Path(out_dir)
+    jobs = [(name, i, f) for name in TABLES for i, f in enumerate(part_files(clean_dir, name))]
+    futures = [
+        client.submit(_shard_file, str(f), str(out), name, i, n_partitions, pure=False)
+        for name, i, f in jobs
+    ]
+    for _ in tqdm(
+        as_completed(futures),
+        total=len(futures),
+        desc="sharding",
+        unit="file",
+        disable=not progress,
+    ):
+        pass
+    counts = client.gather(futures)
+    rows: dict[str, int] = {}
+    for (name, _, _), per_shard in zip(jobs, counts, strict=True):
+        rows[name] = rows.get(name, 0) + sum(per_shard.values())
+    meta = {
+        "n_partitions": n_partitions,
+        "hash": "crc32(usc_code utf-8) % n_partitions",
+        "source": str(Path(clean_dir).resolve()),
+        "rows": rows,
+    }
+    (out / SHARDS_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    log.info("sharded %s into %d shards → %s", clean_dir, n_partitions, out)
+    return out
+
+
+def shard_folders(folder: str | Path) -> list[Path] | None:
+    """List the shard folders of a :func:`shard_clean` output (None for a plain folder)."""
+    meta_path = Path(folder) / SHARDS_FILE
+    if not meta_path.is_file():
+        return None
+    n = int(json.loads(meta_path.read_text(encoding="utf-8"))["n_partitions"])
+    shards = [Path(folder) / f"{SHARD_PREFIX}{k:05d}" for k in range(n)]
+    return [d for d in shards if part_files(d, "firms")]
+
+
+def _sources(
+    client: Client, clean_dir: str | Path, n_partitions: int | None
+) -> list[tuple[str, list[str] | None]]:
+    """Say what each partition reads: a shard folder, or the full folder filtered to it."""
+    shards = shard_folders(clean_dir)
+    if shards is not None:
+        return [(str(d), None) for d in shards]
+    parts = firm_partitions(clean_dir, _n_parts(client, n_partitions))
+    return [(str(clean_dir), codes) for codes in parts]
 
 
 # --------------------------------------------------------------------------- cluster
@@ -202,15 +334,15 @@ def local_client(n_workers: int = 2, memory_limit: str | None = None) -> Iterato
 def _run_sharded(
     client: Client,
     func: Callable[..., pd.DataFrame],
-    partitions: list[list[str]],
+    sources: list[tuple[str, list[str] | None]],
     args: tuple[Any, ...],
     progress: bool,
     desc: str,
 ) -> list[pd.DataFrame]:
-    """Submit ``func(clean_dir, codes, *args)`` per partition; results in partition order."""
+    """Submit ``func(folder, codes, *args)`` per partition; results in partition order."""
     from distributed import as_completed
 
-    futures = [client.submit(func, args[0], codes, *args[1:], pure=False) for codes in partitions]
+    futures = [client.submit(func, folder, codes, *args, pure=False) for folder, codes in sources]
     try:
         for _ in tqdm(
             as_completed(futures), total=len(futures), desc=desc, unit="part", disable=not progress
@@ -267,7 +399,8 @@ def build_snapshot_dask(
     n_workers : int
         Worker processes of the local cluster (ignored with ``client``).
     n_partitions : int, optional
-        Firm partitions (default: one per worker thread).
+        Firm partitions (default: one per worker thread); a folder written by
+        :func:`shard_clean` has its own, one per shard.
     progress : bool
         Show a progress bar over partitions.
 
@@ -282,9 +415,13 @@ def build_snapshot_dask(
     if client is None:
         with local_client(n_workers) as own:
             return build_snapshot_dask(clean_dir, when, own, n_workers, n_partitions, progress)
-    parts = firm_partitions(clean_dir, _n_parts(client, n_partitions))
     frames = _run_sharded(
-        client, _snapshot_part, parts, (str(clean_dir), when), progress, "snapshot partitions"
+        client,
+        _snapshot_part,
+        _sources(client, clean_dir, n_partitions),
+        (when,),
+        progress,
+        "snapshot partitions",
     )
     return _combine(frames, SNAPSHOT_ORDER, None)
 
@@ -314,7 +451,8 @@ def build_dataset_dask(
     n_workers : int
         Worker processes of the local cluster (ignored with ``client``).
     n_partitions : int, optional
-        Firm partitions (default: one per worker thread).
+        Firm partitions (default: one per worker thread); a folder written by
+        :func:`shard_clean` has its own, one per shard.
     progress : bool
         Show a progress bar over partitions.
 
@@ -331,12 +469,11 @@ def build_dataset_dask(
             return build_dataset_dask(
                 clean_dir, start, end, every, own, n_workers, n_partitions, progress
             )
-    parts = firm_partitions(clean_dir, _n_parts(client, n_partitions))
     frames = _run_sharded(
         client,
         _dataset_part,
-        parts,
-        (str(clean_dir), start, end, every),
+        _sources(client, clean_dir, n_partitions),
+        (start, end, every),
         progress,
         "dataset partitions",
     )
@@ -389,4 +526,6 @@ __all__ = [
     "local_client",
     "partition_of",
     "read_partition",
+    "shard_clean",
+    "shard_folders",
 ]

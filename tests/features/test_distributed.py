@@ -20,6 +20,8 @@ from features.distributed import (
     local_client,
     partition_of,
     read_partition,
+    shard_clean,
+    shard_folders,
 )
 
 
@@ -74,6 +76,24 @@ def test_dask_training_set_equals_pandas_training_set(clean_dir, train_dataset, 
     got = build_dataset_dask(clean_dir, start, end, "quarter", client=client)
     pd.testing.assert_frame_equal(got, train_dataset, check_exact=True)
     assert got["label"].sum() > 0  # the comparison covers defaults, not only zeros
+
+
+def test_sharded_folder_gives_the_pandas_snapshot_and_training_set(
+    clean_dir, clean_tables, snapshot, train_dataset, client, tmp_path
+):
+    sharded = shard_clean(clean_dir, tmp_path / "sharded", 3, client=client)
+    shards = shard_folders(sharded)
+    assert shards is not None and len(shards) == 3
+    assert shard_folders(clean_dir) is None
+    # every row of every table lands in exactly one shard
+    for name, table in clean_tables.items():
+        n = sum(len(pd.read_parquet(d / name)) for d in shards)
+        assert n == len(table), name
+    got = build_snapshot_dask(sharded, snapshot["as_of"].iloc[0].date(), client=client)
+    pd.testing.assert_frame_equal(got, snapshot, check_exact=True)
+    start, end = train_dataset["as_of"].min().date(), train_dataset["as_of"].max().date()
+    got = build_dataset_dask(sharded, start, end, "quarter", client=client)
+    pd.testing.assert_frame_equal(got, train_dataset, check_exact=True)
 
 
 def test_features_cli_workers_writes_the_pandas_snapshot(clean_dir, snapshot, tmp_path: Path):
