@@ -312,6 +312,10 @@ def register(app: typer.Typer) -> None:
         base_url: Annotated[
             str, typer.Option(help="URL the service will listen on")
         ] = "http://127.0.0.1:8000",
+        model_dir: Annotated[
+            Path | None,
+            typer.Option(help="model package the service will serve (default: champion)"),
+        ] = None,
         database_url: DatabaseOpt = None,
     ) -> None:
         """Create demo keys (bank, insurer, enterprise with consents, regulator, admin) and print curl lines."""
@@ -319,7 +323,10 @@ def register(app: typer.Typer) -> None:
 
         database = _database(database_url)
         try:
-            info = create_demo(database, snapshot, base_url=base_url, orgs=DEMO_ORGS)
+            settings = _settings(database_url=database_url, model_dir=model_dir)
+            info = create_demo(
+                database, snapshot, base_url=base_url, orgs=DEMO_ORGS, settings=settings
+            )
         except ValueError as exc:
             _fail(str(exc))
             raise

@@ -26,10 +26,31 @@ DEMO_CONSENTS = {
     "insurer": (["score", "quote"], "short-term export credit insurance underwriting"),
 }
 DEMO_DAYS = 365
+#: The grade the README's recourse example asks for.
+DEMO_TARGET = "BBB"
 
 
-def pick_firm(snapshot: pd.DataFrame) -> tuple[str, str | None]:
-    """Choose the demo firm: the valid-USCC firm whose position is the snapshot's middle.
+def pick_firm(
+    snapshot: pd.DataFrame,
+    grades: pd.Series | None = None,
+    target: str = DEMO_TARGET,
+    order: list[str] | None = None,
+) -> tuple[str, str | None]:
+    """Choose the demo firm.
+
+    With scored grades, the median-PD firm one grade below ``target`` (so the README's
+    recourse line has something to do); otherwise the middle firm by code.
+
+    Parameters
+    ----------
+    snapshot : DataFrame
+        ``usc_code`` and ``name``.
+    grades : Series, optional
+        Grade of each firm (index ``usc_code``), from the served model.
+    target : str
+        The recourse target of the demo.
+    order : list of str, optional
+        Grades best first (the model's master scale).
 
     Returns
     -------
@@ -46,8 +67,28 @@ def pick_firm(snapshot: pd.DataFrame) -> tuple[str, str | None]:
         raise ValueError("the snapshot has no firm with a valid USCC")
     valid = valid.sort_values("usc_code")
     row = valid.iloc[len(valid) // 2]
+    if grades is not None and order is not None and target in order:
+        for grade in order[order.index(target) + 1 :]:
+            codes = [c for c in valid["usc_code"] if grades.get(c) == grade]
+            if codes:
+                row = valid.set_index("usc_code", drop=False).loc[codes[len(codes) // 2]]
+                break
     name = row.get("name")
     return str(row["usc_code"]), (None if pd.isna(name) else str(name))
+
+
+def served_grades(snapshot_path: Path, settings: Any) -> tuple[pd.Series | None, list[str] | None]:
+    """Grades of the snapshot's firms by the model the service will load (None if it cannot)."""
+    from serving.state import load_model
+
+    try:
+        model, _ = load_model(settings.model_dir, settings)
+        frame = pd.read_parquet(snapshot_path)
+        scores = model.score(frame, num_threads=0)
+    except Exception as exc:  # the demo still works with any firm; only the choice is worse
+        logger.warning("demo firm chosen without the model: %s", exc)
+        return None, None
+    return pd.Series(scores["grade"].to_numpy(), index=frame["usc_code"]), model.master_scale.grades
 
 
 def curl_lines() -> list[str]:
@@ -58,7 +99,7 @@ def curl_lines() -> list[str]:
         'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/explanation',
         f'curl -s -X POST -H "X-API-Key: $KX_BANK_KEY" {h} -d "{{\\"usc_codes\\": [\\"$KX_FIRM\\"]}}" $KX_URL/v1/scores/batch',
         f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"changes": {{"refund_rate_6m": 0.01}}}}\' $KX_URL/v1/firms/$KX_FIRM/what-if',
-        f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"target_grade": "BBB"}}\' $KX_URL/v1/firms/$KX_FIRM/recourse',
+        f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"target_grade": "{DEMO_TARGET}"}}\' $KX_URL/v1/firms/$KX_FIRM/recourse',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/access-log',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/consents',
         "curl -s -o /dev/null -w '%{http_code}\\n' -H \"X-API-Key: $KX_REGULATOR_KEY\" $KX_URL/v1/firms/$KX_FIRM/score",
@@ -68,7 +109,11 @@ def curl_lines() -> list[str]:
 
 
 def create_demo(
-    database: Database, snapshot: Path, base_url: str, orgs: dict[str, str]
+    database: Database,
+    snapshot: Path,
+    base_url: str,
+    orgs: dict[str, str],
+    settings: Any | None = None,
 ) -> dict[str, Any]:
     """Create the demo keys and consents (earlier demo keys of the same orgs are revoked).
 
@@ -82,6 +127,9 @@ def create_demo(
         Where the service listens (for the curl lines).
     orgs : dict
         Role -> institution name.
+    settings : Settings, optional
+        Where the service's model comes from; with it the demo firm is one whose grade is
+        just below the recourse target (otherwise the middle firm by code).
 
     Returns
     -------
@@ -97,7 +145,8 @@ def create_demo(
     if not snapshot.is_file():
         raise ValueError(f"snapshot {snapshot} does not exist; run `make features` first")
     frame = pd.read_parquet(snapshot, columns=["usc_code", "name"])
-    usc, name = pick_firm(frame)
+    grades, order = served_grades(snapshot, settings) if settings is not None else (None, None)
+    usc, name = pick_firm(frame, grades, DEMO_TARGET, order)
     keys: dict[str, dict[str, Any]] = {}
     consents = []
     with database.session() as session:

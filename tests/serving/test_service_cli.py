@@ -112,7 +112,11 @@ def _readme_curl_lines() -> list[str]:
 
 @pytest.mark.slow
 def test_demo_and_readme_curl_lines_work_verbatim(
-    tmp_path: Path, db_url: str, svc_settings_kwargs: dict[str, Any], svc_snapshot_path: Path
+    tmp_path: Path,
+    db_url: str,
+    svc_settings_kwargs: dict[str, Any],
+    svc_snapshot_path: Path,
+    svc_loaded: Any,
 ) -> None:
     import uvicorn
 
@@ -131,12 +135,18 @@ def test_demo_and_readme_curl_lines_work_verbatim(
         str(out),
         "--base-url",
         f"http://127.0.0.1:{port}",
+        "--model-dir",
+        str(svc_settings_kwargs["model_dir"]),
         "--database-url",
         url,
     )
     assert res.exit_code == 0, res.output
     info = json.loads(out.read_text())
     assert set(info["keys"]) == {"bank", "insurer", "enterprise", "regulator", "admin"}
+    # The demo firm sits below the README's recourse target, so that line has work to do.
+    scale = svc_loaded.model.master_scale
+    grade = svc_loaded.scores.loc[info["firm"]["usc_code"], "grade"]
+    assert scale.rank(grade) > scale.rank("BBB")
     assert all(line in res.output for line in info["curl"])
     # The README shows the demo's lines.
     readme = _readme_curl_lines()
