@@ -488,7 +488,7 @@ def build_snapshot_file_dask(
     Parameters
     ----------
     clean_dir : str or Path
-        Folder of clean tables.
+        Folder of clean tables, or a folder written by :func:`shard_clean`.
     as_of : datetime.date
         Snapshot date.
     out : str or Path
@@ -501,7 +501,8 @@ def build_snapshot_file_dask(
     Path
         The file written.
     """
-    if not part_files(clean_dir, "firms"):  # fail before paying for a cluster
+    # fail before paying for a cluster
+    if shard_folders(clean_dir) is None and not part_files(clean_dir, "firms"):
         raise FileNotFoundError(f"{Path(clean_dir) / 'firms'}: no firms table in {clean_dir}")
     snap = build_snapshot_dask(clean_dir, as_of, n_workers=n_workers, progress=True)
     path = Path(out)

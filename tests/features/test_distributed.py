@@ -78,10 +78,15 @@ def test_dask_training_set_equals_pandas_training_set(clean_dir, train_dataset, 
     assert got["label"].sum() > 0  # the comparison covers defaults, not only zeros
 
 
+@pytest.fixture(scope="module")
+def sharded(clean_dir, client, tmp_path_factory) -> Path:
+    """The shared world's clean tables split into 3 shard folders."""
+    return shard_clean(clean_dir, tmp_path_factory.mktemp("sharded"), 3, client=client)
+
+
 def test_sharded_folder_gives_the_pandas_snapshot_and_training_set(
-    clean_dir, clean_tables, snapshot, train_dataset, client, tmp_path
+    clean_dir, clean_tables, snapshot, train_dataset, client, sharded
 ):
-    sharded = shard_clean(clean_dir, tmp_path / "sharded", 3, client=client)
     shards = shard_folders(sharded)
     assert shards is not None and len(shards) == 3
     assert shard_folders(clean_dir) is None
@@ -96,12 +101,12 @@ def test_sharded_folder_gives_the_pandas_snapshot_and_training_set(
     pd.testing.assert_frame_equal(got, train_dataset, check_exact=True)
 
 
-def test_features_cli_workers_writes_the_pandas_snapshot(clean_dir, snapshot, tmp_path: Path):
+def test_features_cli_workers_writes_the_pandas_snapshot(sharded, snapshot, tmp_path: Path):
     out = tmp_path / "snap.parquet"
     as_of = snapshot["as_of"].iloc[0].date().isoformat()
     result = CliRunner().invoke(
         _features_app(),
-        ["features", str(clean_dir), "--as-of", as_of, "--out", str(out), "--workers", "1"],
+        ["features", str(sharded), "--as-of", as_of, "--out", str(out), "--workers", "1"],
     )
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), snapshot, check_exact=True)
