@@ -90,4 +90,4 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 clean:
-	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db
+	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db kuaxin.db-wal kuaxin.db-shm

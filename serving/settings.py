@@ -41,6 +41,12 @@ class Settings(BaseSettings):
         default=None,
         description="feature catalog YAML (default: the model's, else the packaged one)",
     )
+    products: Path | None = Field(
+        default=None, description="product catalog YAML (default: the shipped illustrative one)"
+    )
+    pricing: Path | None = Field(
+        default=None, description="pricing parameters YAML (default: the shipped one)"
+    )
     migrate_on_start: bool = Field(default=True, description="apply Alembic migrations at start-up")
     load_on_start: bool = Field(default=True, description="load model and snapshot at start-up")
     batch_max: int = Field(default=5000, ge=1, description="most firms in one batch-score call")
