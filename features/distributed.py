@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -120,6 +120,46 @@ def firm_partitions(clean_dir: str | Path, n_partitions: int) -> list[list[str]]
     return [g for g in groups if g]
 
 
+class PartitionTables(Mapping[str, pd.DataFrame]):
+    """One partition's clean tables, each read on access with the firm filter.
+
+    Like :class:`features.snapshot.CleanTables` nothing is cached, so ``prepare`` holds one
+    raw table of the partition at a time.
+
+    Parameters
+    ----------
+    clean_dir : str or Path
+        Folder of clean tables.
+    codes : sequence of str
+        Firms of the partition.
+    """
+
+    def __init__(self, clean_dir: str | Path, codes: Sequence[str]) -> None:
+        self.clean_dir = Path(clean_dir)
+        self.codes = list(codes)
+        self._present = [n for n in TABLES if part_files(self.clean_dir, n)]
+
+    def __getitem__(self, name: str) -> pd.DataFrame:
+        if name not in self._present:
+            raise KeyError(name)
+        return _read_filtered(self.clean_dir, name, self.codes)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._present)
+
+    def __len__(self) -> int:
+        return len(self._present)
+
+
+def _read_filtered(clean_dir: Path, name: str, codes: list[str]) -> pd.DataFrame:
+    """Rows of ``codes``' firms in one table (needed columns, parts in order)."""
+    frames = [
+        pd.read_parquet(f, columns=NEEDED_COLUMNS.get(name), filters=[("usc_code", "in", codes)])
+        for f in part_files(clean_dir, name)
+    ]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
 def read_partition(clean_dir: str | Path, codes: Sequence[str]) -> dict[str, pd.DataFrame]:
     """Read the rows of ``codes``' firms from every clean table present.
 
@@ -138,30 +178,18 @@ def read_partition(clean_dir: str | Path, codes: Sequence[str]) -> dict[str, pd.
     dict of str to pandas.DataFrame
         The columns the features need (``NEEDED_COLUMNS``) of each table present.
     """
-    wanted = list(codes)
-    out: dict[str, pd.DataFrame] = {}
-    for name in TABLES:
-        files = part_files(clean_dir, name)
-        if not files:
-            continue  # absent tables count as empty, as in the pandas path
-        frames = [
-            pd.read_parquet(
-                f, columns=NEEDED_COLUMNS.get(name), filters=[("usc_code", "in", wanted)]
-            )
-            for f in files
-        ]
-        out[name] = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-    return out
+    lazy = PartitionTables(clean_dir, codes)  # absent tables count as empty, as in pandas
+    return {name: lazy[name] for name in lazy}
 
 
 # --------------------------------------------------------------------------- worker tasks
-def _partition_tables(folder: str, codes: list[str] | None) -> dict[str, pd.DataFrame]:
-    """Read a partition's clean tables: filtered from the full folder, or a whole shard."""
+def _partition_tables(folder: str, codes: list[str] | None) -> Mapping[str, pd.DataFrame]:
+    """Give a partition's clean tables, read lazily: filtered from the full folder, or a shard."""
     if codes is None:
-        from features.snapshot import load_clean
+        from features.snapshot import CleanTables
 
-        return load_clean(folder)
-    return read_partition(folder, codes)
+        return CleanTables(folder)
+    return PartitionTables(folder, codes)
 
 
 def _snapshot_part(folder: str, codes: list[str] | None, as_of: date) -> pd.DataFrame:
@@ -520,6 +548,7 @@ def build_snapshot_file_dask(
 
 
 __all__ = [
+    "PartitionTables",
     "build_dataset_dask",
     "build_snapshot_dask",
     "build_snapshot_file_dask",
