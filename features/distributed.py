@@ -327,6 +327,10 @@ def _sources(
 def local_client(n_workers: int = 2, memory_limit: str | None = None) -> Iterator[Client]:
     """Start a local cluster of worker processes (one thread each) and yield its client.
 
+    When dask's ``scheduler-address`` is configured (``DASK_SCHEDULER_ADDRESS`` in the
+    environment, or ``dask.config.set``), connect to that running cluster instead: its own
+    workers are used and it is left running.
+
     Parameters
     ----------
     n_workers : int
@@ -337,12 +341,18 @@ def local_client(n_workers: int = 2, memory_limit: str | None = None) -> Iterato
     Yields
     ------
     distributed.Client
-        Closed with its cluster on exit.
+        Closed with its cluster on exit (a configured cluster is only disconnected from).
     """
+    import dask
     from distributed import Client, LocalCluster
 
     if n_workers < 1:
         raise ValueError(f"n_workers must be >= 1; got {n_workers}")
+    address = dask.config.get("scheduler-address", None)
+    if address:
+        with Client(address) as remote:
+            yield remote
+        return
     kwargs: dict[str, Any] = {"memory_limit": memory_limit} if memory_limit else {}
     with (
         LocalCluster(

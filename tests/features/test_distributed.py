@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import pandas as pd
 import pytest
 import typer
@@ -101,13 +102,15 @@ def test_sharded_folder_gives_the_pandas_snapshot_and_training_set(
     pd.testing.assert_frame_equal(got, train_dataset, check_exact=True)
 
 
-def test_features_cli_workers_writes_the_pandas_snapshot(sharded, snapshot, tmp_path: Path):
+def test_features_cli_workers_writes_the_pandas_snapshot(sharded, snapshot, client, tmp_path: Path):
     out = tmp_path / "snap.parquet"
     as_of = snapshot["as_of"].iloc[0].date().isoformat()
-    result = CliRunner().invoke(
-        _features_app(),
-        ["features", str(sharded), "--as-of", as_of, "--out", str(out), "--workers", "1"],
-    )
+    # the command connects to the module's cluster instead of starting its own
+    with dask.config.set({"scheduler-address": client.scheduler.address}):
+        result = CliRunner().invoke(
+            _features_app(),
+            ["features", str(sharded), "--as-of", as_of, "--out", str(out), "--workers", "2"],
+        )
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), snapshot, check_exact=True)
 

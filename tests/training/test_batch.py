@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -204,21 +205,12 @@ def test_lightgbm_dask_reaches_the_single_machine_auc(trained_credit, client):
 
 
 def test_cli_with_workers_writes_the_in_process_scores(
-    trained_model_dir, snapshot_file, pandas_scores, tmp_path
+    trained_model_dir, snapshot_file, pandas_scores, client, tmp_path
 ):
     out = tmp_path / "scores.parquet"
-    result = CliRunner().invoke(
-        _app(),
-        [
-            "score-batch",
-            str(snapshot_file),
-            "--model-dir",
-            str(trained_model_dir),
-            "--out",
-            str(out),
-            "--workers",
-            "1",
-        ],
-    )
+    args = ["score-batch", str(snapshot_file), "--model-dir", str(trained_model_dir)]
+    # the command connects to the module's cluster instead of starting its own
+    with dask.config.set({"scheduler-address": client.scheduler.address}):
+        result = CliRunner().invoke(_app(), [*args, "--out", str(out), "--workers", "2"])
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), pandas_scores, check_exact=True)
