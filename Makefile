@@ -86,8 +86,14 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy features training serving kuaxin
 
+# Benchmarks (each writes benchmarks/results_<name>.md with date and machine; data under /tmp).
+# They take minutes to tens of minutes: run them on a quiet machine.
 bench: $(STAMP)
-	$(PY) -m benchmarks.run_all
+	$(PY) benchmarks/bench_simulate.py --sizes 2000 20000
+	$(PY) benchmarks/bench_ingest.py --firms 20000 --fault-rate 0.01
+	$(PY) benchmarks/bench_features.py --sizes 2000 20000
+	$(PY) -m benchmarks.bench_train
+	$(PY) benchmarks/bench_serving.py
 
 clean:
 	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db kuaxin.db-wal kuaxin.db-shm

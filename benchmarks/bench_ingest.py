@@ -2,11 +2,11 @@
 
 Usage::
 
-    .venv/bin/python benchmarks/ingest_bench.py --firms 20000 --fault-rate 0.01
+    .venv/bin/python benchmarks/bench_ingest.py --firms 20000 --fault-rate 0.01
 
 Simulates the world into a temporary folder (not timed), ingests it (timed, with the peak
 resident memory of the process), and prints one Markdown table row for
-``benchmarks/ingest_results.md``.
+``benchmarks/results_ingest.md``.
 """
 
 from __future__ import annotations
