@@ -4,7 +4,7 @@ A quote takes a firm (its features and grade), a buyer country, the buyer's grad
 (L/C, D/P, D/A, O/A), credit days, an amount and a cover percentage, and returns the premium rate
 with each component (:func:`serving.pricing.premium_rate`), the premium, the buyer credit limit,
 the maximum liability, the municipal subsidy and the net premium -- or a decline with its
-reasons (OECD category 7, a dishonest-listed firm, terms beyond the maximum, cover above the
+reasons (an exporter in default, OECD category 7, a dishonest-listed firm, terms beyond the maximum, cover above the
 product's, the firm failing the product's rules).
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.matching import TraceRow, evaluate_rules, is_missing
+from serving.matching import TraceRow, evaluate_rules, in_default, is_missing
 from serving.pricing import (
     CountryTableRef,
     PaymentTerms,
@@ -29,7 +29,7 @@ from serving.pricing import (
     load_pricing_config,
     premium_rate,
 )
-from serving.products import Product, ProductCatalog
+from serving.products import IN_DEFAULT_FIELD, Product, ProductCatalog
 
 DEFAULT_PRODUCT = "sinosure_steci_comprehensive"
 
@@ -276,7 +276,9 @@ def quote(
     credit_days = request.credit_days
     buyer_grade = request.buyer_grade
     exporter_grade = str(row["grade"])
-    if spec.shipment is not None and spec.buyer_grade_from_exporter is not None:
+    defaulted = in_default(row)
+    # A firm in default has no performing grade to map: it is declined below.
+    if spec.shipment is not None and spec.buyer_grade_from_exporter is not None and not defaulted:
         # Upstream purchase cover: the "buyer" is the firm itself.
         buyer_country, terms = spec.shipment.buyer_country, spec.shipment.terms
         credit_days = spec.shipment.credit_days
@@ -301,6 +303,14 @@ def quote(
     q.trace = [t.as_dict() for t in trace]
 
     declines = []
+    if defaulted:
+        declines.append(
+            Decline(
+                "in_default",
+                "exporter in default",
+                "出口企业已违约",
+            )
+        )
     if country.category in p.declined_categories or country.category not in p.country_base_rate:
         declines.append(
             Decline(
@@ -335,7 +345,9 @@ def quote(
                 f"保障比例 {cover:.0%} 不在本产品 {p.min_cover:.0%}-{spec.cover_max:.0%} 范围内",
             )
         )
-    failed = [t for t in trace if not t.passed and t.field != "dishonest_listed"]
+    failed = [
+        t for t in trace if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD)
+    ]
     for t in failed:
         declines.append(
             Decline(

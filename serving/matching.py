@@ -2,7 +2,9 @@
 
 Every product is evaluated rule by rule (``rule, field, required, actual, pass``) over the firm's
 catalog features and model outputs (``pd``, ``score``, ``grade``, ``supervision_class``), plus
-the need's own checks (purpose, amount and tenor within the product's ranges). Financing
+the need's own checks (purpose, amount and tenor within the product's ranges). A firm in
+default at the as-of date (``in_default``, grade D) fails every product on an extra first trace
+row ``not in default`` and gets no price, limit or premium. Financing
 products get an indicative limit (trade volume x multiple, scaled down with PD) and a
 risk-based rate (:func:`serving.pricing.loan_rate`); insurance products an indicative premium
 (:func:`serving.insurance.quote`). A **bundle** assigns an insurance policy to a financing
@@ -29,7 +31,7 @@ from serving.pricing import (
     loan_rate,
     turnover_meur,
 )
-from serving.products import MODEL_FIELDS, Product, ProductCatalog, Rule
+from serving.products import IN_DEFAULT_FIELD, MODEL_FIELDS, Product, ProductCatalog, Rule
 
 _NUMERIC_OPS: dict[str, Callable[[Any, Any], bool]] = {
     ">=": operator.ge,
@@ -137,6 +139,29 @@ def rule_passes(rule: Rule, actual: Any, grades: Sequence[str]) -> bool:
     return _NUMERIC_OPS[rule.op](float(actual), float(rule.value))
 
 
+def in_default(row: Mapping[str, Any]) -> bool:
+    """Whether the firm's row is flagged in default at the as-of date."""
+    value = row.get(IN_DEFAULT_FIELD)
+    return value is not None and not is_missing(value) and bool(value)
+
+
+def default_trace(row: Mapping[str, Any]) -> list[TraceRow]:
+    """Return the failed ``not in default`` row for a firm in default (none when performing)."""
+    if not in_default(row):
+        return []
+    return [
+        TraceRow(
+            rule="not in default",
+            field=IN_DEFAULT_FIELD,
+            op="==",
+            required="no",
+            actual="yes",
+            passed=False,
+            source="model",
+        )
+    ]
+
+
 def evaluate_rules(
     rules: Sequence[Rule],
     row: Mapping[str, Any],
@@ -160,8 +185,9 @@ def evaluate_rules(
     Returns
     -------
     list of TraceRow
+        For a firm in default, led by the failed :func:`default_trace` row.
     """
-    out = []
+    out = default_trace(row)
     for rule in rules:
         bundled = overrides is not None and rule.field in overrides
         actual = overrides[rule.field] if bundled else row.get(rule.field)  # type: ignore[index]
@@ -231,8 +257,13 @@ def eligible_mask(
     *,
     overrides: Mapping[str, Any] | None = None,
 ) -> pd.Series:
-    """Whether each firm passes every firm/model rule of a product (no need checks)."""
+    """Whether each firm passes every firm/model rule of a product (no need checks).
+
+    A firm in default (an ``in_default`` column, when the frame has one) never passes.
+    """
     ok = pd.Series(True, index=frame.index)
+    if IN_DEFAULT_FIELD in frame.columns:
+        ok &= ~frame[IN_DEFAULT_FIELD].fillna(False).astype(bool)
     for rule in product.rules:
         if overrides is not None and rule.field in overrides:
             ok &= rule_passes(rule, overrides[rule.field], grades)
@@ -376,6 +407,8 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
         # A code per kind of change (the portal translates it).
         if t.source == "need":
             what = "adjust_request"
+        elif t.field == IN_DEFAULT_FIELD:
+            what = "cure_default"
         elif t.field in MODEL_FIELDS:
             what = "improve_grade"
         elif t.op in (">=", ">"):
@@ -384,7 +417,7 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
             what = "decrease"
         else:
             what = "change"
-        if t.actual is None and t.source != "need":
+        if t.actual is None and t.source not in ("need", "model"):
             what = "provide_missing"
         out.append(
             {
@@ -395,7 +428,9 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
                 "change": what,
                 "actionable": None
                 if actionable is None or t.source == "need"
-                else (t.field in actionable or t.field in MODEL_FIELDS),
+                else (t.field in actionable or t.field in MODEL_FIELDS)
+                if t.field != IN_DEFAULT_FIELD
+                else False,
             }
         )
     return out
@@ -463,24 +498,31 @@ def match(
     turnover = turnover_meur(_num(row.get("exports_12m_usd")), cfg.loan)
     shipment = need.shipment or Shipment(**cfg.default_shipment.model_dump())
     result = MatchResult()
+    defaulted = in_default(row)
 
     def _recourse(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
         if all(t.passed for t in trace):
             return None
-        plan = recourse(product, trace) if recourse is not None else None
+        # No model change makes a firm in default eligible: cure the default first.
+        plan = recourse(product, trace) if recourse is not None and not defaulted else None
         return {"hints": _hints(trace, actionable), "plan": plan}
 
     for product in catalog.financing:
         assert product.pricing is not None
         trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
-        limit = indicative_limit_cny(product, row, pd_, cfg)
-        price = loan_rate(
-            pd_,
-            lgd=product.pricing.lgd,
-            tenor_months=need.tenor_months,
-            turnover_meur=turnover,
-            rate_range=(product.pricing.rate_min, product.pricing.rate_max),
-            params=cfg.loan,
+        # A firm in default (PD 1) gets neither a limit nor a risk-based price.
+        limit = 0.0 if defaulted else indicative_limit_cny(product, row, pd_, cfg)
+        price = (
+            None
+            if defaulted
+            else loan_rate(
+                pd_,
+                lgd=product.pricing.lgd,
+                tenor_months=need.tenor_months,
+                turnover_meur=turnover,
+                rate_range=(product.pricing.rate_min, product.pricing.rate_max),
+                params=cfg.loan,
+            )
         )
         eligible = all(t.passed for t in trace)
         offer = min(need.amount_cny, limit)
@@ -493,8 +535,10 @@ def match(
                 "limit_cny": limit,
                 "offer_cny": offer if eligible else 0.0,
                 "covers_need": eligible and limit >= need.amount_cny,
-                "price": price.as_dict(),
-                "interest_cny": offer * price.rate * need.tenor_months / 12.0 if eligible else 0.0,
+                "price": price.as_dict() if price is not None else None,
+                "interest_cny": offer * price.rate * need.tenor_months / 12.0
+                if eligible and price is not None
+                else 0.0,
                 "recourse": _recourse(product, trace),
             }
         )
@@ -530,7 +574,13 @@ def match(
             }
         )
     result.bundles = _bundles(row, need, catalog, grades, cfg, table, turnover, shipment)
-    result.financing.sort(key=lambda m: (not m["eligible"], m["failed"], m["price"]["rate"]))
+    result.financing.sort(
+        key=lambda m: (
+            not m["eligible"],
+            m["failed"],
+            m["price"]["rate"] if m["price"] is not None else math.inf,
+        )
+    )
     result.insurance.sort(
         key=lambda m: (
             not m["eligible"],

@@ -40,6 +40,9 @@ ProductKind = Literal[
 ]
 #: Model outputs a rule may use besides catalog features.
 MODEL_FIELDS: tuple[str, ...] = ("pd", "score", "grade", "supervision_class")
+#: Flag of a firm in default at the as-of date (serving/config/default_status.yaml). Not a rule
+#: field: every product implicitly requires it to be false (see serving.matching.default_trace).
+IN_DEFAULT_FIELD = "in_default"
 RuleOp = Literal[">=", "<=", ">", "<", "==", "!=", "in", "not_in"]
 LimitBasis = Literal["exports_monthly", "exports_annual", "gmv_monthly", "overseas_stock"]
 PolicyTag = Literal[4, 11, 17, 18, 19]

@@ -29,12 +29,15 @@ from serving.products import Product, ProductCatalog, Rule
 def grade_distribution(grades: pd.Series, order: Sequence[str]) -> list[dict[str, Any]]:
     """Count and share of firms per grade, in master-scale order (best first).
 
+    Firms in default are counted under their own grade (D) when ``order`` ends with it (the
+    service passes the master scale followed by the default grade).
+
     Parameters
     ----------
     grades : Series of str
         One grade per firm.
     order : sequence of str
-        Master-scale grades, best first.
+        Master-scale grades, best first (then the default grade).
 
     Returns
     -------
@@ -254,13 +257,24 @@ def measure19_sweep(
 
 
 def coverage_summary(frame: pd.DataFrame) -> dict[str, Any]:
-    """Headline numbers: firms, mean PD, share insured, share with exports."""
+    """Headline numbers: firms, firms in default, mean PD, share insured, share with exports.
+
+    The mean and median PD are over performing firms (a firm in default has PD 1 by
+    definition and is counted in ``in_default_firms`` instead).
+    """
     exports = pd.to_numeric(frame.get("exports_12m_usd"), errors="coerce")
     insured = pd.to_numeric(frame.get("insured"), errors="coerce")
+    if "in_default" in frame.columns:
+        defaulted = frame["in_default"].fillna(False).astype(bool)
+    else:
+        defaulted = pd.Series(False, index=frame.index)
+    performing = frame.loc[~defaulted, "pd"].astype(float)
     return {
         "firms": len(frame),
-        "mean_pd": float(frame["pd"].mean()) if len(frame) else 0.0,
-        "median_pd": float(frame["pd"].median()) if len(frame) else 0.0,
+        "in_default_firms": int(defaulted.sum()),
+        "in_default_share": float(defaulted.mean()) if len(frame) else 0.0,
+        "mean_pd": float(performing.mean()) if len(performing) else 0.0,
+        "median_pd": float(performing.median()) if len(performing) else 0.0,
         "insured_share": float(np.nanmean(insured)) if insured is not None and len(frame) else 0.0,
         "exporting_share": float((exports > 0).mean())
         if exports is not None and len(frame)

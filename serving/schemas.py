@@ -30,15 +30,46 @@ class Reason(Strict):
     text_zh: str
 
 
+class DefaultReason(Strict):
+    """An in-default rule (``serving/config/default_status.yaml``) the firm meets."""
+
+    feature: str = Field(examples=["current_dpd"])
+    op: str = Field(examples=[">="])
+    threshold: float = Field(examples=[90])
+    value: Any = Field(description="the firm's value of the feature")
+    text_en: str
+    text_zh: str
+
+
 class Score(Strict):
-    """A firm's score."""
+    """A firm's score.
+
+    A firm in default at the as-of date (``in_default``) is not graded by the model: it gets
+    grade and supervision class ``D``, PD 1.0 and no score (null: the points scale has no
+    finite value at PD 1); ``default_reasons`` say which rules put it there. The model's own
+    outputs stay available as ``model_pd``, ``model_score`` and ``model_grade``, and
+    ``reasons`` are still the model's adverse reasons.
+    """
 
     usc_code: str = Field(examples=[USCC_EXAMPLE])
     name: str | None = None
-    pd: float = Field(description="12-month probability of default (calibrated, floored)")
-    score: float = Field(description="points: higher is safer")
-    grade: str = Field(examples=["BBB"])
+    pd: float = Field(
+        description="12-month probability of default (calibrated, floored); 1.0 when in default"
+    )
+    score: float | None = Field(description="points: higher is safer; null when in default")
+    grade: str = Field(
+        examples=["BBB"], description="master-scale grade, or D (after C) when in default"
+    )
     supervision_class: str = Field(examples=["B"])
+    in_default: bool = Field(
+        default=False, description="in default at the as-of date (see default_reasons)"
+    )
+    default_reasons: list[DefaultReason] = Field(
+        default_factory=list, description="in-default rules met (empty when performing)"
+    )
+    model_pd: float | None = Field(default=None, description="the model's PD (before default)")
+    model_score: float | None = Field(default=None, description="the model's score")
+    model_grade: str | None = Field(default=None, description="the model's grade")
     reasons: list[Reason]
     model_version: str
     as_of: date = Field(description="as-of date of the features")

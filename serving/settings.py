@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     pricing: Path | None = Field(
         default=None, description="pricing parameters YAML (default: the shipped one)"
     )
+    default_status: Path | None = Field(
+        default=None,
+        description="in-default rules YAML (default: the shipped serving/config/default_status.yaml)",
+    )
     migrate_on_start: bool = Field(default=True, description="apply Alembic migrations at start-up")
     load_on_start: bool = Field(default=True, description="load model and snapshot at start-up")
     batch_max: int = Field(default=5000, ge=1, description="most firms in one batch-score call")

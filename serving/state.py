@@ -16,10 +16,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     from features.catalog import Catalog
@@ -34,6 +36,104 @@ ID_COLUMNS = ("usc_code", "as_of", "name")
 
 class LoadError(RuntimeError):
     """A model or snapshot cannot be served (the message says which file and why)."""
+
+
+#: Where the shipped in-default rules live.
+DEFAULT_STATUS_PATH = Path(__file__).parent / "config" / "default_status.yaml"
+
+_OPS = {
+    ">=": np.greater_equal,
+    ">": np.greater,
+    "<=": np.less_equal,
+    "<": np.less,
+    "==": np.equal,
+}
+
+
+class DefaultRule(BaseModel):
+    """One snapshot condition that means the firm is in default at the as-of date."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str = Field(min_length=1)
+    op: Literal[">=", ">", "<=", "<", "=="]
+    threshold: float
+    text_en: str = Field(min_length=1)
+    text_zh: str = Field(min_length=1)
+
+
+class DefaultStatus(BaseModel):
+    """The in-default definition: any rule met puts the firm in default (see the YAML)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    grade: str = Field(default="D", min_length=1)
+    supervision_class: str = Field(default="D", min_length=1)
+    rules: list[DefaultRule] = Field(min_length=1)
+
+
+def load_default_status(path: Path | str | None = None) -> DefaultStatus:
+    """Load the in-default rules (the shipped ``serving/config/default_status.yaml`` by default).
+
+    Raises
+    ------
+    LoadError
+        The file is missing or does not hold valid rules (message names the file and field).
+    """
+    path = Path(path) if path is not None else DEFAULT_STATUS_PATH
+    if not path.is_file():
+        raise LoadError(f"default status {path} does not exist")
+    try:
+        return DefaultStatus.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+    except Exception as exc:  # YAML or validation errors: one message naming the file
+        raise LoadError(f"default status {path} is not valid: {exc}") from exc
+
+
+def default_flags(
+    frame: pd.DataFrame, status: DefaultStatus
+) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
+    """Which firms are in default, and the rules each one meets.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Snapshot rows (every rule's feature as a column).
+    status : DefaultStatus
+
+    Returns
+    -------
+    tuple of (ndarray of bool, list of list of dict)
+        The in-default mask, and per firm the triggered rules as ``{feature, op, threshold,
+        value, text_en, text_zh}`` (empty for performing firms).
+
+    Raises
+    ------
+    LoadError
+        A rule's feature is not in the snapshot.
+    """
+    missing = [r.feature for r in status.rules if r.feature not in frame.columns]
+    if missing:
+        raise LoadError(f"snapshot lacks the in-default features {', '.join(missing)}")
+    n = len(frame)
+    hit = np.zeros((n, len(status.rules)), dtype=bool)
+    for j, rule in enumerate(status.rules):
+        values = pd.to_numeric(frame[rule.feature], errors="coerce").to_numpy(np.float64)
+        # A missing value (NaN) compares False: it never puts a firm in default.
+        hit[:, j] = _OPS[rule.op](values, rule.threshold)
+    reasons: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+    for i, j in zip(*np.nonzero(hit), strict=True):
+        rule = status.rules[j]
+        reasons[i].append(
+            {
+                "feature": rule.feature,
+                "op": rule.op,
+                "threshold": rule.threshold,
+                "value": plain(frame[rule.feature].iat[i]),
+                "text_en": rule.text_en,
+                "text_zh": rule.text_zh,
+            }
+        )
+    return hit.any(axis=1), reasons
 
 
 def plain(value: Any) -> Any:
@@ -68,8 +168,10 @@ class Loaded:
     as_of : date
         The snapshot's as-of date.
     scores : DataFrame
-        Per firm (same index): ``pd``, ``log_odds``, ``score``, ``grade``,
-        ``supervision_class``, ``peer_percentile``.
+        Per firm (same index): the served ``pd``, ``score``, ``grade`` and
+        ``supervision_class`` (for a firm in default: 1.0, NaN, the default grade and class),
+        ``in_default``, the model's own ``model_pd``, ``model_score``, ``model_grade``,
+        ``model_supervision_class``, and ``log_odds``, ``peer_percentile`` (from the model).
     contrib : ndarray of shape (n, k)
         SHAP contributions in calibrated log-odds (model feature order).
     base : ndarray of shape (n,)
@@ -82,6 +184,10 @@ class Loaded:
         Population spread of each actionable feature (recourse costs).
     matrix : ndarray of shape (n, k), optional
         The booster's input rows (what-if changes a copy of one and predicts).
+    default_status : DefaultStatus, optional
+        The in-default rules applied (None: no firm is flagged).
+    default_reasons : list of list of dict
+        Per firm the in-default rules it meets (empty for performing firms).
     model_source, snapshot_source : str
         Where they were loaded from.
     loaded_at : datetime
@@ -100,6 +206,8 @@ class Loaded:
     snapshot_source: str
     scales: dict[str, float] = field(default_factory=dict)
     matrix: np.ndarray | None = None
+    default_status: DefaultStatus | None = None
+    default_reasons: list[list[dict[str, Any]]] = field(default_factory=list)
     loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -111,6 +219,22 @@ class Loaded:
         """Whether the firm is in the snapshot."""
         return usc_code in self.position
 
+    @property
+    def grades(self) -> list[str]:
+        """Every grade the service serves, best first: the master scale, then the default grade."""
+        extra = [self.default_status.grade] if self.default_status is not None else []
+        return [*self.model.master_scale.grades, *extra]
+
+    def in_default(self, usc_code: str) -> bool:
+        """Whether the firm is in default at the as-of date (served grade D)."""
+        return bool(self.scores["in_default"].iat[self.position[usc_code]])
+
+    def default_reasons_of(self, usc_code: str) -> list[dict[str, Any]]:
+        """Return the in-default rules the firm meets (empty when performing)."""
+        if not self.default_reasons:
+            return []
+        return self.default_reasons[self.position[usc_code]]
+
     def score_payload(self, usc_code: str) -> dict[str, Any]:
         """Return the precomputed score answer of one firm (no model work)."""
         i = self.position[usc_code]
@@ -119,9 +243,14 @@ class Loaded:
             "usc_code": usc_code,
             "name": plain(self.snapshot["name"].iat[i]),
             "pd": float(s["pd"]),
-            "score": float(s["score"]),
+            "score": plain(s["score"]),
             "grade": str(s["grade"]),
             "supervision_class": str(s["supervision_class"]),
+            "in_default": bool(s["in_default"]),
+            "default_reasons": self.default_reasons_of(usc_code),
+            "model_pd": float(s["model_pd"]),
+            "model_score": float(s["model_score"]),
+            "model_grade": str(s["model_grade"]),
             "reasons": self.reasons[i],
             "model_version": self.model_version,
             "as_of": self.as_of,
@@ -230,6 +359,7 @@ def build(
     model_source: str = "",
     snapshot_source: str = "",
     top_reasons: int = 4,
+    default_status: DefaultStatus | None = None,
 ) -> Loaded:
     """Check a model against a snapshot, then score and explain every firm.
 
@@ -243,6 +373,9 @@ def build(
         Where they came from (shown by readiness and the reload answer).
     top_reasons : int
         Reasons kept per firm.
+    default_status : DefaultStatus, optional
+        In-default rules (default: the shipped ``serving/config/default_status.yaml``). A firm
+        meeting any of them is served the default grade, PD 1.0 and no score.
 
     Returns
     -------
@@ -251,7 +384,8 @@ def build(
     Raises
     ------
     LoadError
-        Missing columns, duplicate or empty firms, several as-of dates, non-finite outputs.
+        Missing columns, duplicate or empty firms, several as-of dates, non-finite outputs,
+        in-default features missing or a default grade that clashes with the master scale.
     """
     where = snapshot_source or "snapshot"
     missing = [c for c in (*ID_COLUMNS, *model.feature_names) if c not in snapshot.columns]
@@ -280,6 +414,13 @@ def build(
     industry = frame["industry"] if "industry" in frame.columns else None
     scores = scores.reset_index(drop=True)
     scores["peer_percentile"] = peer_percentiles(scores["score"], industry).to_numpy()
+    status = default_status if default_status is not None else load_default_status()
+    if status.grade in model.master_scale.grades:
+        raise LoadError(
+            f"default grade {status.grade!r} is also a performing grade of the master scale"
+        )
+    flagged, default_reasons = default_flags(frame, status)
+    scores = serve_default(scores, flagged, status)
     indexed = frame.set_index("usc_code", drop=False)
     scales = {}
     if catalog is not None:
@@ -300,7 +441,39 @@ def build(
         snapshot_source=snapshot_source,
         scales=scales,
         matrix=matrix,
+        default_status=status,
+        default_reasons=default_reasons,
     )
+
+
+def serve_default(scores: pd.DataFrame, flagged: np.ndarray, status: DefaultStatus) -> pd.DataFrame:
+    """Keep the model's outputs as ``model_*`` and serve firms in default as the default grade.
+
+    Parameters
+    ----------
+    scores : DataFrame
+        The model's ``pd``, ``score``, ``grade``, ``supervision_class`` per firm.
+    flagged : ndarray of bool
+        Firms in default.
+    status : DefaultStatus
+
+    Returns
+    -------
+    DataFrame
+        A copy with ``in_default`` and ``model_*`` columns; flagged rows get PD 1.0, no score
+        (NaN: the score scale has no finite value at PD 1) and the default grade and class.
+    """
+    out = scores.copy()
+    for col in ("pd", "score", "grade", "supervision_class"):
+        out[f"model_{col}"] = out[col]
+    out["in_default"] = flagged
+    out["grade"] = out["grade"].astype(object)
+    out["supervision_class"] = out["supervision_class"].astype(object)
+    out.loc[flagged, "pd"] = 1.0
+    out.loc[flagged, "score"] = np.nan
+    out.loc[flagged, "grade"] = status.grade
+    out.loc[flagged, "supervision_class"] = status.supervision_class
+    return out
 
 
 def load_model(model_dir: Path | str | None, settings: Settings) -> tuple[CreditModel, str]:
@@ -411,6 +584,7 @@ class ServingState:
                     )
                 model, source = load_model(model_dir, settings)
                 catalog = load_catalog_for(model, settings.catalog)
+                status = load_default_status(settings.default_status)
                 loaded = build(
                     model,
                     read_snapshot(snap_path),
@@ -418,6 +592,7 @@ class ServingState:
                     model_source=source,
                     snapshot_source=str(snap_path),
                     top_reasons=settings.top_reasons,
+                    default_status=status,
                 )
             except LoadError as exc:
                 self.last_error = str(exc)

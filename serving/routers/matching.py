@@ -37,7 +37,7 @@ from serving.pricing import (
 )
 from serving.problems import field_error, problem_responses
 from serving.products import Product, ProductCatalog, load_products
-from serving.routers.scores import require_known
+from serving.routers.scores import require_known, require_performing
 from serving.state import Loaded, plain
 
 router = APIRouter(tags=["matching and pricing"])
@@ -121,16 +121,17 @@ def firm_row(loaded: Loaded, usc_code: str) -> dict[str, Any]:
     s = loaded.scores.iloc[i]
     row.update(
         pd=float(s["pd"]),
-        score=float(s["score"]),
+        score=plain(s["score"]),
         grade=str(s["grade"]),
         supervision_class=str(s["supervision_class"]),
+        in_default=bool(s["in_default"]),
     )
     return row
 
 
 def grades_of(loaded: Loaded) -> list[str]:
-    """Master-scale grades of the served model, best first."""
-    return list(loaded.model.master_scale.grades)
+    """Grades the service serves, best first: the master scale, then the default grade (D)."""
+    return loaded.grades
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,6 +177,7 @@ class MatchResponse(BaseModel):
     usc_code: str
     grade: str
     pd: float
+    in_default: bool = False
     need: dict[str, Any]
     financing: list[dict[str, Any]]
     insurance: list[dict[str, Any]]
@@ -321,6 +323,7 @@ def firm_matches(
         "usc_code": access.usc_code,
         "grade": row["grade"],
         "pd": row["pd"],
+        "in_default": row["in_default"],
         "need": need.model_dump(),
         **result.as_dict(),
         "model_version": loaded.model_version,
@@ -332,7 +335,7 @@ def firm_matches(
 @router.post(
     "/firms/{usc_code}/loan-price",
     response_model=LoanPriceResponse,
-    responses=problem_responses(401, 403, 404, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
 def firm_loan_price(
     request: Request,
@@ -342,8 +345,12 @@ def firm_loan_price(
     session: DbSession,
     market: MarketDep,
 ) -> dict[str, Any]:
-    """Risk-based loan rate for a firm: reference + PD x LGD + capital charge + costs."""
+    """Risk-based loan rate for a firm: reference + PD x LGD + capital charge + costs.
+
+    A firm in default gets 409 (no risk-based price exists at PD 1).
+    """
     require_known(loaded, access.usc_code)
+    require_performing(loaded, access.usc_code)
     rate_range = None
     lgd = body.lgd
     if body.product_id is not None:

@@ -17,7 +17,7 @@ from serving.deps import (
 )
 from serving.problems import field_error, problem_responses
 from serving.recourse import find_recourse, grade_goal
-from serving.routers.scores import require_known
+from serving.routers.scores import require_known, require_performing
 from serving.routers.whatif import outcome
 from serving.schemas import RecourseRequest, RecourseResponse
 
@@ -27,7 +27,7 @@ router = APIRouter(tags=["what-if and recourse"])
 @router.post(
     "/firms/{usc_code}/recourse",
     response_model=RecourseResponse,
-    responses=problem_responses(401, 403, 404, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
 def recourse(
     request: Request,
@@ -37,8 +37,12 @@ def recourse(
     session: DbSession,
     settings: SettingsDep,
 ) -> dict[str, Any]:
-    """Cheapest changes to actionable features (catalog bounds, steps and directions) reaching the grade."""
+    """Cheapest changes to actionable features (catalog bounds, steps and directions) reaching the grade.
+
+    A firm in default gets 409 naming the default rules to cure first.
+    """
     require_known(loaded, access.usc_code)
+    require_performing(loaded, access.usc_code)
     grades = loaded.model.master_scale.grades
     if body.target_grade not in grades:
         raise field_error(

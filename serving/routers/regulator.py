@@ -31,7 +31,7 @@ _cache: dict[tuple[int, int], tuple[Loaded, Market, pd.DataFrame, dict[str, Any]
 
 def firm_frame(loaded: Loaded) -> pd.DataFrame:
     """Snapshot features joined with the precomputed scores, one row per firm."""
-    scores = loaded.scores[["pd", "score", "grade", "supervision_class"]]
+    scores = loaded.scores[["pd", "score", "grade", "supervision_class", "in_default"]]
     features = loaded.snapshot.drop(columns=[c for c in scores.columns if c in loaded.snapshot])
     return features.join(scores)
 
@@ -110,7 +110,8 @@ def measure19_simulation(
 ) -> dict[str, Any]:
     """If the insurer accepted lower grades or raised cover: firms gaining cover, expected loss change."""
     frame, _ov = _overview(loaded, market)
-    grades = grades_of(loaded)
+    # Scenarios move the grade floor over performing grades: a firm in default is never covered.
+    grades = list(loaded.model.master_scale.grades)
     if product_id not in market.products or market.products[product_id].insurance is None:
         names = ", ".join(p.id for p in market.products.insurance)
         raise field_error("query.product_id", f"not an insurance product: {product_id!r}", names)

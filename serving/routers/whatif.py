@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from serving.deps import DbSession, FirmAccess, LoadedDep, audit_access, require_firm_access
 from serving.problems import FieldError, ProblemError, problem_responses
 from serving.recourse import ChangeError, check_change
-from serving.routers.scores import require_known
+from serving.routers.scores import require_known, require_performing
 from serving.schemas import WhatIfRequest, WhatIfResponse
 from serving.state import Loaded, plain
 
@@ -68,7 +68,7 @@ def validated_changes(loaded: Loaded, changes: dict[str, Any]) -> dict[str, Any]
 @router.post(
     "/firms/{usc_code}/what-if",
     response_model=WhatIfResponse,
-    responses=problem_responses(401, 403, 404, 422, 503),
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
 def what_if(
     request: Request,
@@ -77,8 +77,13 @@ def what_if(
     loaded: LoadedDep,
     session: DbSession,
 ) -> dict[str, Any]:
-    """PD, score and grade after changing actionable features (scored live by the model)."""
+    """PD, score and grade after changing actionable features (scored live by the model).
+
+    A firm in default gets 409: its served grade is D whatever the model says, so a model
+    what-if would show a performing grade it cannot have until the default is cured.
+    """
     require_known(loaded, access.usc_code)
+    require_performing(loaded, access.usc_code)
     values = validated_changes(loaded, body.changes)
     row = loaded.features_of(access.usc_code)
     after = loaded.what_if(access.usc_code, values)
