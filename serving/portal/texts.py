@@ -40,6 +40,14 @@ TEXTS: dict[str, dict[str, str]] = {
     "as_of": {"zh": "数据日期", "en": "As of"},
     "model_version": {"zh": "模型版本", "en": "Model version"},
     "peer_percentile": {"zh": "同业百分位", "en": "Industry percentile"},
+    # A firm in default at the as-of date is shown a badge, never a grade band.
+    "in_default": {"zh": "违约 / in default", "en": "in default / 违约"},
+    "in_default_note": {
+        "zh": "截至数据日期，贵企业处于违约状态，不参与模型评级，所有产品均不符合条件。违约原因：",
+        "en": "As of the data date your firm is in default: it is not graded by the model and "
+        "no product is available. Why:",
+    },
+    "not_in_default": {"zh": "未处于违约状态", "en": "Not in default"},
     "reasons_title": {"zh": "影响等级的主要因素", "en": "What drives the grade"},
     "reasons_chart_label": {
         "zh": "各因素对违约风险的影响：向右（红色）提高风险，向左（绿色）降低风险",
@@ -85,6 +93,7 @@ TEXTS: dict[str, dict[str, str]] = {
     },
     "change_provide_missing": {"zh": "需要补充该项信息", "en": "provide the missing information"},
     "change_adjust_request": {"zh": "调整融资需求", "en": "adjust the request"},
+    "change_cure_default": {"zh": "需要先消除违约状态", "en": "cure the default first"},
     "recourse_change": {"zh": "调整", "en": "Change"},
     "recourse_plan": {"zh": "模型建议的改变", "en": "Changes the model suggests"},
     "blocked": {

@@ -270,3 +270,56 @@ def test_regulator_counts_firms_in_default_under_d(
     assert sum(g["count"] for g in grades) == len(served_world.loaded.position)
     assert body["summary"]["in_default_firms"] == n_default
     assert body["summary"]["mean_pd"] < 1.0
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.mark.browser
+def test_portal_shows_a_red_in_default_badge(
+    served_world: ServedWorld, defaulted: dict[str, str]
+) -> None:
+    import os
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (make browser)")
+    from playwright.sync_api import expect, sync_playwright
+
+    _firm, h = _firm_key(defaulted["enforcement_open"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(served_world.app(), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline and thread.is_alive():
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(
+                executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True
+            )
+            page = b.new_page()
+            page.goto(f"http://127.0.0.1:{port}/portal/?lang=en")
+            page.get_by_label("Firm API key").fill(h["X-API-Key"])
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url("**/portal/grade")
+            badge = page.locator("#grade-value .badge.default")
+            expect(badge).to_have_text("in default / 违约")
+            color = badge.evaluate("e => getComputedStyle(e).backgroundColor")
+            assert color == "rgb(164, 22, 26)"
+            assert page.locator("#default-box").is_visible()
+            assert page.locator("#default-reasons li").count() >= 1
+            assert page.locator("#score-value").inner_text() == "–"
+            b.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)

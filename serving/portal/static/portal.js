@@ -124,6 +124,11 @@
   }
 
   /* ------------------------------------------------------------------ grade */
+  // A firm in default gets a red badge instead of a grade band (its grade D is not a model grade).
+  function showGrade(node, d) {
+    if (d.in_default) node.replaceChildren(el("span", { class: "badge default", text: T.in_default }));
+    else node.textContent = d.grade;
+  }
   function reasonsChart(contributions) {
     var holder = document.getElementById("reasons-chart");
     var rows = contributions.slice(0, 8);
@@ -162,8 +167,16 @@
   function initGrade() {
     Promise.all([api(firmPath("/explanation")), loadFeatures()]).then(function (res) {
       var d = res[0];
-      document.getElementById("grade-value").textContent = d.grade;
-      document.getElementById("score-value").textContent = Math.round(d.score);
+      showGrade(document.getElementById("grade-value"), d);
+      if (d.in_default) {
+        var box = document.getElementById("default-box");
+        var reasons = document.getElementById("default-reasons");
+        reasons.replaceChildren.apply(reasons, (d.default_reasons || []).map(function (r) {
+          return el("li", { text: (LANG === "zh" ? r.text_zh : r.text_en) + " (" + featureLabel(r.feature) + ": " + num(r.value) + ")" });
+        }));
+        box.hidden = false;
+      }
+      document.getElementById("score-value").textContent = d.score === null ? "–" : Math.round(d.score);
       document.getElementById("pd-value").textContent = pct(d.pd);
       document.getElementById("class-value").textContent = d.supervision_class;
       document.getElementById("peer-value").textContent = d.peer_percentile !== undefined ? Math.round(d.peer_percentile) + "%" : "–";
@@ -184,7 +197,7 @@
       el("tbody", {}, trace.map(function (t) {
         var req = Array.isArray(t.required) ? t.required.join(", ") : String(t.required);
         return el("tr", {}, [
-          el("td", { text: t.field.indexOf("need.") === 0 ? t.rule : featureLabel(t.field) + " (" + t.rule + ")" }),
+          el("td", { text: t.field === "in_default" ? T.not_in_default : t.field.indexOf("need.") === 0 ? t.rule : featureLabel(t.field) + " (" + t.rule + ")" }),
           el("td", { text: t.op + " " + req }),
           el("td", { text: t.actual === null ? "–" : num(t.actual) }),
           el("td", { class: t.pass ? "pass" : "fail", text: (t.pass ? "✓ " + T.pass : "✗ " + T.fail) })
@@ -195,6 +208,7 @@
   function recourseBlock(rec) {
     if (!rec) return null;
     var items = rec.hints.map(function (h) {
+      if (h.change === "cure_default") return el("li", { class: "fail", text: T.in_default + " → " + T.change_cure_default });
       return el("li", { text: featureLabel(h.field) + ": " + T.required + " " + h.rule + ", " + T.actual + " " + (h.actual === null ? "–" : num(h.actual)) + " → " + (T["change_" + h.change] || h.change) });
     });
     var parts = [el("h4", { text: T.recourse }), el("ul", {}, items)];
@@ -217,7 +231,7 @@
       if (m.quote && m.quote.rate !== null) facts.push(el("span", { text: T.premium_rate + ": " + pct(m.quote.rate, 3) }));
     } else {
       facts.push(el("span", { text: T.limit + ": ¥" + money(m.limit_cny) }));
-      facts.push(el("span", { text: T.rate + ": " + pct(m.price.rate) }));
+      if (m.price) facts.push(el("span", { text: T.rate + ": " + pct(m.price.rate) }));
     }
     facts.push(el("span", { text: T.policy_tags + ": " + m.policy_tags.join(", ") }));
     return el("article", { class: "card product " + (ok ? "ok" : "no"), "data-product": m.product_id }, [
@@ -292,7 +306,7 @@
     }
     Promise.all([api(firmPath("/explanation")), loadFeatures()]).then(function (res) {
       var d = res[0];
-      document.getElementById("grade-before").textContent = d.grade;
+      showGrade(document.getElementById("grade-before"), d);
       d.contributions.forEach(function (c) { current[c.feature] = c.value; });
       var actionable = Object.keys(featureInfo).filter(function (n) { return featureInfo[n].actionable; });
       actionable.sort(function (a, b) { return featureLabel(a).localeCompare(featureLabel(b)); });
