@@ -4,8 +4,8 @@ A quote takes a firm (its features and grade), a buyer country, the buyer's grad
 (L/C, D/P, D/A, O/A), credit days, an amount and a cover percentage, and returns the premium rate
 with each component (:func:`serving.pricing.premium_rate`), the premium, the buyer credit limit,
 the maximum liability, the municipal subsidy and the net premium -- or a decline with its
-reasons (an exporter in default, OECD category 7, a dishonest-listed firm, terms beyond the maximum, cover above the
-product's, the firm failing the product's rules).
+reasons (an exporter in default, OECD category 7, a dishonest-listed firm, terms beyond the
+maximum, cover above the product's, the firm failing the product's rules).
 """
 
 from __future__ import annotations

@@ -323,3 +323,22 @@ def test_portal_shows_a_red_in_default_badge(
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def test_settings_point_to_another_rules_file(
+    svc_settings_kwargs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.settings import Settings
+    from serving.state import ServingState
+
+    only = tmp_path / "only_dishonest.yaml"
+    only.write_text(
+        "grade: D\nsupervision_class: D\nrules:\n"
+        "  - {feature: dishonest_listed, op: '>=', threshold: 1, text_en: listed, text_zh: 失信}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.setenv("KUAXIN_DEFAULT_STATUS", str(only))
+    loaded = ServingState().load(Settings(database_url="sqlite://", **svc_settings_kwargs))
+    listed = pd.to_numeric(loaded.snapshot["dishonest_listed"]).fillna(0) >= 1
+    assert loaded.scores["in_default"].tolist() == listed.tolist()
+    assert {r["feature"] for rs in loaded.default_reasons for r in rs} == {"dishonest_listed"}
