@@ -65,6 +65,8 @@ def pick_firm(
     valid = snapshot[[validate_uscc(c).valid for c in snapshot["usc_code"]]]
     if valid.empty:
         raise ValueError("the snapshot has no firm with a valid USCC")
+    if grades is not None and valid["usc_code"].isin(grades.index).any():
+        valid = valid[valid["usc_code"].isin(grades.index)]  # only firms the model grades
     valid = valid.sort_values("usc_code")
     row = valid.iloc[len(valid) // 2]
     if grades is not None and order is not None and target in order:
@@ -79,16 +81,19 @@ def pick_firm(
 
 def served_grades(snapshot_path: Path, settings: Any) -> tuple[pd.Series | None, list[str] | None]:
     """Grades of the snapshot's firms by the model the service will load (None if it cannot)."""
-    from serving.state import load_model
+    from serving.state import default_flags, load_default_status, load_model
 
     try:
         model, _ = load_model(settings.model_dir, settings)
         frame = pd.read_parquet(snapshot_path)
         scores = model.score(frame, num_threads=0)
+        in_default, _ = default_flags(frame, load_default_status(settings.default_status))
     except Exception as exc:  # the demo still works with any firm; only the choice is worse
         logger.warning("demo firm chosen without the model: %s", exc)
         return None, None
-    return pd.Series(scores["grade"].to_numpy(), index=frame["usc_code"]), model.master_scale.grades
+    # a firm in default answers what-if and recourse with 409: never the demo firm
+    grades = pd.Series(scores["grade"].to_numpy(), index=frame["usc_code"])[~in_default]
+    return grades, model.master_scale.grades
 
 
 def curl_lines() -> list[str]:

@@ -34,7 +34,8 @@ def svc(make_service: Any, db_url: str) -> Any:
 def _worse_firms(loaded: Any, target: str, n: int) -> list[str]:
     scale = loaded.model.master_scale
     limit = scale.rank(target)
-    ranks = loaded.scores["grade"].map(scale.rank)
+    # firms in default are served grade D, which is not on the master scale
+    ranks = loaded.scores.loc[~loaded.scores["in_default"], "grade"].map(scale.rank)
     cands = ranks[(ranks > limit) & (ranks <= limit + 3)].index
     return [str(c) for c in sorted(cands)[:n]]
 
