@@ -64,6 +64,7 @@ dataset: $(DATA)/features/train.parquet
 $(DATA)/.trained: $(DATA)/features/train.parquet
 	$(KX) train --dataset $(DATA)/features/train.parquet --oracle $(DATA)/oracle --metrics-out $(DATA)/metrics.json
 	$(KX) promote
+	$(KX) export --dest models
 	touch $@
 
 train: $(DATA)/.trained
@@ -96,4 +97,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_serving.py
 
 clean:
-	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db kuaxin.db-wal kuaxin.db-shm
+	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db kuaxin.db-wal kuaxin.db-shm models/kuaxin-credit
