@@ -124,3 +124,18 @@ def test_service_market_validates_catalog_against_features(raw: dict, tmp_path: 
     bad.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
     with pytest.raises(ProductCatalogError, match=r"turnover_cny"):
         load_market(SimpleNamespace(products=bad, pricing=None))
+
+
+def test_settings_point_the_service_at_a_deployments_own_catalog(
+    raw: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from serving.routers.matching import load_market
+    from serving.settings import Settings
+
+    own = dict(raw, products=raw["products"][:-1])  # a deployment that drops one product
+    path = tmp_path / "own-products.yaml"
+    path.write_text(yaml.safe_dump(own, allow_unicode=True), encoding="utf-8")
+    monkeypatch.setenv("KUAXIN_PRODUCTS", str(path))
+    market = load_market(Settings())
+    assert len(market.products) == len(raw["products"]) - 1
+    assert raw["products"][-1]["id"] not in market.products
