@@ -133,7 +133,8 @@ def default_flags(
                 "text_zh": rule.text_zh,
             }
         )
-    return hit.any(axis=1), reasons
+    flagged = np.asarray(hit.any(axis=1), dtype=bool)
+    return flagged, reasons
 
 
 def plain(value: Any) -> Any:
@@ -403,7 +404,7 @@ def build(
     try:
         scores = model.score(frame, num_threads=0)
         contrib, base = model.explain(frame, num_threads=0)
-        reasons = model.reasons(frame, top=top_reasons, num_threads=0)
+        reasons = model.reasons(frame, top=top_reasons, contrib=contrib)
         matrix = model.matrix(frame)
     except Exception as exc:  # a broken booster or mismatched features fails here
         raise LoadError(

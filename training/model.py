@@ -278,7 +278,11 @@ class CreditModel:
         return contrib, base
 
     def reasons(
-        self, df: pd.DataFrame, top: int = 4, num_threads: int = 1
+        self,
+        df: pd.DataFrame,
+        top: int = 4,
+        num_threads: int = 1,
+        contrib: np.ndarray | None = None,
     ) -> list[list[dict[str, Any]]]:
         """List the top adverse contributions of every row as reason codes.
 
@@ -290,6 +294,9 @@ class CreditModel:
             At most this many reasons per row (DOMAIN.md §5.3: typically up to 4).
         num_threads : int
             LightGBM threads.
+        contrib : ndarray, optional
+            Contributions from :meth:`explain` on the same ``df``, when the caller has them
+            already (SHAP is the expensive part; computing it twice doubles a snapshot load).
 
         Returns
         -------
@@ -298,7 +305,8 @@ class CreditModel:
             ``value`` (as given, ``None`` when missing), ``contribution`` (> 0, calibrated
             log-odds), ``text_en``, ``text_zh``. Only features that raise the PD are listed.
         """
-        contrib, _ = self.explain(df, num_threads)
+        if contrib is None:
+            contrib, _ = self.explain(df, num_threads)
         values = self.prepare(df)
         out: list[list[dict[str, Any]]] = []
         for i in range(contrib.shape[0]):
