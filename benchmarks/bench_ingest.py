@@ -23,7 +23,7 @@ from pathlib import Path
 def main() -> None:
     """Run the benchmark and print a Markdown row."""
     from features.ingest import ingest
-    from features.simulate import simulate
+    from simulator.simulate import simulate
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--firms", type=int, default=20_000)

@@ -25,16 +25,19 @@ import pandas as pd
 from tqdm import tqdm
 
 from features.catalog import Catalog
+from features.default_status import load_default_status
 from features.feature_availability import SnapshotConfig
 from features.feature_builders import prepare
 from features.snapshot import CleanTables, default_catalog, default_config, snapshot_from_prepared
 
 log = logging.getLogger(__name__)
 
+#: The default event (``features/config/default_status.yaml``, shared with serving).
+_LABEL = load_default_status().label
 #: Days past due at which a loan is in default.
-DEFAULT_DPD = 90
+DEFAULT_DPD = _LABEL.dpd_days
 #: Court record types that are default events.
-DEFAULT_COURT_TYPES = ("enforcement", "dishonest_debtor")
+DEFAULT_COURT_TYPES = tuple(_LABEL.court_types)
 #: Months after the as-of date in which a default counts for the label.
 HORIZON_MONTHS = 12
 #: Months between as-of dates for each ``every``.

@@ -9,6 +9,7 @@ became known to the platform. Monthly tables carry ``period`` as ``YYYY-MM``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 Kind = Literal["static", "monthly", "yearly", "event"]
@@ -56,6 +57,9 @@ LOAN_PRODUCTS = (
     "policy_financing",
     "working_capital",
 )
+#: Shared reference tables (the OECD country-risk list) used by pricing and the simulator.
+REFERENCE_DIR = Path(__file__).parent / "config"
+
 PERIOD_REGEX = r"^\d{4}-(0[1-9]|1[0-2])$"
 
 

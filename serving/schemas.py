@@ -31,7 +31,7 @@ class Reason(Strict):
 
 
 class DefaultReason(Strict):
-    """An in-default rule (``serving/config/default_status.yaml``) the firm meets."""
+    """An in-default rule (``features/config/default_status.yaml``) the firm meets."""
 
     feature: str = Field(examples=["current_dpd"])
     op: str = Field(examples=[">="])

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     )
     default_status: Path | None = Field(
         default=None,
-        description="in-default rules YAML (default: serving/config/default_status.yaml)",
+        description="in-default rules YAML (default: features/config/default_status.yaml)",
     )
     migrate_on_start: bool = Field(default=True, description="apply Alembic migrations at start-up")
     load_on_start: bool = Field(default=True, description="load model and snapshot at start-up")

@@ -9,19 +9,25 @@ bundle that fails to build or check is refused with a log line and the old one k
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field
+
+from features.default_status import (
+    DefaultStatus,
+    DefaultStatusError,
+    default_flags,
+    load_default_status,
+    serve_default,
+)
+from features.values import plain
 
 if TYPE_CHECKING:
     from features.catalog import Catalog
@@ -36,123 +42,6 @@ ID_COLUMNS = ("usc_code", "as_of", "name")
 
 class LoadError(RuntimeError):
     """A model or snapshot cannot be served (the message says which file and why)."""
-
-
-#: Where the shipped in-default rules live.
-DEFAULT_STATUS_PATH = Path(__file__).parent / "config" / "default_status.yaml"
-
-_OPS = {
-    ">=": np.greater_equal,
-    ">": np.greater,
-    "<=": np.less_equal,
-    "<": np.less,
-    "==": np.equal,
-}
-
-
-class DefaultRule(BaseModel):
-    """One snapshot condition that means the firm is in default at the as-of date."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    feature: str = Field(min_length=1)
-    op: Literal[">=", ">", "<=", "<", "=="]
-    threshold: float
-    text_en: str = Field(min_length=1)
-    text_zh: str = Field(min_length=1)
-
-
-class DefaultStatus(BaseModel):
-    """The in-default definition: any rule met puts the firm in default (see the YAML)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    grade: str = Field(default="D", min_length=1)
-    supervision_class: str = Field(default="D", min_length=1)
-    rules: list[DefaultRule] = Field(min_length=1)
-
-
-def load_default_status(path: Path | str | None = None) -> DefaultStatus:
-    """Load the in-default rules (the shipped ``serving/config/default_status.yaml`` by default).
-
-    Raises
-    ------
-    LoadError
-        The file is missing or does not hold valid rules (message names the file and field).
-    """
-    path = Path(path) if path is not None else DEFAULT_STATUS_PATH
-    if not path.is_file():
-        raise LoadError(f"default status {path} does not exist")
-    try:
-        return DefaultStatus.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except Exception as exc:  # YAML or validation errors: one message naming the file
-        raise LoadError(f"default status {path} is not valid: {exc}") from exc
-
-
-def default_flags(
-    frame: pd.DataFrame, status: DefaultStatus
-) -> tuple[np.ndarray, list[list[dict[str, Any]]]]:
-    """Which firms are in default, and the rules each one meets.
-
-    Parameters
-    ----------
-    frame : DataFrame
-        Snapshot rows (every rule's feature as a column).
-    status : DefaultStatus
-
-    Returns
-    -------
-    tuple of (ndarray of bool, list of list of dict)
-        The in-default mask, and per firm the triggered rules as ``{feature, op, threshold,
-        value, text_en, text_zh}`` (empty for performing firms).
-
-    Raises
-    ------
-    LoadError
-        A rule's feature is not in the snapshot.
-    """
-    missing = [r.feature for r in status.rules if r.feature not in frame.columns]
-    if missing:
-        raise LoadError(f"snapshot lacks the in-default features {', '.join(missing)}")
-    n = len(frame)
-    hit = np.zeros((n, len(status.rules)), dtype=bool)
-    for j, rule in enumerate(status.rules):
-        values = pd.to_numeric(frame[rule.feature], errors="coerce").to_numpy(np.float64)
-        # A missing value (NaN) compares False: it never puts a firm in default.
-        hit[:, j] = _OPS[rule.op](values, rule.threshold)
-    reasons: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-    for i, j in zip(*np.nonzero(hit), strict=True):
-        rule = status.rules[j]
-        reasons[i].append(
-            {
-                "feature": rule.feature,
-                "op": rule.op,
-                "threshold": rule.threshold,
-                "value": plain(frame[rule.feature].iat[i]),
-                "text_en": rule.text_en,
-                "text_zh": rule.text_zh,
-            }
-        )
-    flagged = np.asarray(hit.any(axis=1), dtype=bool)
-    return flagged, reasons
-
-
-def plain(value: Any) -> Any:
-    """Return a JSON-friendly Python value (None for missing, numpy scalars unwrapped)."""
-    if value is None:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.date().isoformat()
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return value
 
 
 @dataclass(frozen=True)
@@ -296,7 +185,7 @@ class Loaded:
         Series
             ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
         """
-        from serving.recourse import score_matrix
+        from training.recourse import score_matrix
 
         i = self.position[usc_code]
         x = (
@@ -375,7 +264,7 @@ def build(
     top_reasons : int
         Reasons kept per firm.
     default_status : DefaultStatus, optional
-        In-default rules (default: the shipped ``serving/config/default_status.yaml``). A firm
+        In-default rules (default: the shipped ``features/config/default_status.yaml``). A firm
         meeting any of them is served the default grade, PD 1.0 and no score.
 
     Returns
@@ -415,17 +304,20 @@ def build(
     industry = frame["industry"] if "industry" in frame.columns else None
     scores = scores.reset_index(drop=True)
     scores["peer_percentile"] = peer_percentiles(scores["score"], industry).to_numpy()
-    status = default_status if default_status is not None else load_default_status()
+    try:
+        status = default_status if default_status is not None else load_default_status()
+        flagged, default_reasons = default_flags(frame, status)
+    except DefaultStatusError as exc:
+        raise LoadError(str(exc)) from exc
     if status.grade in model.master_scale.grades:
         raise LoadError(
             f"default grade {status.grade!r} is also a performing grade of the master scale"
         )
-    flagged, default_reasons = default_flags(frame, status)
     scores = serve_default(scores, flagged, status)
     indexed = frame.set_index("usc_code", drop=False)
     scales = {}
     if catalog is not None:
-        from serving.recourse import feature_scales
+        from training.recourse import feature_scales
 
         scales = feature_scales(frame, catalog)
     return Loaded(
@@ -445,36 +337,6 @@ def build(
         default_status=status,
         default_reasons=default_reasons,
     )
-
-
-def serve_default(scores: pd.DataFrame, flagged: np.ndarray, status: DefaultStatus) -> pd.DataFrame:
-    """Keep the model's outputs as ``model_*`` and serve firms in default as the default grade.
-
-    Parameters
-    ----------
-    scores : DataFrame
-        The model's ``pd``, ``score``, ``grade``, ``supervision_class`` per firm.
-    flagged : ndarray of bool
-        Firms in default.
-    status : DefaultStatus
-
-    Returns
-    -------
-    DataFrame
-        A copy with ``in_default`` and ``model_*`` columns; flagged rows get PD 1.0, no score
-        (NaN: the score scale has no finite value at PD 1) and the default grade and class.
-    """
-    out = scores.copy()
-    for col in ("pd", "score", "grade", "supervision_class"):
-        out[f"model_{col}"] = out[col]
-    out["in_default"] = flagged
-    out["grade"] = out["grade"].astype(object)
-    out["supervision_class"] = out["supervision_class"].astype(object)
-    out.loc[flagged, "pd"] = 1.0
-    out.loc[flagged, "score"] = np.nan
-    out.loc[flagged, "grade"] = status.grade
-    out.loc[flagged, "supervision_class"] = status.supervision_class
-    return out
 
 
 def load_model(model_dir: Path | str | None, settings: Settings) -> tuple[CreditModel, str]:
@@ -523,6 +385,28 @@ def load_catalog_for(model: CreditModel, path: Path | None) -> Catalog | None:
                     "model %s carries no full catalog; using the packaged one", model.version
                 )
     return load_catalog()
+
+
+def served_info(loaded: Loaded) -> dict[str, Any]:
+    """Describe what a bundle serves."""
+    return {
+        "model_version": loaded.model_version,
+        "model_source": loaded.model_source,
+        "snapshot": loaded.snapshot_source,
+        "as_of": loaded.as_of,
+        "firms": len(loaded.position),
+        "loaded_at": loaded.loaded_at,
+    }
+
+
+def outcome(scores: pd.Series | dict[str, Any]) -> dict[str, Any]:
+    """PD, score, grade and supervision class of a scored row."""
+    return {
+        "pd": float(scores["pd"]),
+        "score": float(scores["score"]),
+        "grade": str(scores["grade"]),
+        "supervision_class": str(scores["supervision_class"]),
+    }
 
 
 class ServingState:
@@ -585,7 +469,10 @@ class ServingState:
                     )
                 model, source = load_model(model_dir, settings)
                 catalog = load_catalog_for(model, settings.catalog)
-                status = load_default_status(settings.default_status)
+                try:
+                    status = load_default_status(settings.default_status)
+                except DefaultStatusError as exc:
+                    raise LoadError(str(exc)) from exc
                 loaded = build(
                     model,
                     read_snapshot(snap_path),

@@ -27,7 +27,7 @@ POSTGRES_HELP = (
 @pytest.fixture(scope="session")
 def sim_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Raw tables and oracle of the shared small world."""
-    from features.simulate import simulate
+    from simulator.simulate import simulate
 
     root = tmp_path_factory.mktemp("world")
     raw, oracle = root / "raw", root / "oracle"

@@ -13,23 +13,11 @@ from serving.auth import Principal
 from serving.deps import DbSession, SettingsDep, StateDep, require_role
 from serving.problems import ProblemError, problem_responses
 from serving.schemas import AuditVerifyResponse, ReloadRequest, ServedInfo
-from serving.state import Loaded, LoadError
+from serving.state import LoadError, served_info
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 Admin = Annotated[Principal, Depends(require_role("admin"))]
-
-
-def served_info(loaded: Loaded) -> dict[str, Any]:
-    """Describe what a bundle serves."""
-    return {
-        "model_version": loaded.model_version,
-        "model_source": loaded.model_source,
-        "snapshot": loaded.snapshot_source,
-        "as_of": loaded.as_of,
-        "firms": len(loaded.position),
-        "loaded_at": loaded.loaded_at,
-    }
 
 
 @router.post("/reload", response_model=ServedInfo, responses=problem_responses(401, 403, 409, 422))

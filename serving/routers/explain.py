@@ -7,8 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 
 from serving.deps import DbSession, FirmAccess, LoadedDep, audit_access, require_firm_access
+from serving.guards import require_known
 from serving.problems import problem_responses
-from serving.routers.scores import require_known
 from serving.schemas import Explanation
 
 router = APIRouter(tags=["explanations"])

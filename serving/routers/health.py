@@ -10,8 +10,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from serving.routers.admin import served_info
 from serving.schemas import Health, Readiness, ServedInfo
+from serving.state import served_info
 
 router = APIRouter(tags=["health"])
 

@@ -20,10 +20,10 @@ from serving.deps import (
     audit_access,
     require_firm_access,
 )
-from serving.insurance import QuoteRequest, quote
+from serving.guards import require_known
+from serving.market import MarketDep, firm_row, grades_of
 from serving.problems import field_error, problem_responses
-from serving.routers.matching import MarketDep, firm_row, grades_of
-from serving.routers.scores import require_known
+from tradefinance.insurance import QuoteRequest, quote
 
 router = APIRouter(tags=["insurance"])
 

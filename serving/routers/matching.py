@@ -7,10 +7,8 @@ before it is returned.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from functools import lru_cache
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import pandas as pd
@@ -26,112 +24,22 @@ from serving.deps import (
     audit_access,
     require_firm_access,
 )
-from serving.insurance import CountryTable, load_country_table
-from serving.matching import Need, Shipment, TraceRow, evaluate_rules, match
-from serving.pricing import (
-    PricingConfig,
+from serving.guards import require_known, require_performing
+from serving.market import MarketDep, firm_row, grades_of, load_market
+from serving.problems import field_error, problem_responses
+from serving.state import Loaded
+from tradefinance.matching import Need, TraceRow, evaluate_rules, match
+from tradefinance.pricing import (
     insured_lgd,
-    load_pricing_config,
     loan_rate,
     turnover_meur,
 )
-from serving.problems import field_error, problem_responses
-from serving.products import Product, ProductCatalog, load_products
-from serving.routers.scores import require_known, require_performing
-from serving.state import Loaded, plain
+from tradefinance.products import Product
 
 router = APIRouter(tags=["matching and pricing"])
 
 #: Ineligible products that get a model-based recourse plan per match call (fewest failures first).
 RECOURSE_PRODUCTS = 3
-
-
-# ---------------------------------------------------------------------------------------------
-# Market data (catalog, pricing, countries): loaded once per app
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Market:
-    """The product catalog, pricing parameters and country table the app serves."""
-
-    products: ProductCatalog
-    pricing: PricingConfig
-    countries: CountryTable
-
-
-_market_lock = threading.Lock()
-
-
-def load_market(settings: Any = None) -> Market:
-    """Load and validate the product catalog, pricing parameters and country table.
-
-    Paths come from ``settings.products`` / ``settings.pricing`` when the settings define them
-    (``KUAXIN_PRODUCTS`` / ``KUAXIN_PRICING``), else the shipped files. Rule fields are checked
-    against the feature catalog and grade values against the master scale.
-
-    Raises
-    ------
-    serving.products.ProductCatalogError, pydantic.ValidationError, CountryTableError
-        Naming the product (or parameter) and field that are wrong.
-    """
-    products = getattr(settings, "products", None)
-    pricing = getattr(settings, "pricing", None)
-    return _load_market(
-        None if products is None else str(products), None if pricing is None else str(pricing)
-    )
-
-
-@lru_cache(maxsize=8)
-def _load_market(products_path: str | None, pricing_path: str | None) -> Market:
-    """Load once per pair of files (every app of a process shares the immutable result)."""
-    from features.catalog import load_catalog
-    from training.scale import default_scales
-
-    pricing = load_pricing_config(pricing_path)
-    products = load_products(
-        products_path, known_fields=load_catalog().names, grades=default_scales()[1].grades
-    )
-    return Market(
-        products=products,
-        pricing=pricing,
-        countries=load_country_table(ref=pricing.insurance.country_table),
-    )
-
-
-def get_market(request: Request) -> Market:
-    """Return the app's market data (loaded at start-up by :func:`register`)."""
-    market = getattr(request.app.state, "market", None)
-    if market is None:
-        with _market_lock:
-            market = getattr(request.app.state, "market", None)
-            if market is None:
-                market = load_market(getattr(request.app.state, "settings", None))
-                request.app.state.market = market
-    return market
-
-
-MarketDep = Annotated[Market, Depends(get_market)]
-
-
-def firm_row(loaded: Loaded, usc_code: str) -> dict[str, Any]:
-    """One firm's features and model outputs as a plain dict (precomputed scores)."""
-    i = loaded.position[usc_code]
-    row = {k: plain(v) for k, v in loaded.snapshot.iloc[i].items()}
-    s = loaded.scores.iloc[i]
-    row.update(
-        pd=float(s["pd"]),
-        score=plain(s["score"]),
-        grade=str(s["grade"]),
-        supervision_class=str(s["supervision_class"]),
-        in_default=bool(s["in_default"]),
-    )
-    return row
-
-
-def grades_of(loaded: Loaded) -> list[str]:
-    """Grades the service serves, best first: the master scale, then the default grade (D)."""
-    return loaded.grades
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,8 +134,8 @@ def list_products(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
 
 
 def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: list[int]) -> Any:
-    """Wrap ``serving.recourse.find_recourse`` with a product-eligibility goal and a budget."""
-    from serving.recourse import find_recourse
+    """Wrap ``training.recourse.find_recourse`` with a product-eligibility goal and a budget."""
+    from training.recourse import find_recourse
 
     grades = grades_of(loaded)
     actionable = set(loaded.catalog.actionable) if loaded.catalog is not None else set()
@@ -394,16 +302,3 @@ def register(app: FastAPI) -> None:
     """Mount the matching routes and load the market data now: a broken catalog stops start-up."""
     app.state.market = load_market(getattr(app.state, "settings", None))
     app.include_router(router, prefix="/v1")
-
-
-__all__ = [
-    "Market",
-    "MarketDep",
-    "Shipment",
-    "firm_row",
-    "get_market",
-    "grades_of",
-    "load_market",
-    "register",
-    "router",
-]

@@ -23,11 +23,11 @@ from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
 from serving.deps import CurrentKey, LoadedDep
-from serving.matching import Shipment
+from serving.market import MarketDep
 from serving.portal.texts import LANGS, texts_for
-from serving.pricing import PAYMENT_TERMS
 from serving.problems import problem_responses
-from serving.routers.matching import MarketDep
+from tradefinance.matching import Shipment
+from tradefinance.pricing import PAYMENT_TERMS
 
 PORTAL_DIR = Path(__file__).resolve().parents[1] / "portal"
 PREFIX = "/portal"

@@ -15,11 +15,11 @@ from serving.deps import (
     audit_access,
     require_firm_access,
 )
+from serving.guards import require_known, require_performing
 from serving.problems import field_error, problem_responses
-from serving.recourse import find_recourse, grade_goal
-from serving.routers.scores import require_known, require_performing
-from serving.routers.whatif import outcome
 from serving.schemas import RecourseRequest, RecourseResponse
+from serving.state import outcome
+from training.recourse import find_recourse, grade_goal
 
 router = APIRouter(tags=["what-if and recourse"])
 

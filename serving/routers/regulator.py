@@ -16,10 +16,15 @@ from pydantic import BaseModel
 
 from serving.auth import Principal
 from serving.deps import LoadedDep, require_role
+from serving.market import Market, MarketDep, grades_of
 from serving.problems import field_error, problem_responses
-from serving.regulator import coverage_summary, eligibility_shares, grade_distribution, measure19
-from serving.routers.matching import Market, MarketDep, grades_of
 from serving.state import Loaded
+from tradefinance.regulator import (
+    coverage_summary,
+    eligibility_shares,
+    grade_distribution,
+    measure19,
+)
 
 router = APIRouter(prefix="/regulator", tags=["regulator"])
 

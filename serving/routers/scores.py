@@ -19,42 +19,11 @@ from serving.deps import (
     require_firm_access,
     require_role,
 )
+from serving.guards import require_known
 from serving.problems import FieldError, ProblemError, problem_responses
 from serving.schemas import BatchError, BatchRequest, BatchResponse, Score
-from serving.state import Loaded
 
 router = APIRouter(tags=["scores"])
-
-
-def require_known(loaded: Loaded, usc_code: str) -> None:
-    """404 when the firm is not in the served snapshot."""
-    if not loaded.has(usc_code):
-        raise ProblemError(
-            404, f"firm {usc_code} is not in the snapshot as of {loaded.as_of}", kind="unknown-firm"
-        )
-
-
-_CURE = {">=": "below", ">": "at most", "<=": "above", "<": "at least", "==": "not"}
-
-
-def require_performing(loaded: Loaded, usc_code: str) -> None:
-    """409 when the firm is in default: the model's grade (and any change to it) does not apply.
-
-    The detail names each triggered rule with the firm's value and what curing it means, e.g.
-    ``firm ... is in default as of 2024-07-01 (current_dpd = 120 >= 90); cure the default
-    (current_dpd below 90) first``.
-    """
-    if not loaded.in_default(usc_code):
-        return
-    reasons = loaded.default_reasons_of(usc_code)
-    met = "; ".join(f"{r['feature']} = {r['value']} {r['op']} {r['threshold']:g}" for r in reasons)
-    cure = ", ".join(f"{r['feature']} {_CURE[r['op']]} {r['threshold']:g}" for r in reasons)
-    raise ProblemError(
-        409,
-        f"firm {usc_code} is in default as of {loaded.as_of} ({met}); "
-        f"cure the default ({cure}) first",
-        kind="firm-in-default",
-    )
 
 
 @router.get(

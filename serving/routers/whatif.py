@@ -4,27 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import APIRouter, Depends, Request
 
 from serving.deps import DbSession, FirmAccess, LoadedDep, audit_access, require_firm_access
+from serving.guards import require_known, require_performing
 from serving.problems import FieldError, ProblemError, problem_responses
-from serving.recourse import ChangeError, check_change
-from serving.routers.scores import require_known, require_performing
 from serving.schemas import WhatIfRequest, WhatIfResponse
-from serving.state import Loaded, plain
+from serving.state import Loaded, outcome, plain
+from training.recourse import ChangeError, check_change
 
 router = APIRouter(tags=["what-if and recourse"])
-
-
-def outcome(scores: pd.Series | dict[str, Any]) -> dict[str, Any]:
-    """PD, score, grade and supervision class of a scored row."""
-    return {
-        "pd": float(scores["pd"]),
-        "score": float(scores["score"]),
-        "grade": str(scores["grade"]),
-        "supervision_class": str(scores["supervision_class"]),
-    }
 
 
 def actionable_features(loaded: Loaded) -> list[str]:

@@ -2,7 +2,7 @@
 """Firms in default at the as-of date are served grade D, never an ordinary model grade.
 
 The shared small world's snapshot has firms meeting every rule of
-``serving/config/default_status.yaml``; a small constructed snapshot pins one rule per firm.
+``features/config/default_status.yaml``; a small constructed snapshot pins one rule per firm.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 from kx_service import ServedWorld, served_world  # noqa: F401  (fixture)
 
-from serving.matching import evaluate_rules, rule_passes
-from serving.products import Rule
-from serving.state import LoadError, build, default_flags, load_default_status
+from features.default_status import DefaultStatusError, default_flags, load_default_status
+from serving.state import build
+from tradefinance.products import Rule
+from tradefinance.rules import evaluate_rules, rule_passes
 
 NEED = {"amount_cny": 500000, "purpose": "working_capital", "tenor_months": 6}
 QUOTE = {
@@ -90,9 +91,9 @@ def test_shipped_rules_use_catalog_features_and_match_the_label() -> None:
 def test_bad_rules_file_names_the_file(tmp_path: Path) -> None:
     bad = tmp_path / "status.yaml"
     bad.write_text("rules:\n  - {feature: current_dpd, op: '~', threshold: 90}\n")
-    with pytest.raises(LoadError, match=str(bad)):
+    with pytest.raises(DefaultStatusError, match=str(bad)):
         load_default_status(bad)
-    with pytest.raises(LoadError, match="does not exist"):
+    with pytest.raises(DefaultStatusError, match="does not exist"):
         load_default_status(tmp_path / "missing.yaml")
 
 
@@ -117,7 +118,7 @@ def test_flags_give_each_triggered_rule_with_its_value() -> None:
         "dishonest_listed": 1.0,
     }
     assert all(r["text_en"] and r["text_zh"] for r in reasons[4])
-    with pytest.raises(LoadError, match="current_dpd"):
+    with pytest.raises(DefaultStatusError, match="current_dpd"):
         default_flags(frame.drop(columns="current_dpd"), status)
 
 

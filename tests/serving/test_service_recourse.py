@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from serving.recourse import check_change, find_recourse, grade_goal
+from training.recourse import check_change, find_recourse, grade_goal
 
 
 def h(key: str) -> dict[str, str]:

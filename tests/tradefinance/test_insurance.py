@@ -7,14 +7,14 @@ from pathlib import Path
 import pytest
 from kx_firms import GRADES
 
-from serving.insurance import (
+from tradefinance.insurance import (
     CountryTableError,
     QuoteRequest,
     load_country_table,
     quote,
 )
-from serving.pricing import load_pricing_config
-from serving.products import load_products
+from tradefinance.pricing import load_pricing_config
+from tradefinance.products import load_products
 
 CATALOG = load_products(grades=GRADES)
 CFG = load_pricing_config()

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from features.values import is_missing, plain
+
 if TYPE_CHECKING:
     from features.catalog import Catalog, FeatureSpec
     from training.model import CreditModel
@@ -99,13 +101,6 @@ def grade_goal(model: CreditModel, target: str) -> Goal:
     scale = model.master_scale
     limit = scale.rank(target)
     return lambda row: scale.rank(str(row["grade"])) <= limit
-
-
-def _is_missing(value: Any) -> bool:
-    try:
-        return value is None or bool(pd.isna(value))
-    except (TypeError, ValueError):
-        return False
 
 
 def check_change(spec: FeatureSpec, value: Any) -> Any:
@@ -198,7 +193,7 @@ def _moves(
         sign = {"increases_risk": -1, "decreases_risk": 1}.get(spec.direction, 0)
         if not spec.actionable or spec.dtype == "category" or sign == 0:
             continue  # no catalog direction: no plausible "better" way to move it
-        if _is_missing(row.get(name)):
+        if is_missing(row.get(name)):
             continue
         integer = spec.dtype in ("int", "bool")
         step = float(spec.step) if spec.step else (1.0 if integer else 0.0)
@@ -347,7 +342,7 @@ def find_recourse(
     x0 = model.matrix(pd.DataFrame([base]))
     column = {name: j for j, name in enumerate(model.feature_names)}
     scored0 = score_matrix(model, x0)
-    before = {c: _plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
+    before = {c: plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
     if goal(_RowView(context, {}, before)):
         return RecoursePlan(True, True, [], 0.0, before, before, dict(base), 1)
     moves = {m.feature: m for m in _moves(model, catalog, base, scales or {}, features)}
@@ -445,13 +440,13 @@ def find_recourse(
     final = {**base, **{f: (int(v) if moves[f].integer else v) for f, v in chosen_plan.items()}}
     # The re-check goes through the model's public scoring path on a DataFrame.
     rescored = model.score(pd.DataFrame([final]), num_threads=1)
-    after = {c: _plain(rescored[c].iat[0]) for c in SCORE_COLUMNS}
+    after = {c: plain(rescored[c].iat[0]) for c in SCORE_COLUMNS}
     reached = bool(goal(_RowView(context, final, after)))
     changes = [
         PlannedChange(
             feature=f,
-            before=_plain(base[f]),
-            after=_plain(final[f]),
+            before=plain(base[f]),
+            after=plain(final[f]),
             cost=abs(v - origin[f]) / moves[f].scale + PER_FEATURE_COST,
         )
         for f, v in chosen_plan.items()
@@ -465,7 +460,7 @@ def find_recourse(
         cost=float(sum(c.cost for c in changes)),
         before=before,
         after=after,
-        features={k: _plain(v) for k, v in final.items()},
+        features={k: plain(v) for k, v in final.items()},
         evaluated=evaluated,
     )
 
@@ -502,11 +497,3 @@ def _prune(
             break
         current = cheapest
     return current
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

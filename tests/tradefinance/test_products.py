@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from features.catalog import load_catalog
-from serving.products import (
+from tradefinance.products import (
     FINANCING_KINDS,
     INSURANCE_KINDS,
     ProductCatalogError,
@@ -18,7 +18,7 @@ from serving.products import (
 from training.scale import default_scales
 
 GRADES = default_scales()[1].grades
-SHIPPED = Path(__file__).parents[2] / "serving" / "config" / "products.yaml"
+SHIPPED = Path(__file__).parents[2] / "tradefinance" / "config" / "products.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def test_duplicate_ids_and_unreadable_files(raw: dict, tmp_path: Path) -> None:
 def test_service_market_validates_catalog_against_features(raw: dict, tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from serving.routers.matching import load_market
+    from serving.market import load_market
 
     market = load_market(SimpleNamespace(products=None, pricing=None))
     assert len(market.products) == len(raw["products"]) and "USA" in market.countries
@@ -129,7 +129,7 @@ def test_service_market_validates_catalog_against_features(raw: dict, tmp_path: 
 def test_settings_point_the_service_at_a_deployments_own_catalog(
     raw: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from serving.routers.matching import load_market
+    from serving.market import load_market
     from serving.settings import Settings
 
     own = dict(raw, products=raw["products"][:-1])  # a deployment that drops one product

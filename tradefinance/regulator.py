@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from serving.matching import eligible_mask
-from serving.pricing import PricingConfig, load_pricing_config
-from serving.products import Product, ProductCatalog, Rule
+from tradefinance.pricing import PricingConfig, load_pricing_config
+from tradefinance.products import Product, ProductCatalog, Rule
+from tradefinance.rules import eligible_mask
 
 
 def grade_distribution(grades: pd.Series, order: Sequence[str]) -> list[dict[str, Any]]:

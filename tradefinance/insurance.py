@@ -2,7 +2,7 @@
 
 A quote takes a firm (its features and grade), a buyer country, the buyer's grade, payment terms
 (L/C, D/P, D/A, O/A), credit days, an amount and a cover percentage, and returns the premium rate
-with each component (:func:`serving.pricing.premium_rate`), the premium, the buyer credit limit,
+with each component (:func:`tradefinance.pricing.premium_rate`), the premium, the buyer credit limit,
 the maximum liability, the municipal subsidy and the net premium -- or a decline with its
 reasons (an exporter in default, OECD category 7, a dishonest-listed firm, terms beyond the
 maximum, cover above the product's, the firm failing the product's rules).
@@ -21,15 +21,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.matching import TraceRow, evaluate_rules, in_default, is_missing
-from serving.pricing import (
+from tradefinance.pricing import (
     CountryTableRef,
     PaymentTerms,
     PricingConfig,
     load_pricing_config,
     premium_rate,
 )
-from serving.products import IN_DEFAULT_FIELD, Product, ProductCatalog
+from tradefinance.products import IN_DEFAULT_FIELD, Product, ProductCatalog
+from tradefinance.rules import TraceRow, evaluate_rules, in_default, is_missing
 
 DEFAULT_PRODUCT = "sinosure_steci_comprehensive"
 
@@ -147,7 +147,7 @@ def _shipped_table(module: str, resource: str, as_of: str) -> CountryTable:
     if not res.is_file():
         raise CountryTableError(
             f"country table {res} is missing; set insurance.country_table in "
-            "serving/config/pricing.yaml or pass a path"
+            "tradefinance/config/pricing.yaml or pass a path"
         )
     return CountryTable.from_csv_text(res.read_text(encoding="utf-8"), as_of=as_of, origin=str(res))
 

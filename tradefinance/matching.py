@@ -6,24 +6,22 @@ the need's own checks (purpose, amount and tenor within the product's ranges). A
 default at the as-of date (``in_default``, grade D) fails every product on an extra first trace
 row ``not in default`` and gets no price, limit or premium. Financing
 products get an indicative limit (trade volume x multiple, scaled down with PD) and a
-risk-based rate (:func:`serving.pricing.loan_rate`); insurance products an indicative premium
-(:func:`serving.insurance.quote`). A **bundle** assigns an insurance policy to a financing
+risk-based rate (:func:`tradefinance.pricing.loan_rate`); insurance products an indicative premium
+(:func:`tradefinance.insurance.quote`). A **bundle** assigns an insurance policy to a financing
 product that accepts assignment: the bank's LGD falls to the insured LGD and so does the rate.
 """
 
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.pricing import (
+from tradefinance import insurance as ins
+from tradefinance.pricing import (
     PaymentTerms,
     PricingConfig,
     insured_lgd,
@@ -31,246 +29,13 @@ from serving.pricing import (
     loan_rate,
     turnover_meur,
 )
-from serving.products import IN_DEFAULT_FIELD, MODEL_FIELDS, Product, ProductCatalog, Rule
-
-_NUMERIC_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    ">=": operator.ge,
-    "<=": operator.le,
-    ">": operator.gt,
-    "<": operator.lt,
-    "==": operator.eq,
-    "!=": operator.ne,
-}
-
-
-# ---------------------------------------------------------------------------------------------
-# Rule engine
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TraceRow:
-    """The evaluation of one rule for one firm."""
-
-    rule: str
-    field: str
-    op: str
-    required: Any
-    actual: Any
-    passed: bool
-    source: Literal["firm", "model", "need", "bundle"]
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form (``pass`` rather than ``passed``)."""
-        return {
-            "rule": self.rule,
-            "field": self.field,
-            "op": self.op,
-            "required": self.required,
-            "actual": self.actual,
-            "pass": self.passed,
-            "source": self.source,
-        }
-
-
-def is_missing(value: Any) -> bool:
-    """Whether a feature value is missing (``None``, NaN, ``pd.NA``)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return True
-    try:
-        return bool(isinstance(value, float | np.floating) and math.isnan(value))
-    except TypeError:
-        return False
-
-
-def _plain(value: Any) -> Any:
-    """Return a JSON-friendly scalar: numpy scalars to Python, NaN to None."""
-    if is_missing(value):
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return value
-    return value
-
-
-def _token(value: Any) -> str:
-    """Canonical string for set membership: 1, 1.0 and True compare as "1"."""
-    if isinstance(value, bool | np.bool_):
-        return str(int(value))
-    if isinstance(value, int | float | np.integer | np.floating):
-        f = float(value)
-        return str(int(f)) if f.is_integer() else repr(f)
-    return str(value)
-
-
-def rule_passes(rule: Rule, actual: Any, grades: Sequence[str]) -> bool:
-    """Whether ``actual`` satisfies ``rule``.
-
-    Parameters
-    ----------
-    rule : Rule
-    actual : Any
-        The firm's value of ``rule.field``.
-    grades : sequence of str
-        Master-scale grades, best first: ``grade >= BB`` means BB or better.
-
-    Returns
-    -------
-    bool
-    """
-    if is_missing(actual):
-        return rule.if_missing == "pass"
-    if rule.op in ("in", "not_in"):
-        inside = _token(actual) in {_token(v) for v in rule.value}
-        return inside if rule.op == "in" else not inside
-    if rule.field == "grade":
-        if rule.op in ("==", "!="):
-            return (str(actual) == str(rule.value)) == (rule.op == "==")
-        rank = {g: i for i, g in enumerate(grades)}
-        if str(actual) not in rank:
-            raise ValueError(f"grade must be one of {list(grades)}; got {actual!r}")
-        # A better grade has a smaller rank: "grade >= BB" is rank(actual) <= rank(BB).
-        return _NUMERIC_OPS[rule.op](rank[str(rule.value)], rank[str(actual)])
-    if isinstance(rule.value, str) or isinstance(actual, str):
-        if rule.op not in ("==", "!="):
-            raise ValueError(f"rule {rule.text!r}: cannot compare text with {rule.op}")
-        return (_token(actual) == _token(rule.value)) == (rule.op == "==")
-    return _NUMERIC_OPS[rule.op](float(actual), float(rule.value))
-
-
-def in_default(row: Mapping[str, Any]) -> bool:
-    """Whether the firm's row is flagged in default at the as-of date."""
-    value = row.get(IN_DEFAULT_FIELD)
-    return value is not None and not is_missing(value) and bool(value)
-
-
-def default_trace(row: Mapping[str, Any]) -> list[TraceRow]:
-    """Return the failed ``not in default`` row for a firm in default (none when performing)."""
-    if not in_default(row):
-        return []
-    return [
-        TraceRow(
-            rule="not in default",
-            field=IN_DEFAULT_FIELD,
-            op="==",
-            required="no",
-            actual="yes",
-            passed=False,
-            source="model",
-        )
-    ]
-
-
-def evaluate_rules(
-    rules: Sequence[Rule],
-    row: Mapping[str, Any],
-    grades: Sequence[str],
-    *,
-    overrides: Mapping[str, Any] | None = None,
-) -> list[TraceRow]:
-    """Evaluate rules over one firm, one trace row each, in rule order.
-
-    Parameters
-    ----------
-    rules : sequence of Rule
-    row : mapping
-        The firm's features and model outputs.
-    grades : sequence of str
-        Master-scale grades, best first.
-    overrides : mapping, optional
-        Values that replace the firm's (e.g. ``{"insured": 1}`` when a policy is assigned);
-        their rows are marked ``source="bundle"``.
-
-    Returns
-    -------
-    list of TraceRow
-        For a firm in default, led by the failed :func:`default_trace` row.
-    """
-    out = default_trace(row)
-    for rule in rules:
-        bundled = overrides is not None and rule.field in overrides
-        actual = overrides[rule.field] if bundled else row.get(rule.field)  # type: ignore[index]
-        source: Literal["firm", "model", "need", "bundle"] = (
-            "bundle" if bundled else "model" if rule.field in MODEL_FIELDS else "firm"
-        )
-        out.append(
-            TraceRow(
-                rule=rule.text,
-                field=rule.field,
-                op=rule.op,
-                required=rule.value,
-                actual=_plain(actual),
-                passed=rule_passes(rule, actual, grades),
-                source=source,
-            )
-        )
-    return out
-
-
-def rule_mask(rule: Rule, frame: pd.DataFrame, grades: Sequence[str]) -> pd.Series:
-    """Vectorised :func:`rule_passes` over a frame of firms (same results, row by row).
-
-    Parameters
-    ----------
-    rule : Rule
-    frame : DataFrame
-        One row per firm with the rule's field as a column.
-    grades : sequence of str
-
-    Returns
-    -------
-    Series of bool
-    """
-    if rule.field not in frame.columns:
-        raise KeyError(f"rule {rule.text!r}: column {rule.field!r} not in the frame")
-    col = frame[rule.field]
-    missing = col.isna()
-    if rule.op in ("in", "not_in"):
-        tokens = col.map(lambda v: None if is_missing(v) else _token(v))
-        inside = tokens.isin({_token(v) for v in rule.value})
-        ok = inside if rule.op == "in" else ~inside
-    elif rule.field == "grade":
-        if rule.op in ("==", "!="):
-            eq = col.astype("string") == str(rule.value)
-            ok = eq if rule.op == "==" else ~eq
-        else:
-            ranks = {g: i for i, g in enumerate(grades)}
-            actual_rank = col.astype("string").map(ranks).astype(float)
-            # A better grade has a smaller rank: "grade >= BB" is rank(BB) >= rank(actual).
-            ok = _NUMERIC_OPS[rule.op](float(ranks[str(rule.value)]), actual_rank)
-    elif isinstance(rule.value, str):
-        eq = col.map(lambda v: None if is_missing(v) else _token(v)) == _token(rule.value)
-        ok = eq if rule.op == "==" else ~eq
-    else:
-        ok = _NUMERIC_OPS[rule.op](
-            pd.to_numeric(col, errors="coerce").astype(float), float(rule.value)
-        )
-    ok = ok.fillna(False).astype(bool)
-    return ok.where(~missing, rule.if_missing == "pass").astype(bool)
-
-
-def eligible_mask(
-    product: Product,
-    frame: pd.DataFrame,
-    grades: Sequence[str],
-    *,
-    overrides: Mapping[str, Any] | None = None,
-) -> pd.Series:
-    """Whether each firm passes every firm/model rule of a product (no need checks).
-
-    A firm in default (an ``in_default`` column, when the frame has one) never passes.
-    """
-    ok = pd.Series(True, index=frame.index)
-    if IN_DEFAULT_FIELD in frame.columns:
-        ok &= ~frame[IN_DEFAULT_FIELD].fillna(False).astype(bool)
-    for rule in product.rules:
-        if overrides is not None and rule.field in overrides:
-            ok &= rule_passes(rule, overrides[rule.field], grades)
-        else:
-            ok &= rule_mask(rule, frame, grades)
-    return ok
-
+from tradefinance.products import IN_DEFAULT_FIELD, MODEL_FIELDS, Product, ProductCatalog
+from tradefinance.rules import (
+    TraceRow,
+    evaluate_rules,
+    in_default,
+    is_missing,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Needs, limits and matches
@@ -476,13 +241,13 @@ def match(
         Master-scale grades, best first.
     pricing : PricingConfig, optional
         The shipped configuration when omitted.
-    countries : serving.insurance.CountryTable, optional
+    countries : tradefinance.insurance.CountryTable, optional
         The shipped OECD table when omitted.
     actionable : set of str, optional
         Actionable feature names (from the feature catalog) to mark hints.
     recourse : callable, optional
         ``recourse(product, trace) -> plan`` for ineligible products (e.g. a wrapper around
-        ``serving.recourse.find_recourse``); its result is returned as ``recourse.plan``.
+        ``training.recourse.find_recourse``); its result is returned as ``recourse.plan``.
 
     Returns
     -------
@@ -490,8 +255,6 @@ def match(
         Financing and insurance lists ranked (eligible first, then fewest failed rules, then
         cheapest) and the bundles.
     """
-    from serving import insurance as ins
-
     cfg = pricing or load_pricing_config()
     table = countries if countries is not None else ins.load_country_table()
     pd_ = float(row["pd"])
@@ -619,8 +382,6 @@ def _bundles(
     shipment: Shipment,
 ) -> list[dict[str, Any]]:
     """Financing products that accept an assigned policy x insurance policies the firm gets."""
-    from serving import insurance as ins
-
     pd_ = float(row["pd"])
     out: list[dict[str, Any]] = []
     policies = [p for p in catalog.insurance if p.kind == "export_credit_insurance"]

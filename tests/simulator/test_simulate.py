@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from features.io import part_files, read_table
-from features.simulate import SimulationError, load_config, simulate
 from features.tables import TABLES
 from features.uscc import SHENZHEN_DISTRICTS, validate
+from simulator.simulate import SimulationError, load_config, simulate
 
 PARQUET_DTYPES = {
     "str": "str",

@@ -12,16 +12,10 @@ import pytest
 from kx_firms import GRADES, random_firms
 from pydantic import ValidationError
 
-from serving.matching import (
-    Need,
-    eligible_mask,
-    evaluate_rules,
-    indicative_limit_cny,
-    match,
-    rule_mask,
-)
-from serving.pricing import load_pricing_config
-from serving.products import load_products
+from tradefinance.matching import Need, indicative_limit_cny, match
+from tradefinance.pricing import load_pricing_config
+from tradefinance.products import load_products
+from tradefinance.rules import eligible_mask, evaluate_rules, rule_mask
 
 CATALOG = load_products(grades=GRADES)
 CFG = load_pricing_config()
@@ -182,7 +176,7 @@ def test_recourse_hints_and_plan_for_ineligible_products() -> None:
     row = _good_firm(fx_receipt_ratio_12m=0.5, grade="B", pd=0.04)
     calls: list[str] = []
 
-    def plan(product, trace):  # stands in for serving.recourse.find_recourse
+    def plan(product, trace):  # stands in for training.recourse.find_recourse
         calls.append(product.id)
         return {"failed": [t.field for t in trace if not t.passed]}
 

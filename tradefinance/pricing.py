@@ -11,7 +11,7 @@ Premium rate (DOMAIN.md §1.2)::
 
     rate = country base x buyer x terms x tenor x cover x exporter grade x product
 
-Every number comes from ``serving/config/pricing.yaml``; nothing here is a quoted price.
+Every number comes from ``tradefinance/config/pricing.yaml``; nothing here is a quoted price.
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ def load_pricing_config(path: str | Path | None = None) -> PricingConfig:
     Parameters
     ----------
     path : str or Path, optional
-        A YAML file; the shipped ``serving/config/pricing.yaml`` when omitted.
+        A YAML file; the shipped ``tradefinance/config/pricing.yaml`` when omitted.
 
     Returns
     -------

@@ -9,7 +9,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving import pricing as P
+from tradefinance import pricing as P
 
 CFG = P.load_pricing_config()
 INS = CFG.insurance

@@ -1,6 +1,6 @@
 """The raw platform tables of one simulated chunk, built from its latent process.
 
-Each builder turns the :class:`~features.sim_process.World` (health states, onsets, shocks)
+Each builder turns the :class:`~simulator.process.World` (health states, onsets, shocks)
 into the rows a real platform would hold. Rows are produced firm by firm and month by month
 (row-major ``numpy.nonzero`` order), so output order is deterministic.
 """
@@ -15,7 +15,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.sim_process import MAX_STORES, NEVER, World
 from features.tables import (
     COURT_TYPES,
     CUSTOMS_CREDIT,
@@ -30,6 +29,7 @@ from features.tables import (
     TABLES,
     TAX_GRADES,
 )
+from simulator.process import MAX_STORES, NEVER, World
 
 _EPOCH_MONTH = 1970 * 12
 #: pandas' default string dtype (Arrow-backed, NaN for missing), as ``dtype="str"`` gives.

@@ -5,9 +5,9 @@ chunk and table), so memory holds one chunk only. Each chunk draws from its own 
 (``SeedSequence(seed, spawn_key=(1, chunk))``), so the same arguments give byte-identical files.
 
 The world (what drives default, the suspension wave, missing sources, faults) is described in
-the README section "simulator" and parameterised in ``features/config/simulator.yaml``; the
-process itself is in :mod:`features.sim_process`, the tables in :mod:`features.sim_tables`,
-the faults in :mod:`features.sim_faults`.
+the README section "simulator" and parameterised in ``simulator/config/simulator.yaml``; the
+process itself is in :mod:`simulator.process`, the tables in :mod:`simulator.tables`,
+the faults in :mod:`simulator.faults`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ import pandas as pd
 import yaml
 from tqdm import tqdm
 
-from features import sim_faults
 from features.io import part_files, write_table
-from features.sim_process import (
+from features.tables import DISTRICTS, REFERENCE_DIR, TABLES
+from features.uscc import SHENZHEN_DISTRICTS, generate
+from simulator import faults as sim_faults
+from simulator.process import (
     Countries,
     World,
     draw_wave,
@@ -33,11 +35,9 @@ from features.sim_process import (
     oracle_pd,
     run_chain,
 )
-from features.sim_tables import ChunkTables, month_start
-from features.tables import DISTRICTS, TABLES
-from features.uscc import SHENZHEN_DISTRICTS, generate
+from simulator.tables import ChunkTables, month_start
 
-#: Packaged configuration folder (simulator.yaml and the OECD country-risk table).
+#: Packaged configuration folder (simulator.yaml); the OECD table is shared reference data.
 CONFIG_DIR = Path(__file__).parent / "config"
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -52,7 +52,7 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     Parameters
     ----------
     path : str or Path, optional
-        A YAML file; the packaged ``features/config/simulator.yaml`` by default.
+        A YAML file; the packaged ``simulator/config/simulator.yaml`` by default.
 
     Returns
     -------
@@ -75,7 +75,7 @@ def load_countries(cfg: dict[str, Any]) -> Countries:
     Countries
         ISO3 codes and risk categories.
     """
-    df = pd.read_csv(CONFIG_DIR / cfg["country_risk_file"])
+    df = pd.read_csv(REFERENCE_DIR / cfg["country_risk_file"])
     return Countries(df["iso3"].to_numpy(dtype=object), df["crc_as_parsed"].to_numpy(dtype=int))
 
 
@@ -199,7 +199,7 @@ def simulate(
     progress : bool, default True
         Show a progress bar over chunks.
     config : dict, optional
-        Simulator configuration; ``features/config/simulator.yaml`` by default.
+        Simulator configuration; ``simulator/config/simulator.yaml`` by default.
 
     Returns
     -------

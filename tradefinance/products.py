@@ -1,6 +1,6 @@
 """The product catalog: bank financing and export-credit-insurance products, validated on load.
 
-The shipped catalog ``serving/config/products.yaml`` is illustrative (DOMAIN.md §1-§2); a
+The shipped catalog ``tradefinance/config/products.yaml`` is illustrative (DOMAIN.md §1-§2); a
 deployment loads its own with :func:`load_products`. A product that breaks the schema is
 reported as ``product '<id>': <field>: <what was expected>``.
 """
@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from serving.pricing import PaymentTerms
+from tradefinance.pricing import PaymentTerms
 
 FINANCING_KINDS: tuple[str, ...] = (
     "credit_loan",
@@ -40,8 +40,8 @@ ProductKind = Literal[
 ]
 #: Model outputs a rule may use besides catalog features.
 MODEL_FIELDS: tuple[str, ...] = ("pd", "score", "grade", "supervision_class")
-#: Flag of a firm in default at the as-of date (serving/config/default_status.yaml). Not a rule
-#: field: every product implicitly requires it to be false (see serving.matching.default_trace).
+#: Flag of a firm in default at the as-of date (features/config/default_status.yaml). Not a rule
+#: field: every product implicitly requires it to be false (see tradefinance.matching.default_trace).
 IN_DEFAULT_FIELD = "in_default"
 RuleOp = Literal[">=", "<=", ">", "<", "==", "!=", "in", "not_in"]
 LimitBasis = Literal["exports_monthly", "exports_annual", "gmv_monthly", "overseas_stock"]
@@ -368,7 +368,7 @@ def load_products(
     Parameters
     ----------
     path : str or Path, optional
-        YAML file; the shipped ``serving/config/products.yaml`` when omitted.
+        YAML file; the shipped ``tradefinance/config/products.yaml`` when omitted.
     known_fields, grades : iterable of str, optional
         See :func:`catalog_from_dict`.
 
@@ -378,7 +378,7 @@ def load_products(
     """
     if path is None:
         text = _shipped_text()
-        origin = "serving/config/products.yaml"
+        origin = "tradefinance/config/products.yaml"
     else:
         try:
             text = Path(path).read_text(encoding="utf-8")

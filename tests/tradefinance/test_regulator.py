@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 from kx_firms import GRADES, random_firms
 
-from serving.matching import evaluate_rules
-from serving.pricing import load_pricing_config
-from serving.products import load_products
-from serving.regulator import (
+from tradefinance.pricing import load_pricing_config
+from tradefinance.products import load_products
+from tradefinance.regulator import (
     coverage_summary,
     eligibility_shares,
     grade_distribution,
     measure19,
     measure19_sweep,
 )
+from tradefinance.rules import evaluate_rules
 
 CATALOG = load_products(grades=GRADES)
 CFG = load_pricing_config()
@@ -68,7 +68,7 @@ def test_lowering_the_grade_floor_covers_more_firms_and_raises_expected_loss() -
 def test_expected_loss_by_hand_and_cover_scales_it() -> None:
     r = measure19(FIRMS, CATALOG, product_id=PRODUCT, grades=GRADES, cover=0.95)
     s = CFG.simulation
-    from serving.matching import eligible_mask
+    from tradefinance.rules import eligible_mask
 
     mask = eligible_mask(CATALOG[PRODUCT], FIRMS, GRADES)
     el = 0.0
