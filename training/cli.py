@@ -88,7 +88,11 @@ def run_training(
 
 def register(app: typer.Typer) -> None:
     """Add the model commands to the ``kuaxin`` app."""
+    _register_train(app)
+    _register_registry(app)
 
+
+def _register_train(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         dataset: Annotated[
@@ -143,6 +147,8 @@ def register(app: typer.Typer) -> None:
             return
         typer.echo(_summary(report))
 
+
+def _register_registry(app: typer.Typer) -> None:
     @app.command("promote")
     def promote_cmd(
         version: Annotated[str | None, typer.Option(help="Candidate version (latest).")] = None,
