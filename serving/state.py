@@ -360,7 +360,9 @@ def load_model(model_dir: Path | str | None, settings: Settings) -> tuple[Credit
         from training import registry
 
         name = settings.model_name or registry.MODEL_NAME
-        model = registry.load_champion(name=name, tracking_uri=settings.mlflow_tracking_uri)
+        model = registry.load_champion(
+            name=name, tracking_uri=settings.mlflow_tracking_uri, alias=settings.model_alias
+        )
         return model, f"models:/{name}@{settings.model_alias}"
     except Exception as exc:  # any failure to produce a model is a refused load
         source = model_dir or "the registry champion"

@@ -88,6 +88,9 @@ class CreditModel:
         Training window, data fingerprints, metrics and anything else to keep with the model.
     catalog_yaml : str, optional
         The catalog the model was trained with, saved as ``catalog.yaml``.
+    linear : training.blend.Scorecard, optional
+        A linear scorecard blended into the margin (table models chosen by inner CV);
+        ``margin = (1 - w) * booster + w * scorecard``, explained term by term.
     """
 
     booster: lgb.Booster
@@ -99,6 +102,7 @@ class CreditModel:
     version: str = "0"
     metadata: dict[str, Any] = field(default_factory=dict)
     catalog_yaml: str | None = None
+    linear: Any = None
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -187,9 +191,15 @@ class CreditModel:
     # ------------------------------------------------------------------ scoring
     def margin(self, df: pd.DataFrame, num_threads: int = 1) -> np.ndarray:
         """Raw booster margin (uncalibrated log-odds)."""
-        return np.asarray(
-            self.booster.predict(self.matrix(df), raw_score=True, num_threads=num_threads)
-        )
+        return self.margin_matrix(self.matrix(df), num_threads)
+
+    def margin_matrix(self, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Raw margin from a matrix of :meth:`matrix` (booster, blended with the scorecard)."""
+        m = np.asarray(self.booster.predict(x, raw_score=True, num_threads=num_threads))
+        if self.linear is None:
+            return m
+        w = self.linear.weight
+        return (1.0 - w) * m + w * self.linear.log_odds(x)
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated log-odds of default from raw margins."""
@@ -269,9 +279,14 @@ class CreditModel:
         base : ndarray of shape (n,)
             The calibrated base value; ``contrib.sum(1) + base`` equals ``log_odds``.
         """
-        raw = np.asarray(
-            self.booster.predict(self.matrix(df), pred_contrib=True, num_threads=num_threads)
-        )
+        x = self.matrix(df)
+        raw = np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=num_threads))
+        if self.linear is not None:
+            w = self.linear.weight
+            lin, lin_base = self.linear.contributions(x)
+            raw = (1.0 - w) * raw
+            raw[:, :-1] += w * lin
+            raw[:, -1] += w * lin_base
         slope = self.calibration["slope"]
         contrib = raw[:, :-1] * slope
         base = self.calibration["intercept"] + slope * raw[:, -1]
@@ -342,6 +357,7 @@ class CreditModel:
             "master_scale": self.master_scale.to_list(),
             "pd_floor": self.pd_floor,
             "metadata": self.metadata,
+            "linear": None if self.linear is None else self.linear.to_json(),
         }
 
     def save(self, path: Path | str) -> Path:
@@ -389,6 +405,11 @@ class CreditModel:
             calibration = {k: float(v) for k, v in data["calibration"].items()}
             score_scale = ScoreScale.from_dict(data["score_scale"])
             master_scale = MasterScale.from_list(data["master_scale"])
+            linear = None
+            if data.get("linear"):
+                from training.blend import Scorecard
+
+                linear = Scorecard.from_json(data["linear"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelFileError(f"{folder / MODEL_FILE} is not a valid model file: {exc}") from exc
         try:
@@ -410,6 +431,7 @@ class CreditModel:
             version=str(data.get("version", "0")),
             metadata=data.get("metadata", {}),
             catalog_yaml=(folder / CATALOG_FILE).read_text(encoding="utf-8"),
+            linear=linear,
         )
 
 

@@ -21,6 +21,7 @@ from training.result import TrainResult, _labels, _model_version, _stub, _window
 from training.scale import load_config
 from training.search import search_holdout
 from training.split import time_split
+from training.table_prep import apply_directions
 
 
 def train_time_split(
@@ -33,6 +34,7 @@ def train_time_split(
     label_col: str = "label",
     num_threads: int = 1,
     progress: bool = False,
+    directions: dict[str, int] | None = None,
 ) -> TrainResult:
     """Train, calibrate and evaluate with a train / validation / out-of-time test split.
 
@@ -54,6 +56,8 @@ def train_time_split(
         LightGBM threads for training.
     progress : bool
         Show the search's progress bar.
+    directions : dict, optional
+        Monotone constraints per numeric column (a table's direction file).
 
     Returns
     -------
@@ -68,7 +72,9 @@ def train_time_split(
     tr, va, te = time_split(times, cfg["split"]["test_share"], cfg["split"]["validation_share"])
     _check_windows(y, tr, va, te)
     catalog_yaml = catalog.to_yaml() if catalog is not None else None
-    features = features_from_catalog(catalog, feature_names, df.loc[tr])
+    features = apply_directions(
+        features_from_catalog(catalog, feature_names, df.loc[tr]), directions
+    )
     model = _stub(features, cfg, catalog_yaml)
     x = model.matrix(df)
     t0 = time.perf_counter()

@@ -92,6 +92,7 @@ def log_training(
     tracking_uri: str | None = None,
     experiment: str | None = None,
     run_name: str | None = None,
+    figures: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Log one training run and register its model as a new version.
 
@@ -111,6 +112,9 @@ def log_training(
         Experiment name (config ``registry.experiment``).
     run_name : str, optional
         MLflow run name.
+    figures : dict, optional
+        The report's plots (name → base64 PNG), logged one file each under ``plots/`` so the
+        MLflow UI shows them without opening the report.
 
     Returns
     -------
@@ -155,6 +159,7 @@ def log_training(
         )
         if model.catalog_yaml:
             mlflow.log_text(model.catalog_yaml, "catalog.yaml")
+        _log_figures(figures or {}, Path(tmp) / "plots")
         if len(result.trials):
             trials_path = Path(tmp) / "search_trials.csv"
             result.trials.to_csv(trials_path, index=False)
@@ -182,12 +187,30 @@ def log_training(
             signature=infer_signature(_signature_input(example), scored),
             input_example=_signature_input(example),
             pip_requirements=_requirements(),
+            # the model's own code travels with it: `mlflow models serve` and
+            # `mlflow.pyfunc.load_model` work outside this checkout
+            code_paths=[str(Path(__file__).parent)],
             registered_model_name=name,
         )
         version = str(info.registered_model_version)
         client.set_model_version_tag(name, version, "model_version", model.version)
         client.set_model_version_tag(name, version, "run_id", run.info.run_id)
         return run.info.run_id, version
+
+
+def _log_figures(figures: dict[str, str], folder: Path) -> None:
+    import base64
+    import re
+
+    import mlflow
+
+    if not figures:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, png in figures.items():
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        (folder / f"{safe}.png").write_bytes(base64.b64decode(png))
+    mlflow.log_artifacts(str(folder), "plots")
 
 
 def _signature_input(frame: pd.DataFrame) -> pd.DataFrame:
@@ -245,17 +268,20 @@ def load_version(
         return CreditModel.load(_download_model_dir(uri, tracking_uri, Path(tmp)))
 
 
-def load_champion(name: str = MODEL_NAME, tracking_uri: str | None = None) -> CreditModel:
-    """Load the registered model's ``champion`` version.
+def load_champion(
+    name: str = MODEL_NAME, tracking_uri: str | None = None, alias: str = CHAMPION
+) -> CreditModel:
+    """Load the registered model's ``champion`` version (or the version another alias names).
 
     Raises
     ------
     GateError
-        When the model has no champion yet.
+        When the model has no version under that alias.
     """
-    if _alias_version(_client(tracking_uri), name, CHAMPION) is None:
-        raise GateError(f"registered model {name!r} has no {CHAMPION!r} alias; run kuaxin promote")
-    return load_version(name, alias=CHAMPION, tracking_uri=tracking_uri)
+    if _alias_version(_client(tracking_uri), name, alias) is None:
+        hint = "run kuaxin promote" if alias == CHAMPION else "set it in the registry"
+        raise GateError(f"registered model {name!r} has no {alias!r} alias; {hint}")
+    return load_version(name, alias=alias, tracking_uri=tracking_uri)
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:

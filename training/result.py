@@ -88,9 +88,6 @@ def _stub(
 
 
 def _labels(series: pd.Series, name: str) -> np.ndarray:
-    values = series.dropna().unique()
-    if series.isna().any():
-        raise ValueError(f"{name} must have no missing values; got {int(series.isna().sum())}")
-    if set(pd.Series(values).astype(str)) <= {"0", "1", "0.0", "1.0", "True", "False"}:
-        return series.astype(str).isin(["1", "1.0", "True"]).to_numpy(dtype=int)
-    raise ValueError(f"{name} must be 0/1; got values {sorted(map(str, values))[:5]}")
+    from training.table_prep import labels
+
+    return labels(series, name)
