@@ -16,8 +16,6 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from training.model import FeatureInfo
-
 
 class Scorecard:
     """A logistic scorecard on the model matrix with per-feature additive contributions.
@@ -43,7 +41,7 @@ class Scorecard:
         cls,
         x: np.ndarray,
         y: np.ndarray,
-        features: list[FeatureInfo],
+        features: list[Any],
         c: float = 1.0,
         max_iter: int = 2000,
         weight: float = 0.0,

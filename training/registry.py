@@ -160,19 +160,7 @@ def log_training(
         if model.catalog_yaml:
             mlflow.log_text(model.catalog_yaml, "catalog.yaml")
         _log_figures(figures or {}, Path(tmp) / "plots")
-        if len(result.trials):
-            trials_path = Path(tmp) / "search_trials.csv"
-            result.trials.to_csv(trials_path, index=False)
-            mlflow.log_artifact(str(trials_path))
-        # The evaluation window goes with the run so the gate can score the champion on it.
-        eval_path = Path(tmp) / "test_window.parquet"
-        keep = [
-            c
-            for c in result.eval_frame.columns
-            if c in (*model.feature_names, "label", "usc_code", "as_of")
-        ]
-        result.eval_frame[keep].to_parquet(eval_path, index=False)
-        mlflow.log_artifact(str(eval_path), "evaluation")
+        _log_trials_and_window(result, model, Path(tmp))
 
         model_dir = model.save(Path(tmp) / "credit_model")
         example = result.eval_frame[model.feature_names].head(3)
@@ -196,6 +184,24 @@ def log_training(
         client.set_model_version_tag(name, version, "model_version", model.version)
         client.set_model_version_tag(name, version, "run_id", run.info.run_id)
         return run.info.run_id, version
+
+
+def _log_trials_and_window(result: Any, model: CreditModel, tmp: Path) -> None:
+    import mlflow
+
+    if len(result.trials):
+        trials_path = tmp / "search_trials.csv"
+        result.trials.to_csv(trials_path, index=False)
+        mlflow.log_artifact(str(trials_path))
+    # The evaluation window goes with the run so the gate can score the champion on it.
+    eval_path = tmp / "test_window.parquet"
+    keep = [
+        c
+        for c in result.eval_frame.columns
+        if c in (*model.feature_names, "label", "usc_code", "as_of")
+    ]
+    result.eval_frame[keep].to_parquet(eval_path, index=False)
+    mlflow.log_artifact(str(eval_path), "evaluation")
 
 
 def _log_figures(figures: dict[str, str], folder: Path) -> None:

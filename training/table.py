@@ -177,7 +177,9 @@ def _fit_choice(
     x: np.ndarray, y: np.ndarray, features: list[Any], choice: Choice, cfg: dict[str, Any], o: Any
 ) -> tuple[Any, Scorecard | None, dict[str, float], int]:
     """Refit a choice on these rows: bagged booster, scorecard when blended, Platt map."""
-    rounds = _scale_rounds(choice.rounds, int(cfg["table"]["inner_folds"]))
+    rounds = choice.rounds
+    if not choice.fixed:  # early-stopped on (k-1)/k of the rows: scale to all of them
+        rounds = _scale_rounds(choice.rounds, int(cfg["table"]["inner_folds"]))
     params = lgb_params(features, choice.params, o.seed, o.num_threads)
     booster = fit_bagged(x, y, features, params, rounds, o.bagging_seeds)
     card = None

@@ -52,6 +52,9 @@ class Choice:
         Inner out-of-fold margins of the choice (blended), for its Platt map.
     labels : ndarray
         The labels of the searched rows (``oof_margin``'s rows).
+    fixed : bool
+        The rounds are the configuration's own (LightGBM's defaults: 100), not early-stopped,
+        so a refit on more rows keeps them.
     trials : DataFrame
         One row per candidate and trial.
     """
@@ -63,6 +66,7 @@ class Choice:
     name: str
     oof_margin: np.ndarray
     labels: np.ndarray
+    fixed: bool = False
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
@@ -119,7 +123,8 @@ class _Inner:
         curve = np.asarray(res["valid auc-mean"])
         rounds = fixed_rounds or int(np.argmax(curve)) + 1
         oof = np.zeros(len(self.y))
-        for booster, (_, va) in zip(res["cvbooster"].boosters, self.folds, strict=True):
+        cvbooster: Any = res["cvbooster"]
+        for booster, (_, va) in zip(cvbooster.boosters, self.folds, strict=True):
             oof[va] = booster.predict(self.x[va], num_iteration=rounds, raw_score=True)
         return float(curve[rounds - 1]), rounds, oof
 
@@ -185,8 +190,6 @@ def search_table(
     -------
     Choice
     """
-    import optuna
-
     tcfg = cfg["table"]
     search = {
         **cfg["search"],
@@ -235,28 +238,7 @@ def search_table(
 
     remaining = left()
     if trials > 0 and (remaining is None or remaining > 0):
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        study = optuna.create_study(
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(
-                seed=seed, n_startup_trials=int(search.get("startup_trials", 10))
-            ),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
-        )
-
-        def objective(trial: Any) -> float:
-            t0 = time.perf_counter()
-            params = {**LGB_DEFAULTS, **suggest_params(trial, search)}
-            try:
-                score, rounds, oof = inner.evaluate(params, None, trial)
-            except _Pruned as exc:
-                record(f"trial {trial.number} (pruned)", params, float("nan"), 0, t0)
-                raise optuna.TrialPruned() from exc
-            scored.append((score, f"trial {trial.number}", params, rounds, oof))
-            record(f"trial {trial.number}", params, score, rounds, t0)
-            return score
-
-        study.optimize(objective, n_trials=trials, timeout=remaining)
+        _run_trials(inner, search, seed, trials, remaining, scored, record)
 
     score, name, params, rounds, oof = max(scored, key=lambda s: s[0])
     weight, blended_score, blended = _choose_weight(
@@ -264,4 +246,41 @@ def search_table(
     )
     table = pd.DataFrame(rows)
     table["chosen"] = table["name"] == name
-    return Choice(params, rounds, weight, blended_score, name, blended, y, table)
+    fixed = tcfg["candidates"].get(name, {}).get("rounds") is not None
+    return Choice(params, rounds, weight, blended_score, name, blended, y, fixed, table)
+
+
+def _run_trials(
+    inner: _Inner,
+    search: dict[str, Any],
+    seed: int,
+    trials: int,
+    remaining: float | None,
+    scored: list[Any],
+    record: Any,
+) -> None:
+    """Optuna TPE trials with median pruning until ``trials`` or ``remaining`` seconds."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(
+            seed=seed, n_startup_trials=int(search.get("startup_trials", 10))
+        ),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
+
+    def objective(trial: Any) -> float:
+        t0 = time.perf_counter()
+        params = {**LGB_DEFAULTS, **suggest_params(trial, search)}
+        try:
+            score, rounds, oof = inner.evaluate(params, None, trial)
+        except _Pruned as exc:
+            record(f"trial {trial.number} (pruned)", params, float("nan"), 0, t0)
+            raise optuna.TrialPruned() from exc
+        scored.append((score, f"trial {trial.number}", params, rounds, oof))
+        record(f"trial {trial.number}", params, score, rounds, t0)
+        return score
+
+    study.optimize(objective, n_trials=trials, timeout=remaining)

@@ -124,7 +124,8 @@ def test_train_promote_rollback_and_serve_through_the_server(
     settings = Settings(database_url=db, snapshot=snap, migrate_on_start=False)
     assert settings.mlflow_tracking_uri == tracking_server
     with TestClient(create_app(settings)) as client:
-        health = client.get("/v1/health").json()
-    served = health["served"]
+        ready = client.get("/v1/ready")
+    assert ready.status_code == 200, ready.text
+    served = ready.json()["served"]
     assert served["model_source"] == "models:/kuaxin-credit@champion"
     assert served["model_version"] == trained_credit.model.version and served["firms"] > 0
