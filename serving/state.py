@@ -170,8 +170,8 @@ class Loaded:
             "peer_percentile": float(s["peer_percentile"]),
         }
 
-    def what_if(self, usc_code: str, values: dict[str, Any]) -> pd.Series:
-        """Score one firm with some features changed (a live booster call, one thread).
+    def what_if(self, usc_code: str, values: dict[str, Any]) -> dict[str, Any]:
+        """Score one firm with some features changed (the model's one-row path, one thread).
 
         Parameters
         ----------
@@ -182,26 +182,18 @@ class Loaded:
 
         Returns
         -------
-        Series
+        dict
             ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
         """
-        from training.recourse import score_matrix
-
         i = self.position[usc_code]
-        x = (
-            self.model.matrix(self.features_of(usc_code))
-            if self.matrix is None
-            else self.matrix[[i]].copy()
-        )
-        index = {f.name: (j, f) for j, f in enumerate(self.model.features)}
-        for name, value in values.items():
-            j, info = index[name]
-            if info.kind == "category":
-                cats = info.categories or []
-                x[0, j] = float(cats.index(str(value))) if str(value) in cats else np.nan
-            else:
-                x[0, j] = float(value)
-        return score_matrix(self.model, x).iloc[0]
+        if self.matrix is None:
+            x = self.model.row_vector({**self.snapshot.iloc[i].to_dict(), **values})
+        else:
+            x = self.matrix[i].copy()
+            names = self.model.feature_names_tuple
+            for name, value in values.items():
+                x[names.index(name)] = self.model.encode(name, value)
+        return self.model.score_row(x)
 
     def features_of(self, usc_code: str) -> pd.DataFrame:
         """One firm's feature row as a one-row frame (a copy)."""

@@ -267,7 +267,7 @@ def score_matrix(model: CreditModel, x: np.ndarray) -> pd.DataFrame:
     DataFrame
         ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
     """
-    margin = np.asarray(model.booster.predict(x, raw_score=True, num_threads=1))
+    margin = model.margin_matrix(x, num_threads=1)
     log_odds = model.calibrate(margin)
     pd_ = model.floor(log_odds)
     grades = np.atleast_1d(model.master_scale.grade(pd_)).astype(str)
