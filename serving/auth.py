@@ -117,7 +117,12 @@ def authenticate(session: Session, key: str) -> Principal | None:
     prefix = _split(key)
     if prefix is None:
         return None
-    row = session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
+    # Columns, not an ORM entity: this runs on every request (no identity-map work).
+    row = session.execute(
+        sa.select(
+            ApiKey.id, ApiKey.key_hash, ApiKey.role, ApiKey.org, ApiKey.firm_usc, ApiKey.revoked_at
+        ).where(ApiKey.prefix == prefix)
+    ).first()
     if row is None or row.revoked_at is not None:
         return None
     if not hmac.compare_digest(row.key_hash, hash_key(key)):

@@ -249,8 +249,9 @@ def audit_access(
         )
         for a in accesses
     ]
+    settings = getattr(request.app.state, "settings", None)
     try:
-        append(session, entries)
+        append(session, entries, timeout_s=getattr(settings, "audit_timeout_s", None))
     except AuditUnavailableError as exc:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
