@@ -50,6 +50,7 @@ DEFAULT_TIMEOUT_S = 5.0
 #: Most entries written in one batch (bounds one INSERT's size; the rest go in the next one).
 MAX_BATCH = 2000
 
+
 class AuditUnavailableError(RuntimeError):
     """The audit record could not be written, so no firm data may be returned."""
 

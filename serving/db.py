@@ -41,7 +41,8 @@ def make_engine(url: str) -> sa.Engine:
         engine = sa.create_engine(
             # No pre-ping: a file database has no server that could have dropped the connection
             # (the ping was one extra statement per request).
-            url, connect_args={"check_same_thread": False, "timeout": 30}
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
         )
 
         @sa.event.listens_for(engine, "connect")
