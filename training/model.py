@@ -373,6 +373,10 @@ class CreditModel:
         log_odds = self.calibrate(self.margin(df, num_threads))
         return self._frame(log_odds, df.index)
 
+    def frame_from_log_odds(self, log_odds: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        """Build the :meth:`score` frame from precomputed calibrated log-odds (no booster call)."""
+        return self._frame(np.asarray(log_odds, dtype=np.float64), index)
+
     def _frame(self, log_odds: np.ndarray, index: pd.Index) -> pd.DataFrame:
         pd_ = self.floor(log_odds)
         grades = self.master_scale.grade(pd_)
@@ -466,6 +470,50 @@ class CreditModel:
                 )
             out.append(row)
         return out
+
+    def row_reasons(self, contrib: np.ndarray, x: np.ndarray, top: int = 4) -> list[dict[str, Any]]:
+        """List the :meth:`reasons` of one row from its contributions and booster input row.
+
+        Parameters
+        ----------
+        contrib : ndarray of shape (k,)
+            The row's contributions (from :meth:`explain`).
+        x : ndarray of shape (k,)
+            The row as the booster reads it (:meth:`matrix` / :meth:`row_vector`); a reason's
+            ``value`` is read back from it (a category code becomes its level).
+        top : int
+            At most this many reasons.
+
+        Returns
+        -------
+        list of dict
+            Equal to ``reasons(df)[i]`` for the row ``i`` of ``df`` these arrays came from.
+        """
+        order = np.argsort(-contrib, kind="stable")
+        row: list[dict[str, Any]] = []
+        for j in order[:top]:
+            c = float(contrib[j])
+            if not c > 0:
+                break
+            f = self.features[j]
+            v = float(x[j])
+            if math.isnan(v):
+                value: Any = None
+            elif f.kind == "category":
+                value = (f.categories or [])[int(v)]
+            else:
+                value = v
+            row.append(
+                {
+                    "code": reason_code(int(j)),
+                    "feature": f.name,
+                    "value": value,
+                    "contribution": c,
+                    "text_en": f.reason_en or f.name,
+                    "text_zh": f.reason_zh or f.name,
+                }
+            )
+        return row
 
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:

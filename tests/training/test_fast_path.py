@@ -63,3 +63,12 @@ def test_encode_matches_the_row_vector_of_each_feature(model, rows):
     for j, name in enumerate(model.feature_names):
         got = model.encode(name, record[name])
         assert (np.isnan(got) and np.isnan(x[j])) or got == x[j], name
+
+
+def test_row_reasons_equal_the_frame_reasons(model, rows):
+    contrib, _ = model.explain(rows)
+    x = model.matrix(rows)
+    expected = model.reasons(rows, top=4, contrib=contrib)
+    assert any(expected)  # some firm has an adverse reason
+    for i in range(len(rows)):
+        assert model.row_reasons(contrib[i], x[i], top=4) == expected[i]
