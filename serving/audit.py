@@ -209,9 +209,15 @@ class AuditWriter:
     def _set_timeout(self, conn: sa.Connection) -> None:
         ms = max(int(self.timeout_s * 1000), 1)
         if conn.dialect.name == "postgresql":
-            # Local to this transaction: a locked head row fails the batch after ``ms``.
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
-            conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms * 2}")
+            # Local to this transaction (one round trip): a locked head row fails the batch
+            # after ``ms``.
+            conn.execute(
+                sa.text(
+                    "SELECT set_config('lock_timeout', :lock, true), "
+                    "set_config('statement_timeout', :stmt, true)"
+                ),
+                {"lock": f"{ms}ms", "stmt": f"{ms * 2}ms"},
+            )
         elif conn.dialect.name == "sqlite":
             # Outside a transaction (pysqlite begins one before the first write).
             conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}")
@@ -270,9 +276,9 @@ def append(
     Parameters
     ----------
     session : sqlalchemy.orm.Session
-        The request's session. Its own pending or flushed writes are committed first (they
-        must not hold the database's write lock while the writer waits for it); a session that
-        only read is left as it is: the rows go through the writer's own connection.
+        The request's session; its transaction is committed first (its own writes, if any,
+        become durable; its connection returns to the pool). The rows go through the writer's
+        connection.
     entries : sequence of AuditEntry
         One per firm accessed.
     timeout_s : float, optional
@@ -291,30 +297,18 @@ def append(
     if not entries:
         return []
     try:
-        if session.new or session.dirty or session.deleted or session.info.get(_WROTE):
+        # Ends the request's transaction: its own writes become durable first (they must not
+        # hold SQLite's write lock while the writer waits for it), and its pooled connection
+        # goes back before the wait, so waiting requests never starve the writer of one. A
+        # read-only transaction's commit replaces the rollback the session's close would send.
+        if session.in_transaction():
             session.commit()
-            session.info.pop(_WROTE, None)
         bind = session.get_bind()
         engine = bind if isinstance(bind, sa.Engine) else bind.engine
     except Exception as exc:  # the session's own commit failed: no record, so no data
         session.rollback()
         raise AuditUnavailableError(f"audit log write failed: {type(exc).__name__}") from exc
     return writer_for(engine, timeout_s).append(entries)
-
-
-#: ``session.info`` flag: the session flushed writes that are not committed yet.
-_WROTE = "kuaxin_flushed_writes"
-
-
-@sa.event.listens_for(Session, "after_flush")
-def _mark_flushed(session: Session, _context: Any) -> None:
-    session.info[_WROTE] = True
-
-
-@sa.event.listens_for(Session, "after_commit")
-@sa.event.listens_for(Session, "after_rollback")
-def _clear_flushed(session: Session) -> None:
-    session.info.pop(_WROTE, None)
 
 
 def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditLog]:

@@ -13,6 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -202,22 +203,29 @@ class Loaded:
             return []
         return self.default_reasons[self.position[usc_code]]
 
+    @cached_property
+    def _columns(self) -> dict[str, np.ndarray]:
+        """The score columns and names as arrays (a request reads one item of each)."""
+        cols = {c: self.scores[c].to_numpy() for c in self.scores.columns}
+        cols["name"] = self.snapshot["name"].to_numpy()
+        return cols
+
     def score_payload(self, usc_code: str) -> dict[str, Any]:
         """Return the precomputed score answer of one firm (no model work)."""
         i = self.position[usc_code]
-        s = self.scores.iloc[i]
+        c = self._columns
         return {
             "usc_code": usc_code,
-            "name": plain(self.snapshot["name"].iat[i]),
-            "pd": float(s["pd"]),
-            "score": plain(s["score"]),
-            "grade": str(s["grade"]),
-            "supervision_class": str(s["supervision_class"]),
-            "in_default": bool(s["in_default"]),
+            "name": plain(c["name"][i]),
+            "pd": float(c["pd"][i]),
+            "score": plain(c["score"][i]),
+            "grade": str(c["grade"][i]),
+            "supervision_class": str(c["supervision_class"][i]),
+            "in_default": bool(c["in_default"][i]),
             "default_reasons": self.default_reasons_of(usc_code),
-            "model_pd": float(s["model_pd"]),
-            "model_score": float(s["model_score"]),
-            "model_grade": str(s["model_grade"]),
+            "model_pd": float(c["model_pd"][i]),
+            "model_score": float(c["model_score"][i]),
+            "model_grade": str(c["model_grade"][i]),
             "reasons": self.reasons[i],
             "model_version": self.model_version,
             "as_of": self.as_of,

@@ -104,11 +104,10 @@ def register(app: typer.Typer) -> None:
         """Run the scoring service (uvicorn; several workers with --workers N)."""
         import logging
 
+        from serving.workers import LOG_FORMAT
         from serving.workers import serve as run_service
 
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
         settings = _settings(snapshot=snapshot, model_dir=model_dir, database_url=database_url)
         if settings.snapshot is None:
             _fail("no snapshot: pass --snapshot FILE or set KUAXIN_SNAPSHOT")

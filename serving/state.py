@@ -156,6 +156,7 @@ class ServingState:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.error("load refused, still serving %s: %s", self.describe(), exc)
                 raise LoadError(self.last_error) from exc
+            loaded.score_payload(next(iter(loaded.position)))  # build the lookup arrays now
             old = self.swap(loaded)
             self.last_error = None
             del old

@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: Format of the service's log lines (the CLI's and every worker's).
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: Variable passing the log level to the workers.
+LOG_LEVEL_ENV = "KUAXIN_LOG_LEVEL"
 #: Seconds uvicorn's supervisor waits for a worker's health answer before replacing it.
 WORKER_HEALTHCHECK_S = 120
 
@@ -110,6 +114,11 @@ def worker_app() -> FastAPI:
     from serving.app import create_app
     from serving.settings import Settings
 
+    # A spawned worker starts with bare logging: give the service's own loggers the parent's
+    # level and format (uvicorn configures only its own).
+    logging.basicConfig(
+        level=os.environ.get(LOG_LEVEL_ENV, "info").upper(), format=LOG_FORMAT, force=False
+    )
     return create_app(Settings())
 
 
@@ -151,6 +160,7 @@ def serve(
     logger.info("prepared database and precomputed scores for %d workers in %.1f s", workers, took)
     env = settings_env(settings)
     env["KUAXIN_MIGRATE_ON_START"] = "false"  # done above, once: workers must not race on it
+    env[LOG_LEVEL_ENV] = log_level
     os.environ.update(env)
     uvicorn.run(
         "serving.workers:worker_app",

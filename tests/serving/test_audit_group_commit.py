@@ -152,3 +152,31 @@ def test_group_commit_across_processes_keeps_one_chain(db_url: str) -> None:
     assert ids == list(range(1, 121))
     assert len(requests) == 120
     db.dispose()
+
+
+def test_waiting_requests_do_not_starve_the_writer_of_a_connection(db_url: str) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    upgrade(db_url)
+    # Two pooled connections for eight concurrent requests that each read before auditing.
+    engine = sa.create_engine(db_url, pool_size=2, max_overflow=0, pool_timeout=20)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    out: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        with sessions() as s:
+            s.execute(sa.text("SELECT count(*) FROM api_keys")).scalar()
+            try:
+                out[i] = append(s, [entry(i)], timeout_s=10)[0].id
+            except AuditUnavailableError as exc:
+                out[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(out.values()) == list(range(1, 9)), out  # type: ignore[type-var]
+    with sessions() as s:
+        assert verify(s).ok
+    engine.dispose()

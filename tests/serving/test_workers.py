@@ -144,7 +144,11 @@ def test_two_workers_share_one_precomputed_file_and_one_audit_chain(
         assert ok[0] == 6 * 15
     finally:
         proc.terminate()
-        proc.wait(30)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
     text = log.read_text()
     pids = set(re.findall(r"\(worker (\d+), scores from ", text))
     assert len(pids) == 2, text[-3000:]  # two processes, both mapped the parent's file
