@@ -34,11 +34,15 @@ def make_engine(url: str) -> sa.Engine:
     -------
     sqlalchemy.Engine
         SQLite connections wait up to 30 s for a lock and may cross threads (the threadpool);
-        PostgreSQL connections are pre-pinged so a restarted server is reconnected.
+        PostgreSQL connections (not SQLite's) are pre-pinged so a restarted server is
+        reconnected.
     """
     if url.startswith("sqlite"):
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            # No pre-ping: a file database has no server that could have dropped the connection
+            # (the ping was one extra statement per request).
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
         )
 
         @sa.event.listens_for(engine, "connect")

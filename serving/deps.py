@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from features.uscc import validate as validate_uscc
 from serving.audit import AuditEntry, AuditUnavailableError, append
 from serving.auth import Principal, authenticate
-from serving.consent import active_consent
+from serving.consent import active_grant
 from serving.db import Database
 from serving.metrics import route_template
 from serving.problems import ProblemError, field_error
@@ -163,7 +163,7 @@ def firm_access(session: Session, principal: Principal, usc_code: str, scope: st
         return FirmAccess(principal, usc_code, "own record", None)
     if principal.role in CONSENT_ROLES:
         try:
-            consent = active_consent(session, usc_code, principal.org, scope)
+            consent = active_grant(session, usc_code, principal.org, scope)
         except SQLAlchemyError as exc:
             raise ProblemError(503, "consent store unavailable; try again") from exc
         if consent is None:
@@ -172,7 +172,8 @@ def firm_access(session: Session, principal: Principal, usc_code: str, scope: st
                 f"no active consent of firm {usc_code} to {principal.org} with scope {scope!r}",
                 kind="no-consent",
             )
-        return FirmAccess(principal, usc_code, consent.purpose, consent.id)
+        consent_id, purpose = consent
+        return FirmAccess(principal, usc_code, purpose, consent_id)
     raise ProblemError(403, f"role {principal.role} has no access to firm data")
 
 
@@ -186,12 +187,14 @@ def require_firm_access(scope: str) -> Callable[..., FirmAccess]:
     """
 
     def check(
-        principal: CurrentKey,
         session: DbSession,
+        key: Annotated[str | None, Depends(_api_key)],
         usc_code: Annotated[
             str, Path(description="the firm's USCC", examples=["91440300MA5FAKE00X"])
         ],
     ) -> FirmAccess:
+        # The key and the consent in one threadpool call (each sync dependency is a hop).
+        principal = current_key(session, key)
         return firm_access(session, principal, checked_uscc(usc_code), scope)
 
     return check
@@ -249,8 +252,9 @@ def audit_access(
         )
         for a in accesses
     ]
+    settings = getattr(request.app.state, "settings", None)
     try:
-        append(session, entries)
+        append(session, entries, timeout_s=getattr(settings, "audit_timeout_s", None))
     except AuditUnavailableError as exc:
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:

@@ -55,6 +55,26 @@ class Settings(BaseSettings):
     load_on_start: bool = Field(default=True, description="load model and snapshot at start-up")
     batch_max: int = Field(default=5000, ge=1, description="most firms in one batch-score call")
     top_reasons: int = Field(default=4, ge=1, le=20, description="reasons returned with a score")
+    precompute: bool = Field(
+        default=True,
+        description="read (or write) the scores and explanations of a (model, snapshot) from "
+        "a precomputed folder every worker maps, instead of computing them per process",
+    )
+    precompute_dir: Path | None = Field(
+        default=None,
+        description="folder of precomputed scores (default: .kuaxin-precomputed beside the "
+        "snapshot)",
+    )
+    dask_scheduler: str | None = Field(
+        default=None, description="Dask scheduler address that computes a missing precomputed file"
+    )
+    audit_timeout_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=120,
+        description="seconds an audit batch may wait for the chain's head row before the "
+        "requests in it fail with 503",
+    )
     recourse_max_steps: int = Field(
         default=40, ge=1, description="search depth of recourse (single-feature moves)"
     )

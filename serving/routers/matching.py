@@ -35,11 +35,9 @@ from tradefinance.pricing import (
     turnover_meur,
 )
 from tradefinance.products import Product
+from tradefinance.rules import failed_counts
 
 router = APIRouter(tags=["matching and pricing"])
-
-#: Ineligible products that get a model-based recourse plan per match call (fewest failures first).
-RECOURSE_PRODUCTS = 3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,13 +131,57 @@ def list_products(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
     }
 
 
-def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: list[int]) -> Any:
-    """Wrap ``training.recourse.find_recourse`` with a product-eligibility goal and a budget."""
-    from training.recourse import find_recourse
+def _recourse_fn(
+    loaded: Loaded, usc_code: str, row: Mapping[str, Any], settings: Any, budget: list[int]
+) -> Any:
+    """Wrap ``training.recourse.find_recourse`` with a product-eligibility goal and a budget.
+
+    A plan depends on the firm and the product's rules only (the need's own checks block a
+    plan before any search), so plans are kept per served bundle (:attr:`Loaded.memo`): the
+    first match call of a firm searches, later ones with any need reuse the plans. The search
+    evaluates the rules over all candidates at once (``failed_counts``) and is bounded by the
+    recourse configuration's time budget.
+    """
+    from training.recourse import find_recourse, load_recourse_config
 
     grades = grades_of(loaded)
     actionable = set(loaded.catalog.actionable) if loaded.catalog is not None else set()
     movable = actionable & set(loaded.model.feature_names)
+    config = load_recourse_config()
+
+    def search(product: Product) -> dict[str, Any]:
+        rules = product.rules
+
+        def goal(scored: Mapping[str, Any]) -> bool:
+            return all(t.passed for t in evaluate_rules(rules, scored, grades))
+
+        def goal_mask(frame: pd.DataFrame) -> Any:
+            return failed_counts(rules, frame, row, grades) == 0
+
+        def progress(frame: pd.DataFrame) -> Any:
+            fails = failed_counts(rules, frame, row, grades)
+            return fails * 10.0 + frame["log_odds"].to_numpy()
+
+        assert loaded.catalog is not None
+        result = find_recourse(
+            loaded.model,
+            loaded.catalog,
+            dict(row),
+            goal,
+            scales=loaded.scales,
+            max_steps=settings.recourse_max_steps,
+            beam=settings.recourse_beam,
+            progress=progress,
+            goal_mask=goal_mask,
+            config=config,
+        )
+        return {
+            "searched": True,
+            "reached": result.reached,
+            "blocked_by": [],
+            "changes": [asdict(c) for c in result.changes],
+            "after": {k: result.after.get(k) for k in ("pd", "score", "grade")},
+        }
 
     def plan(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
         failed = [t for t in trace if not t.passed]
@@ -151,38 +193,14 @@ def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: 
         ]
         if blockers:
             return {"searched": False, "reached": False, "blocked_by": blockers, "changes": []}
-        if budget[0] <= 0 or loaded.catalog is None:
+        if loaded.catalog is None:
             return None
-        budget[0] -= 1
-        rules = product.rules
-
-        def goal(scored: Mapping[str, Any]) -> bool:
-            return all(t.passed for t in evaluate_rules(rules, scored, grades))
-
-        def progress(frame: pd.DataFrame) -> Any:
-            fails = [
-                sum(not t.passed for t in evaluate_rules(rules, r, grades))
-                for r in frame.to_dict("records")
-            ]
-            return pd.Series(fails, dtype=float).to_numpy() * 10.0 + frame["log_odds"].to_numpy()
-
-        result = find_recourse(
-            loaded.model,
-            loaded.catalog,
-            dict(row),
-            goal,
-            scales=loaded.scales,
-            max_steps=settings.recourse_max_steps,
-            beam=settings.recourse_beam,
-            progress=progress,
-        )
-        return {
-            "searched": True,
-            "reached": result.reached,
-            "blocked_by": [],
-            "changes": [asdict(c) for c in result.changes],
-            "after": {k: result.after.get(k) for k in ("pd", "score", "grade")},
-        }
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1  # a kept plan counts too: every call answers the same products
+        key = ("match-recourse", usc_code, product.id, settings.recourse_max_steps)
+        found = loaded.memo.get(key)
+        return found if found is not None else loaded.memo.put(key, search(product))
 
     return plan
 
@@ -213,8 +231,10 @@ def firm_matches(
     need = Need(**body.model_dump(exclude={"recourse"}))
     recourse = None
     if body.recourse:
-        budget = [RECOURSE_PRODUCTS]
-        recourse = _recourse_fn(loaded, row, settings, budget)
+        from training.recourse import load_recourse_config
+
+        budget = [load_recourse_config().match_products]
+        recourse = _recourse_fn(loaded, access.usc_code, row, settings, budget)
     catalog_names = set(loaded.catalog.actionable) if loaded.catalog is not None else None
     result = match(
         row,
