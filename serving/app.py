@@ -13,12 +13,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from serving import problems
 from serving.db import Database, upgrade
-from serving.metrics import Metrics, RequestContextMiddleware
+from serving.deps import enforce_access
+from serving.metrics import Metrics, RequestContextMiddleware, WriteHealth
+from serving.protect import ProtectMiddleware
 from serving.settings import Settings
 from serving.state import LoadError, ServingState
 
@@ -74,7 +76,12 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     preloaded = state is not None
     serving = state or ServingState()
     metrics = Metrics()
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        statement_timeout_s=settings.db_statement_timeout_s,
+        lock_timeout_s=settings.db_lock_timeout_s,
+        connect_timeout_s=settings.db_connect_timeout_s,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,12 +105,17 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         lifespan=lifespan,
         docs_url="/docs",
         openapi_url="/openapi.json",
+        # The access table (serving/access.py) decides who may call every route.
+        dependencies=[Depends(enforce_access)],
     )
     app.state.settings = settings
     app.state.serving = serving
     app.state.metrics = metrics
     app.state.db = db
+    app.state.writes = WriteHealth(settings.ready_failure_window_s)
     problems.install(app)
+    # Limits run inside the request context, so refusals carry a request id and are counted.
+    app.add_middleware(ProtectMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     from serving.routers import (

@@ -12,6 +12,7 @@ import hashlib
 import json
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
@@ -38,10 +39,23 @@ HASHED_FIELDS = (
 # One appender at a time inside a process: SQLite would otherwise answer "database is locked"
 # under contention; across processes the head-row update serialises.
 _APPEND_LOCK = threading.Lock()
+#: Longest wait for that lock (s): behind a stuck writer, requests fail closed instead of queueing.
+APPEND_WAIT_S = 5.0
 
 
 class AuditUnavailableError(RuntimeError):
     """The audit record could not be written, so no firm data may be returned."""
+
+
+@contextmanager
+def _bounded(lock: threading.Lock) -> Iterator[None]:
+    """Hold ``lock``, waiting at most ``APPEND_WAIT_S``; else the write is unavailable."""
+    if not lock.acquire(timeout=APPEND_WAIT_S):
+        raise AuditUnavailableError(f"audit log busy for more than {APPEND_WAIT_S:.0f} s")
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 @dataclass(frozen=True)
@@ -110,7 +124,7 @@ def append(session: Session, entries: Sequence[AuditEntry]) -> list[AuditLog]:
     if not entries:
         return []
     try:
-        with _APPEND_LOCK:
+        with _bounded(_APPEND_LOCK):
             # End any read transaction first: on SQLite (WAL) a reader whose snapshot predates
             # another writer's commit could not upgrade to a writer.
             session.commit()

@@ -24,17 +24,12 @@ class ConsentState(StrEnum):
     revoked = "revoked"
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; every stored time is UTC.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def state_of(consent: Consent, now: datetime | None = None) -> ConsentState:
     """Return whether ``consent`` is active, expired or revoked at ``now``."""
     now = now or datetime.now(UTC)
     if consent.revoked_at is not None:
         return ConsentState.revoked
-    if _aware(consent.expires_at) <= now:
+    if consent.expires_at <= now:
         return ConsentState.expired
     return ConsentState.active
 

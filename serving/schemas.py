@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 USCC_EXAMPLE = "91440300MA5G2X7K3Q"
+#: Largest row id a parameter may name (the id columns are 32-bit on PostgreSQL).
+MAX_ID = 2**31 - 1
 
 
 class Strict(BaseModel):
@@ -249,8 +251,8 @@ class ServedInfo(Strict):
     """What the service serves."""
 
     model_version: str
-    model_source: str
-    snapshot: str
+    model_source: str | None = Field(description="where the model came from (admins only)")
+    snapshot: str | None = Field(description="the snapshot file (admins only)")
     as_of: date
     firms: int
     loaded_at: datetime
@@ -272,9 +274,16 @@ class Health(Strict):
 
 
 class Readiness(Strict):
-    """Readiness: a model and snapshot are served and the database answers."""
+    """Readiness: a model and snapshot are served, the database answers and takes writes, and
+    no audit write failed recently.
+    """
 
     ready: bool
     database: bool
+    database_writable: bool = Field(description="a write probe (rolled back) succeeded")
+    audit_writes: bool = Field(
+        description="no audit write failed within the configured window (or one succeeded since)"
+    )
     served: ServedInfo | None
-    last_error: str | None
+    last_error: str | None = Field(description="the last refused reload's error (admins only)")
+    reload_failed: bool = Field(description="the last reload was refused")

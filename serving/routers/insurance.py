@@ -111,10 +111,12 @@ def firm_quote(
         countries=market.countries,
     )
     audit_access(request, session, [access], loaded.model_version)
-    return {
-        "usc_code": access.usc_code,
-        "exporter_grade": row["grade"],
-        "quote": q.as_dict(),
-        "model_version": loaded.model_version,
-        "as_of": loaded.as_of,
-    }
+    return access.redact(
+        {
+            "usc_code": access.usc_code,
+            "exporter_grade": row["grade"],
+            "quote": q.as_dict(),
+            "model_version": loaded.model_version,
+            "as_of": loaded.as_of,
+        }
+    )

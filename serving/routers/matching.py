@@ -212,7 +212,7 @@ def firm_matches(
         )
     need = Need(**body.model_dump(exclude={"recourse"}))
     recourse = None
-    if body.recourse:
+    if body.recourse and "explanation" in access.scopes:
         budget = [RECOURSE_PRODUCTS]
         recourse = _recourse_fn(loaded, row, settings, budget)
     catalog_names = set(loaded.catalog.actionable) if loaded.catalog is not None else None
@@ -227,17 +227,20 @@ def firm_matches(
         recourse=recourse,
     )
     audit_access(request, session, [access], loaded.model_version)
-    return {
-        "usc_code": access.usc_code,
-        "grade": row["grade"],
-        "pd": row["pd"],
-        "in_default": row["in_default"],
-        "need": need.model_dump(),
-        **result.as_dict(),
-        "model_version": loaded.model_version,
-        "as_of": loaded.as_of,
-        "catalog_version": market.products.version,
-    }
+    # Feature values in the traces and recourse plans need the explanation scope.
+    return access.redact(
+        {
+            "usc_code": access.usc_code,
+            "grade": row["grade"],
+            "pd": row["pd"],
+            "in_default": row["in_default"],
+            "need": need.model_dump(),
+            **result.as_dict(),
+            "model_version": loaded.model_version,
+            "as_of": loaded.as_of,
+            "catalog_version": market.products.version,
+        }
+    )
 
 
 @router.post(
