@@ -95,14 +95,14 @@ def _consent(scope: str, own: bool = True, roles: Iterable[str] = ("bank", "insu
 _ANY_KEY = dict.fromkeys(ROLES, YES)
 _OWNER = {"enterprise": OWN, "admin": YES}
 _SUPERVISION = {"regulator": YES, "admin": YES}
-# Raw feature values and model-based plans: what the explanation scope opens.
-_TRACE = ("actual",)
+# The firm's raw feature values in rule traces, and model-based plans: the explanation scope.
+_FIRM_VALUE = "trace[source=firm].actual"
 _MATCH_FIELDS = {
-    **{f"financing[].trace[].{f}": "explanation" for f in _TRACE},
-    **{f"insurance[].trace[].{f}": "explanation" for f in _TRACE},
-    **{f"bundles[].trace[].{f}": "explanation" for f in _TRACE},
-    **{f"insurance[].quote.trace[].{f}": "explanation" for f in _TRACE},
-    **{f"bundles[].premium_quote.trace[].{f}": "explanation" for f in _TRACE},
+    f"financing[].{_FIRM_VALUE}": "explanation",
+    f"insurance[].{_FIRM_VALUE}": "explanation",
+    f"insurance[].quote.{_FIRM_VALUE}": "explanation",
+    f"bundles[].{_FIRM_VALUE}": "explanation",
+    f"bundles[].premium_quote.{_FIRM_VALUE}": "explanation",
     "financing[].recourse": "explanation",
     "insurance[].recourse": "explanation",
 }
@@ -166,7 +166,7 @@ TABLE: tuple[Access, ...] = (
         "POST",
         "/v1/firms/{usc_code}/quote",
         _consent("quote", roles=("insurer",)),
-        fields={"quote.trace[].actual": "explanation"},
+        fields={f"quote.{_FIRM_VALUE}": "explanation"},
         audited=True,
         note="export credit insurance quote with the exporter's grade",
     ),
@@ -217,27 +217,39 @@ def hidden_fields(entry: Access, scopes: Iterable[str]) -> list[str]:
     return [f for f, scope in entry.fields.items() if scope not in have]
 
 
+_SEGMENT = re.compile(r"^(?P<name>\w+)(?P<list>\[(?:(?P<key>\w+)=(?P<value>\w+))?\])?$")
+
+
 def redact(payload: Any, paths: Iterable[str]) -> Any:
-    """Set every field at the dotted ``paths`` (``[]`` walks lists) to None, in place."""
+    """Set every field at the dotted ``paths`` to None, in place.
+
+    ``name[]`` walks every item of a list, ``name[key=value]`` only the items whose ``key``
+    equals ``value`` (e.g. ``trace[source=firm].actual``: the firm's own values).
+    """
     for path in paths:
-        _blank(payload, [p for p in re.split(r"\.", path) if p])
+        _blank(payload, path.split("."))
     return payload
 
 
 def _blank(node: Any, parts: list[str]) -> None:
-    if not parts or node is None:
+    if not parts or not isinstance(node, dict):
         return
-    head, rest = parts[0], parts[1:]
-    is_list = head.endswith("[]")
-    name = head[:-2] if is_list else head
-    if not isinstance(node, dict) or name not in node:
+    m = _SEGMENT.match(parts[0])
+    if m is None:
+        raise ValueError(f"bad field path segment {parts[0]!r}")
+    name, rest = m["name"], parts[1:]
+    if name not in node:
         return
-    if not rest and not is_list:
-        node[name] = None
+    if m["list"] is None:
+        if rest:
+            _blank(node[name], rest)
+        else:
+            node[name] = None
         return
-    child = node[name]
-    for item in child if is_list and isinstance(child, list) else [child]:
-        _blank(item, rest)
+    items = node[name] if isinstance(node[name], list) else []
+    for item in items:
+        if m["key"] is None or (isinstance(item, dict) and str(item.get(m["key"])) == m["value"]):
+            _blank(item, rest)
 
 
 def markdown() -> str:

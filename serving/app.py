@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
+from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -140,4 +141,40 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             extra.register(app)
         else:
             app.include_router(extra.router, prefix=API_PREFIX)
+    _document_common_answers(app)
     return app
+
+
+def _document_common_answers(app: FastAPI) -> None:
+    """Add the answers any operation can give to the OpenAPI document.
+
+    400 (a body that is not JSON), 413 (body too large), 429 (rate limited) come from the
+    middleware and the framework before a route runs; 503 from the key store on keyed routes.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        common = problems.problem_responses(400, 413, 429, 503)
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                answers = op.setdefault("responses", {})
+                for status, doc in common.items():
+                    if str(status) not in answers:
+                        answers[str(status)] = {
+                            "description": doc["description"],
+                            "content": {
+                                problems.PROBLEM_JSON: {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                }
+                            },
+                        }
+        spec.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "Problem", problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -27,6 +27,7 @@ from serving.deps import (
 from serving.guards import require_known, require_performing
 from serving.market import MarketDep, firm_row, grades_of, load_market
 from serving.problems import field_error, problem_responses
+from serving.schemas import LoanPriceResponse, MatchResponse, ProductsResponse
 from serving.state import Loaded
 from tradefinance.matching import Need, TraceRow, evaluate_rules, match
 from tradefinance.pricing import (
@@ -45,17 +46,6 @@ RECOURSE_PRODUCTS = 3
 # ---------------------------------------------------------------------------------------------
 # Schemas
 # ---------------------------------------------------------------------------------------------
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ProductsResponse(BaseModel):
-    """The product catalog."""
-
-    version: str
-    products: list[dict[str, Any]]
 
 
 class MatchRequest(Need):
@@ -79,22 +69,6 @@ class MatchRequest(Need):
     )
 
 
-class MatchResponse(BaseModel):
-    """Every product ranked for the firm and need, and the bundles."""
-
-    usc_code: str
-    grade: str
-    pd: float
-    in_default: bool = False
-    need: dict[str, Any]
-    financing: list[dict[str, Any]]
-    insurance: list[dict[str, Any]]
-    bundles: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
-    catalog_version: str
-
-
 class LoanPriceRequest(BaseModel):
     """Price a loan for a firm: a product's range and LGD, or explicit ones."""
 
@@ -106,17 +80,6 @@ class LoanPriceRequest(BaseModel):
     insured_cover: float | None = Field(
         default=None, gt=0, le=1, description="cover of an insurance policy assigned to the bank"
     )
-
-
-class LoanPriceResponse(BaseModel):
-    """A loan rate and its components."""
-
-    usc_code: str
-    product_id: str | None
-    grade: str
-    price: dict[str, Any]
-    model_version: str
-    as_of: Any
 
 
 # ---------------------------------------------------------------------------------------------
