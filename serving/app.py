@@ -172,7 +172,8 @@ def _document_common_answers(app: FastAPI) -> None:
                             },
                         }
         spec.setdefault("components", {}).setdefault("schemas", {}).setdefault(
-            "Problem", problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}")
+            "Problem",
+            problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}"),
         )
         app.openapi_schema = spec
         return spec
