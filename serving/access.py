@@ -153,7 +153,7 @@ TABLE: tuple[Access, ...] = (
         _consent("score", roles=("bank",)),
         fields=_MATCH_FIELDS,
         audited=True,
-        note="products ranked for a need; feature values and recourse plans need explanation",
+        note="products ranked for a need",
     ),
     Access(
         "POST",
@@ -254,15 +254,20 @@ def _blank(node: Any, parts: list[str]) -> None:
 
 def markdown() -> str:
     """Return the access table as Markdown (the README prints this)."""
-    head = "| endpoint | " + " | ".join(ROLES) + " | audited | fields needing a wider scope |"
+    head = "| endpoint | " + " | ".join(ROLES) + " | audited | what; fields needing another scope |"
     lines = [head, "|" + " --- |" * (len(ROLES) + 3)]
     for a in TABLE:
-        cells = ["public" if a.public else (a.grant(r) or "–") for r in ROLES]
         if a.public:
-            cells = ["public"] + [""] * (len(ROLES) - 1)
-        fields = "; ".join(f"`{f}`: {s}" for f, s in a.fields.items()) or ""
+            cells = ["public: no key", *[""] * (len(ROLES) - 1)]
+        else:
+            cells = [a.grant(r) or "–" for r in ROLES]
+        by_scope: dict[str, list[str]] = {}
+        for f, scope in a.fields.items():
+            by_scope.setdefault(scope, []).append(f"`{f}`")
+        hidden = "; ".join(f"{scope} for {', '.join(fs)}" for scope, fs in by_scope.items())
+        what = a.note + (f"; {hidden}" if hidden else "")
         audited = "yes" if a.audited else ""
-        lines.append(f"| `{a.key}` | " + " | ".join(cells) + f" | {audited} | {fields} |")
+        lines.append(f"| `{a.key}` | " + " | ".join(cells) + f" | {audited} | {what} |")
     return "\n".join(lines)
 
 
