@@ -145,6 +145,25 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     return app
 
 
+def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app routes to a FastAPI endpoint, included routers flattened.
+
+    HEAD (answered with GET) is left out. The access-table test walks this list.
+    """
+    from fastapi import routing
+
+    iterate = getattr(routing, "iter_route_contexts", None)
+    contexts = list(iterate(app.routes)) if iterate is not None else app.routes
+    out = []
+    for ctx in contexts:
+        route = getattr(ctx, "original_route", ctx)
+        path = getattr(ctx, "path", None) or getattr(route, "path", None)
+        if not isinstance(route, routing.APIRoute) or path is None:
+            continue
+        out += [(m, path) for m in sorted(route.methods - {"HEAD"})]
+    return out
+
+
 def _document_common_answers(app: FastAPI) -> None:
     """Add the answers any operation can give to the OpenAPI document.
 

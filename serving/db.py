@@ -54,11 +54,14 @@ def make_engine(
         connections are pre-pinged so a restarted server is reconnected.
     """
     if url.startswith("sqlite"):
+        in_memory = sa.make_url(url).database in (None, "", ":memory:")
+        # An in-memory database has a single-connection pool without a wait to bound.
+        pool = {} if in_memory else {"pool_timeout": connect_timeout_s}
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": lock_timeout_s},
             pool_pre_ping=True,
-            pool_timeout=connect_timeout_s,
+            **pool,
         )
 
         @sa.event.listens_for(engine, "connect")

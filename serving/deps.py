@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -123,11 +124,12 @@ def route_rule(request: Request) -> Access | None:
     return rule_for(request.method, path) if path is not None else None
 
 
-def enforce_access(request: Request, session: DbSession) -> None:
+async def enforce_access(request: Request, session: DbSession) -> None:
     """App-wide dependency: the access table decides who may call the matched route.
 
-    Public entries pass; otherwise the key is checked (401) and the role must be listed (403).
-    A route without an entry is refused (fail closed) and logged.
+    Public entries pass on the event loop (no thread, no database); otherwise the key is checked
+    on the threadpool (401) and the role must be listed (403). A route without an entry is
+    refused (fail closed) and logged.
     """
     rule = route_rule(request)
     if rule is None:
@@ -135,7 +137,9 @@ def enforce_access(request: Request, session: DbSession) -> None:
         raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
     if rule.public:
         return
-    principal = _authenticate(request, session, request.headers.get(API_KEY_HEADER))
+    principal = await run_in_threadpool(
+        _authenticate, request, session, request.headers.get(API_KEY_HEADER)
+    )
     if rule.grant(principal.role) is None:
         allowed = ", ".join(r for r in rule.roles)
         raise ProblemError(
