@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 import pytest
+
 from serving.access import OWN, SCOPES, TABLE, rule_for
 
 STATES = ["none", "active", "expired", "revoked", "other_firm"]
