@@ -249,7 +249,7 @@ def test_big_body_is_refused_before_it_is_read(svc: Any, svc_firms: Any) -> None
 
 
 def test_wrong_keys_get_429(make_service: Any, db_url: str, svc_firms: Any) -> None:
-    svc = make_service(db_url, rate_limit_auth_failures="5/minute")
+    svc = make_service(db_url, rate_limits_enabled=True, rate_limit_auth_failures="5/minute")
     codes = [
         svc.client.get(
             f"/v1/firms/{svc_firms.a}/score", headers=h(f"kx_{i:012d}_{'a' * 43}")
@@ -262,7 +262,9 @@ def test_wrong_keys_get_429(make_service: Any, db_url: str, svc_firms: Any) -> N
 
 
 def test_per_key_and_per_client_limits(make_service: Any, db_url: str) -> None:
-    svc = make_service(db_url, rate_limit_key="3/minute", rate_limit_client="6/minute")
+    svc = make_service(
+        db_url, rate_limits_enabled=True, rate_limit_key="3/minute", rate_limit_client="6/minute"
+    )
     a, b = svc.key("bank", "a"), svc.key("bank", "b")
     assert [svc.client.get("/v1/products", headers=h(a)).status_code for _ in range(4)] == [
         200,
