@@ -19,7 +19,7 @@ DATASET_TO ?= 2025-01-01
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench clean mlflow-server ui
+.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench fuzz clean mlflow-server ui
 
 help:
 	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
@@ -99,6 +99,11 @@ ui: $(STAMP)
 test: $(STAMP) browser
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
+
+# Schemathesis on the app's OpenAPI with 3,000 cases per database (the suite runs 300).
+FUZZ_CASES ?= 3000
+fuzz: $(STAMP)
+	KUAXIN_FUZZ_CASES=$(FUZZ_CASES) $(VENV)/bin/pytest -q tests/serving/test_service_schemathesis.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy features training serving kuaxin

@@ -24,17 +24,12 @@ class ConsentState(StrEnum):
     revoked = "revoked"
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; every stored time is UTC.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def state_of(consent: Consent, now: datetime | None = None) -> ConsentState:
     """Return whether ``consent`` is active, expired or revoked at ``now``."""
     now = now or datetime.now(UTC)
     if consent.revoked_at is not None:
         return ConsentState.revoked
-    if _aware(consent.expires_at) <= now:
+    if consent.expires_at <= now:
         return ConsentState.expired
     return ConsentState.active
 
@@ -194,8 +189,9 @@ _ACTIVE = (
 
 def active_grant(
     session: Session, firm_usc: str, institution: str, scope: str
-) -> tuple[int, str] | None:
-    """Return ``(id, purpose)`` of :func:`active_consent`'s consent, as one prepared statement.
+) -> tuple[int, str, tuple[str, ...]] | None:
+    """Return ``(id, purpose, scopes)`` of :func:`active_consent`'s consent, as one prepared
+    statement.
 
     The per-request form of :func:`active_consent` (the same rows in the same order; no ORM
     object is built).
@@ -204,8 +200,9 @@ def active_grant(
         _ACTIVE, {"firm": firm_usc, "institution": institution, "now": datetime.now(UTC)}
     )
     for row in rows:
-        if scope in row.scopes.split(","):
-            return int(row.id), str(row.purpose)
+        scopes = tuple(row.scopes.split(","))
+        if scope in scopes:
+            return int(row.id), str(row.purpose), scopes
     return None
 
 

@@ -189,17 +189,50 @@ def load_model(model_dir: Path | str | None, settings: Settings) -> tuple[Credit
 
     try:
         if model_dir is not None:
-            return CreditModel.load(model_dir), str(model_dir)
+            # Isolated: a booster that crashes LightGBM's parser crashes a child, not the service.
+            return CreditModel.load(model_dir, isolated=True), str(model_dir)
         from training import registry
 
         name = settings.model_name or registry.MODEL_NAME
         model = registry.load_champion(
-            name=name, tracking_uri=settings.mlflow_tracking_uri, alias=settings.model_alias
+            name=name,
+            tracking_uri=settings.mlflow_tracking_uri,
+            alias=settings.model_alias,
+            isolated=True,
         )
         return model, f"models:/{name}@{settings.model_alias}"
     except Exception as exc:  # any failure to produce a model is a refused load
         source = model_dir or "the registry champion"
         raise LoadError(f"model {source} cannot be loaded: {exc}") from exc
+
+
+def model_roots(settings: Settings) -> list[Path]:
+    """Folders under which an admin may pick a model package to reload.
+
+    ``settings.model_roots``, else the folder holding the configured ``model_dir``.
+    """
+    if settings.model_roots:
+        return [Path(p) for p in settings.model_roots]
+    return [Path(settings.model_dir).parent] if settings.model_dir is not None else []
+
+
+def snapshot_roots(settings: Settings) -> list[Path]:
+    """Folders under which an admin may pick a snapshot to reload.
+
+    ``settings.snapshot_roots``, else the folder holding the configured ``snapshot``.
+    """
+    if settings.snapshot_roots:
+        return [Path(p) for p in settings.snapshot_roots]
+    return [Path(settings.snapshot).parent] if settings.snapshot is not None else []
+
+
+def within_roots(path: Path | str, roots: list[Path]) -> Path | None:
+    """Return ``path`` resolved (symlinks and ``..`` followed) if it lies under one of ``roots``."""
+    resolved = Path(path).resolve()
+    for root in roots:
+        if resolved.is_relative_to(root.resolve()):
+            return resolved
+    return None
 
 
 def load_catalog_for(model: CreditModel, path: Path | None) -> Catalog | None:

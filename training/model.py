@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from training.manifest import ManifestError, probe_booster, verify_manifest, write_manifest
 from training.scale import PD_FLOOR, MasterScale, ScoreScale
 
 FORMAT_VERSION = 1
@@ -568,21 +569,40 @@ class CreditModel:
             {"features": [asdict(f) for f in self.features]}, allow_unicode=True, sort_keys=False
         )
         (folder / CATALOG_FILE).write_text(catalog, encoding="utf-8")
+        write_manifest(folder)
         return folder
 
     @classmethod
-    def load(cls, path: Path | str) -> CreditModel:
+    def load(cls, path: Path | str, isolated: bool = False) -> CreditModel:
         """Read a model folder written by :meth:`save`.
+
+        The folder's manifest (``manifest.json``, SHA-256 of every file) is checked before any
+        file is parsed.
+
+        Parameters
+        ----------
+        path : Path or str
+            The model folder.
+        isolated : bool, default False
+            Parse the booster in a child process first (:func:`training.manifest.probe_booster`),
+            so a file that crashes LightGBM's parser cannot take this process down. The service
+            loads this way.
 
         Raises
         ------
         ModelFileError
-            When a file is missing or unreadable, naming it.
+            When a file is missing, unreadable or does not match the manifest, naming it.
         """
         folder = Path(path)
         for name in (BOOSTER_FILE, MODEL_FILE, CATALOG_FILE):
             if not (folder / name).is_file():
                 raise ModelFileError(f"model folder {folder} must contain {name}; it does not")
+        try:
+            verify_manifest(folder, required=(BOOSTER_FILE, MODEL_FILE, CATALOG_FILE))
+            if isolated:
+                probe_booster(folder / BOOSTER_FILE)
+        except ManifestError as exc:
+            raise ModelFileError(str(exc)) from exc
         try:
             data = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
             features = [FeatureInfo(**f) for f in data["features"]]

@@ -27,6 +27,7 @@ from serving.deps import (
 from serving.guards import require_known, require_performing
 from serving.market import MarketDep, firm_row, grades_of, load_market
 from serving.problems import field_error, problem_responses
+from serving.schemas import LoanPriceResponse, MatchResponse, ProductsResponse
 from serving.state import Loaded
 from tradefinance.matching import Need, TraceRow, evaluate_rules, match
 from tradefinance.pricing import (
@@ -43,17 +44,6 @@ router = APIRouter(tags=["matching and pricing"])
 # ---------------------------------------------------------------------------------------------
 # Schemas
 # ---------------------------------------------------------------------------------------------
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ProductsResponse(BaseModel):
-    """The product catalog."""
-
-    version: str
-    products: list[dict[str, Any]]
 
 
 class MatchRequest(Need):
@@ -77,22 +67,6 @@ class MatchRequest(Need):
     )
 
 
-class MatchResponse(BaseModel):
-    """Every product ranked for the firm and need, and the bundles."""
-
-    usc_code: str
-    grade: str
-    pd: float
-    in_default: bool = False
-    need: dict[str, Any]
-    financing: list[dict[str, Any]]
-    insurance: list[dict[str, Any]]
-    bundles: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
-    catalog_version: str
-
-
 class LoanPriceRequest(BaseModel):
     """Price a loan for a firm: a product's range and LGD, or explicit ones."""
 
@@ -104,17 +78,6 @@ class LoanPriceRequest(BaseModel):
     insured_cover: float | None = Field(
         default=None, gt=0, le=1, description="cover of an insurance policy assigned to the bank"
     )
-
-
-class LoanPriceResponse(BaseModel):
-    """A loan rate and its components."""
-
-    usc_code: str
-    product_id: str | None
-    grade: str
-    price: dict[str, Any]
-    model_version: str
-    as_of: Any
 
 
 # ---------------------------------------------------------------------------------------------
@@ -230,7 +193,7 @@ def firm_matches(
         )
     need = Need(**body.model_dump(exclude={"recourse"}))
     recourse = None
-    if body.recourse:
+    if body.recourse and "explanation" in access.scopes:
         from training.recourse import load_recourse_config
 
         budget = [load_recourse_config().match_products]
@@ -247,17 +210,20 @@ def firm_matches(
         recourse=recourse,
     )
     audit_access(request, session, [access], loaded.model_version)
-    return {
-        "usc_code": access.usc_code,
-        "grade": row["grade"],
-        "pd": row["pd"],
-        "in_default": row["in_default"],
-        "need": need.model_dump(),
-        **result.as_dict(),
-        "model_version": loaded.model_version,
-        "as_of": loaded.as_of,
-        "catalog_version": market.products.version,
-    }
+    # Feature values in the traces and recourse plans need the explanation scope.
+    return access.redact(
+        {
+            "usc_code": access.usc_code,
+            "grade": row["grade"],
+            "pd": row["pd"],
+            "in_default": row["in_default"],
+            "need": need.model_dump(),
+            **result.as_dict(),
+            "model_version": loaded.model_version,
+            "as_of": loaded.as_of,
+            "catalog_version": market.products.version,
+        }
+    )
 
 
 @router.post(

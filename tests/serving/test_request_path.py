@@ -8,7 +8,7 @@ import numpy as np
 
 from features.uscc import generate
 from serving.auth import authenticate, create_key, revoke_key
-from serving.consent import active_consent, active_grant, grant, revoke
+from serving.consent import active_consent, active_grant, grant, revoke, scopes_of
 from serving.db import Database, upgrade
 from serving.models import Consent
 
@@ -32,7 +32,8 @@ def test_active_grant_equals_active_consent(db_url: str) -> None:
             for scope in ("score", "explanation", "quote"):
                 orm = active_consent(s, firm, "Bank", scope)
                 fast = active_grant(s, firm, "Bank", scope)
-                assert fast == (None if orm is None else (orm.id, orm.purpose)), (firm, scope)
+                expected = None if orm is None else (orm.id, orm.purpose, tuple(scopes_of(orm)))
+                assert fast == expected, (firm, scope)
         assert active_grant(s, firms[0], "Bank", "score")[1] == "long"  # type: ignore[index]
     db.dispose()
 
