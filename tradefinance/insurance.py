@@ -153,19 +153,88 @@ def _shipped_table(module: str, resource: str, as_of: str) -> CountryTable:
 
 
 class QuoteRequest(BaseModel):
-    """What an insurer (or the firm) asks a quote for."""
+    """What an insurer (or the firm) asks a quote for.
+
+    A product with a fixed shipment (upstream purchase cover: the buyer is the firm itself)
+    sets buyer country, terms, credit days and buyer grade; they may be omitted, and a value
+    that differs from the product's is refused rather than replaced.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     product_id: str = Field(default=DEFAULT_PRODUCT, description="insurance product id")
-    buyer_country: str = Field(min_length=2, max_length=60, description="ISO3 code or name")
-    buyer_grade: str = Field(default="unknown", description="insurer buyer grade A/B/C/D/unknown")
-    terms: PaymentTerms = Field(description="L/C, D/P, D/A or O/A")
-    credit_days: int = Field(ge=0, le=720, description="credit period, days")
+    buyer_country: str | None = Field(
+        default=None, min_length=2, max_length=60, description="ISO3 code or name"
+    )
+    buyer_grade: str | None = Field(
+        default=None, description="insurer buyer grade A/B/C/D/unknown (default unknown)"
+    )
+    terms: PaymentTerms | None = Field(default=None, description="L/C, D/P, D/A or O/A")
+    credit_days: int | None = Field(default=None, ge=0, le=720, description="credit period, days")
     amount_usd: float = Field(gt=0, le=1e10, description="shipment / insured turnover, USD")
     cover: float | None = Field(
         default=None, gt=0, le=1, description="indemnity share; the product's default when omitted"
     )
+
+
+class QuoteInputError(ValueError):
+    """A quote request the product does not allow (``field``, ``message``, ``expected``)."""
+
+    def __init__(self, field: str, message: str, expected: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.expected = expected
+
+
+def shipment_terms(
+    product: Product, request: QuoteRequest, exporter_grade: str | None, table: CountryTable
+) -> tuple[str, str, int, str]:
+    """Buyer country, terms, credit days and buyer grade a quote uses.
+
+    Raises
+    ------
+    QuoteInputError
+        A field the product fixes was sent with another value, or a field an ordinary
+        product needs is missing.
+    """
+    assert product.insurance is not None
+    fixed = product.insurance.shipment
+    if fixed is None:
+        for name in ("buyer_country", "terms", "credit_days"):
+            if getattr(request, name) is None:
+                raise QuoteInputError(name, "is required for this product", _EXPECTED[name])
+        assert request.buyer_country is not None and request.terms is not None
+        assert request.credit_days is not None
+        grade = request.buyer_grade if request.buyer_grade is not None else "unknown"
+        return request.buyer_country, request.terms, request.credit_days, grade
+    mapping = product.insurance.buyer_grade_from_exporter or {}
+    grade = mapping.get(str(exporter_grade), "unknown")
+    wanted = {
+        "buyer_country": table.lookup(fixed.buyer_country).iso3,
+        "terms": fixed.terms,
+        "credit_days": fixed.credit_days,
+        "buyer_grade": grade,
+    }
+    for name, value in wanted.items():
+        given = getattr(request, name)
+        if name == "buyer_country" and given is not None and given in table:
+            given = table.lookup(given).iso3
+        if given is not None and given != value:
+            raise QuoteInputError(
+                name,
+                f"product {product.id!r} fixes {name} to {value!r} (the buyer is the firm "
+                f"itself); got {given!r}",
+                f"{value!r} or omitted",
+            )
+    return fixed.buyer_country, fixed.terms, fixed.credit_days, grade
+
+
+_EXPECTED = {
+    "buyer_country": "an ISO3 code or name of the OECD table (GET /v1/countries)",
+    "terms": "one of L/C, D/P, D/A, O/A",
+    "credit_days": "days, 0-720",
+}
 
 
 @dataclass
@@ -256,6 +325,8 @@ def quote(
     ------
     KeyError
         Unknown product or buyer country.
+    QuoteInputError
+        A shipment field the product fixes sent with another value, or a needed one missing.
     ValueError
         A non-insurance product, an unknown buyer grade.
     """
@@ -271,18 +342,11 @@ def quote(
         )
     table = countries if countries is not None else load_country_table(ref=p.country_table)
     spec = product.insurance
-    buyer_country = request.buyer_country
-    terms: str = request.terms
-    credit_days = request.credit_days
-    buyer_grade = request.buyer_grade
     exporter_grade = str(row["grade"])
     defaulted = in_default(row)
-    # A firm in default has no performing grade to map: it is declined below.
-    if spec.shipment is not None and spec.buyer_grade_from_exporter is not None and not defaulted:
-        # Upstream purchase cover: the "buyer" is the firm itself.
-        buyer_country, terms = spec.shipment.buyer_country, spec.shipment.terms
-        credit_days = spec.shipment.credit_days
-        buyer_grade = spec.buyer_grade_from_exporter[exporter_grade]
+    buyer_country, terms, credit_days, buyer_grade = shipment_terms(
+        product, request, exporter_grade, table
+    )
     if buyer_grade not in p.buyer_grades:
         raise ValueError(
             f"buyer_grade must be one of {sorted(p.buyer_grades)}; got {buyer_grade!r}"

@@ -252,8 +252,9 @@ def match(
     Returns
     -------
     MatchResult
-        Financing and insurance lists ranked (eligible first, then fewest failed rules, then
-        cheapest) and the bundles.
+        Financing ranked eligible first, then those whose offer covers the whole need, then
+        fewest failed rules, then cheapest; insurance eligible first, fewest failed rules,
+        cheapest; and the bundles.
     """
     cfg = pricing or load_pricing_config()
     table = countries if countries is not None else ins.load_country_table()
@@ -307,16 +308,23 @@ def match(
         )
     for product in catalog.insurance:
         trace = evaluate_rules(product.rules, row, grades)
-        q = ins.quote(
-            row=row,
-            request=ins.QuoteRequest(
+        amount_usd = max(need.amount_cny / cfg.loan.cny_per_usd, 1.0)
+        # A product with its own fixed shipment (upstream purchase cover) sets the rest.
+        request = (
+            ins.QuoteRequest(product_id=product.id, amount_usd=amount_usd)
+            if product.insurance is not None and product.insurance.shipment is not None
+            else ins.QuoteRequest(
                 product_id=product.id,
                 buyer_country=shipment.buyer_country,
                 buyer_grade=shipment.buyer_grade,
                 terms=shipment.terms,
                 credit_days=shipment.credit_days,
-                amount_usd=max(need.amount_cny / cfg.loan.cny_per_usd, 1.0),
-            ),
+                amount_usd=amount_usd,
+            )
+        )
+        q = ins.quote(
+            row=row,
+            request=request,
             product=product,
             grades=grades,
             pricing=cfg,
@@ -337,9 +345,11 @@ def match(
             }
         )
     result.bundles = _bundles(row, need, catalog, grades, cfg, table, turnover, shipment)
+    # An eligible loan that covers the whole need ranks before one that offers less.
     result.financing.sort(
         key=lambda m: (
             not m["eligible"],
+            not m["covers_need"],
             m["failed"],
             m["price"]["rate"] if m["price"] is not None else math.inf,
         )

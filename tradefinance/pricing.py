@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+if TYPE_CHECKING:
+    from tradefinance.products import Product
 
 PAYMENT_TERMS: tuple[str, ...] = ("L/C", "D/P", "D/A", "O/A")
 PaymentTerms = Literal["L/C", "D/P", "D/A", "O/A"]
@@ -374,6 +377,79 @@ def loan_rate(
         rate=rate,
         clipped=clipped,
     )
+
+
+class PricingInputError(ValueError):
+    """A pricing request the product does not allow.
+
+    Attributes
+    ----------
+    field : str
+        The request field at fault (e.g. ``insured_cover``).
+    expected : str
+        What would have been accepted.
+    """
+
+    def __init__(self, field: str, message: str, expected: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.expected = expected
+
+
+def loan_lgd(
+    product: Product | None,
+    *,
+    lgd: float | None = None,
+    insured_cover: float | None = None,
+    params: LoanParams | None = None,
+) -> float | None:
+    """The LGD a loan is priced at: the product's, an explicit one, or an assigned policy's.
+
+    ``lgd`` and ``insured_cover`` are two ways of saying the same thing, so at most one may be
+    given; a policy may only be assigned to a product that accepts assignment
+    (``policy_assignment: true``) or to a loan priced without a product.
+
+    Parameters
+    ----------
+    product : Product, optional
+        The financing product (its LGD is the default); None prices a generic loan.
+    lgd : float, optional
+        An explicit loss given default.
+    insured_cover : float, optional
+        Cover of an export-credit policy assigned to the bank (LGD from :func:`insured_lgd`).
+    params : LoanParams, optional
+
+    Returns
+    -------
+    float or None
+        The LGD; None means the configured unsecured LGD.
+
+    Raises
+    ------
+    PricingInputError
+        Both ``lgd`` and ``insured_cover``, or a cover on a product without assignment.
+    """
+    if lgd is not None and insured_cover is not None:
+        raise PricingInputError(
+            "insured_cover",
+            "lgd and insured_cover cannot both be given (the cover sets the LGD)",
+            "either lgd or insured_cover",
+        )
+    if insured_cover is not None:
+        if product is not None and not product.policy_assignment:
+            raise PricingInputError(
+                "insured_cover",
+                f"product {product.id!r} does not accept an assigned insurance policy",
+                "no insured_cover for this product, or a product with policy_assignment",
+            )
+        covered = insured_lgd(insured_cover, params)
+        if product is not None and product.pricing is not None:
+            return min(product.pricing.lgd, covered)
+        return covered
+    if lgd is not None:
+        return lgd
+    return product.pricing.lgd if product is not None and product.pricing is not None else None
 
 
 def turnover_meur(exports_12m_usd: float | None, params: LoanParams | None = None) -> float | None:

@@ -23,7 +23,7 @@ from serving.deps import (
 from serving.guards import require_known
 from serving.market import MarketDep, firm_row, grades_of
 from serving.problems import field_error, problem_responses
-from tradefinance.insurance import QuoteRequest, quote
+from tradefinance.insurance import QuoteInputError, QuoteRequest, quote
 
 router = APIRouter(tags=["insurance"])
 
@@ -88,28 +88,31 @@ def firm_quote(
         raise field_error(
             "body.product_id", f"{body.product_id!r} is a {product.kind}", "an insurance product id"
         )
-    if body.buyer_country not in market.countries:
+    if body.buyer_country is not None and body.buyer_country not in market.countries:
         raise field_error(
             "body.buyer_country",
             f"unknown country {body.buyer_country!r}",
             "an ISO3 code or name of the OECD table (GET /v1/countries)",
         )
     grades = market.pricing.insurance.buyer_grades
-    if body.buyer_grade not in grades:
+    if body.buyer_grade is not None and body.buyer_grade not in grades:
         raise field_error(
             "body.buyer_grade",
             f"unknown buyer grade {body.buyer_grade!r}",
             "one of " + ", ".join(grades),
         )
     row = firm_row(loaded, access.usc_code)
-    q = quote(
-        row=row,
-        request=body,
-        product=product,
-        grades=grades_of(loaded),
-        pricing=market.pricing,
-        countries=market.countries,
-    )
+    try:
+        q = quote(
+            row=row,
+            request=body,
+            product=product,
+            grades=grades_of(loaded),
+            pricing=market.pricing,
+            countries=market.countries,
+        )
+    except QuoteInputError as exc:
+        raise field_error(f"body.{exc.field}", exc.message, exc.expected) from exc
     audit_access(request, session, [access], loaded.model_version)
     return {
         "usc_code": access.usc_code,

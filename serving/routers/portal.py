@@ -127,7 +127,7 @@ def _page(name: str) -> Any:
     template, title = PAGES[name]
 
     def page(request: Request, market: MarketDep, lang: LangQuery = None) -> Response:
-        purposes = sorted({p for prod in market.products.financing for p in prod.purposes})
+        purposes = market.products.purposes
         return _render(
             request,
             name,
