@@ -404,7 +404,7 @@ def loan_lgd(
     insured_cover: float | None = None,
     params: LoanParams | None = None,
 ) -> float | None:
-    """The LGD a loan is priced at: the product's, an explicit one, or an assigned policy's.
+    """Choose the LGD a loan is priced at: the product's, an explicit one, or a policy's.
 
     ``lgd`` and ``insured_cover`` are two ways of saying the same thing, so at most one may be
     given; a policy may only be assigned to a product that accepts assignment
