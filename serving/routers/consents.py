@@ -65,7 +65,11 @@ def grant_consent(
     except ConsentError as exc:
         message = str(exc)
         field = next(
-            (f"body.{f}" for f in ("expires_at", "institution", "scopes", "purpose") if message.startswith(f)),
+            (
+                f"body.{f}"
+                for f in ("expires_at", "institution", "scopes", "purpose")
+                if message.startswith(f)
+            ),
             "body",
         )
         raise field_error(field, str(exc)) from exc
