@@ -172,6 +172,21 @@ def test_constructed_snapshot_one_rule_per_firm(served_world: ServedWorld) -> No
         assert pay["grade"] == loaded.score_payload(code)["grade"]
 
 
+def test_batch_scoring_grades_firms_in_default_as_the_api(served_world: ServedWorld) -> None:
+    """`kuaxin score-batch` and the service give one answer per firm (one in-default rule)."""
+    from training.batch import score_batch
+
+    loaded = served_world.loaded
+    batch = score_batch(loaded.model, loaded.snapshot, chunk_size=250).set_index("usc_code")
+    served = loaded.scores.loc[batch.index]
+    assert batch["in_default"].any()
+    assert (batch["in_default"] == served["in_default"].astype(bool)).all()
+    assert (batch["grade"] == served["grade"].astype(str)).all()
+    assert (batch["supervision_class"] == served["supervision_class"].astype(str)).all()
+    np.testing.assert_allclose(batch["pd"], served["pd"].astype(float), rtol=1e-12)
+    assert batch.loc[batch["in_default"], "score"].isna().all()
+
+
 def test_grade_d_ranks_below_c(served_world: ServedWorld) -> None:
     grades = served_world.loaded.grades
     assert grades.index("D") == grades.index("C") + 1
