@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.labels import country_name, percent, value_label
+from features.texts import LANGS, text
 from tradefinance.pricing import (
     CountryTableRef,
     PaymentTerms,
@@ -239,11 +241,31 @@ _EXPECTED = {
 
 @dataclass
 class Decline:
-    """One reason cover is declined."""
+    """One reason cover is declined: a code, its parameters, and its texts from the catalog."""
 
     code: str
     message_en: str
     message_zh: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def decline(code: str, **params: Any) -> Decline:
+    """Build a decline with the catalog texts ``decline.<code>`` filled from ``params``.
+
+    Parameters that need words per language (a country, a rule) are given as
+    ``{"zh": ..., "en": ...}`` and picked per language; ``params`` keeps the codes.
+    """
+    fields = {
+        lang: {k: (v[lang] if isinstance(v, dict) else v) for k, v in params.items()}
+        for lang in ("zh", "en")
+    }
+    plain_params = {k: v for k, v in params.items() if not isinstance(v, dict)}
+    return Decline(
+        code,
+        text(f"decline.{code}", "en", **fields["en"]),
+        text(f"decline.{code}", "zh", **fields["zh"]),
+        plain_params,
+    )
 
 
 @dataclass
@@ -368,45 +390,29 @@ def quote(
 
     declines = []
     if defaulted:
-        declines.append(
-            Decline(
-                "in_default",
-                "exporter in default",
-                "出口企业已违约",
-            )
-        )
+        declines.append(decline("in_default"))
     if country.category in p.declined_categories or country.category not in p.country_base_rate:
         declines.append(
-            Decline(
+            decline(
                 "country_category",
-                f"{country.name} is OECD category {country.category}: no cover",
-                f"{country.name} 属于经合组织国家风险第{country.category}类，不予承保",
+                iso3=country.iso3,
+                category=country.category,
+                country={lang: country_name(country.iso3, lang, country.name) for lang in LANGS},
             )
         )
     dishonest = row.get("dishonest_listed")
     if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
-        declines.append(
-            Decline(
-                "dishonest_listed",
-                "the exporter is on the dishonest judgment-debtor list",
-                "出口企业被列入失信被执行人名单",
-            )
-        )
+        declines.append(decline("dishonest_listed"))
     max_days = min(spec.max_credit_days, p.max_credit_days)
     if credit_days > max_days:
-        declines.append(
-            Decline(
-                "credit_days",
-                f"credit period {credit_days} days is beyond the maximum {max_days} days",
-                f"信用期 {credit_days} 天超过最长 {max_days} 天",
-            )
-        )
+        declines.append(decline("credit_days", credit_days=credit_days, max_days=max_days))
     if cover > spec.cover_max or cover < p.min_cover:
         declines.append(
-            Decline(
+            decline(
                 "cover",
-                f"cover {cover:.0%} is outside {p.min_cover:.0%}-{spec.cover_max:.0%} for this product",
-                f"保障比例 {cover:.0%} 不在本产品 {p.min_cover:.0%}-{spec.cover_max:.0%} 范围内",
+                cover=percent(cover),
+                min_cover=percent(p.min_cover),
+                max_cover=percent(spec.cover_max),
             )
         )
     failed = [
@@ -414,10 +420,11 @@ def quote(
     ]
     for t in failed:
         declines.append(
-            Decline(
+            decline(
                 "eligibility",
-                f"rule not met: {t.rule} (actual {t.actual})",
-                f"不满足条件：{t.rule}（实际 {t.actual}）",
+                field_name=t.field,
+                rule={lang: t.text(lang) for lang in LANGS},
+                actual={lang: value_label(t.field, t.actual, lang) for lang in LANGS},
             )
         )
     if declines:

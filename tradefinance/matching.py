@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.labels import value_label
+from features.texts import text
 from tradefinance import insurance as ins
 from tradefinance.pricing import (
     PaymentTerms,
@@ -188,6 +190,10 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
             {
                 "field": t.field,
                 "rule": t.rule,
+                "text_zh": t.text("zh"),
+                "text_en": t.text("en"),
+                "actual_zh": value_label(t.field, t.actual, "zh"),
+                "actual_en": value_label(t.field, t.actual, "en"),
                 "required": t.required,
                 "actual": t.actual,
                 "change": what,
@@ -377,6 +383,8 @@ def _product_head(product: Product) -> dict[str, Any]:
         "provider_zh": product.provider.name_zh,
         "kind": product.kind,
         "policy_tags": list(product.policy_tags),
+        "policy_tag_names_zh": [text(f"policy_tag.{t}", "zh") for t in product.policy_tags],
+        "policy_tag_names_en": [text(f"policy_tag.{t}", "en") for t in product.policy_tags],
         "subsidies": list(product.subsidies),
     }
 

@@ -26,6 +26,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.labels import oecd_category_label
+from features.texts import text
+
 if TYPE_CHECKING:
     from tradefinance.products import Product
 
@@ -467,12 +470,18 @@ def turnover_meur(exports_12m_usd: float | None, params: LoanParams | None = Non
 
 @dataclass(frozen=True)
 class PremiumComponent:
-    """One multiplicative factor of the premium rate and the rate once it is applied."""
+    """One multiplicative factor of the premium rate and the rate once it is applied.
+
+    ``name`` is the code (country, buyer, terms, tenor, cover, exporter, product), ``basis``
+    the English basis kept for API users, ``label_zh`` / ``label_en`` the catalog texts.
+    """
 
     name: str
     basis: str
     factor: float
     rate_after: float
+    label_zh: str = ""
+    label_en: str = ""
 
 
 @dataclass(frozen=True)
@@ -568,9 +577,35 @@ def premium_rate(
         ("exporter", f"exporter grade {exporter_grade}", p.exporter_grade_factor[exporter_grade]),
         ("product", "product factor", product_factor),
     ]
+    fields: dict[str, dict[str, Any]] = {
+        "buyer": {"grade": buyer_grade},
+        "terms": {"terms": terms},
+        "tenor": {"credit_days": credit_days, "band": band},
+        "cover": {"cover": f"{cover:.0%}", "reference": f"{p.reference_cover:.0%}"},
+        "exporter": {"grade": exporter_grade},
+    }
+
+    def label(name: str, lang: str) -> str:
+        if name == "country":
+            return text(
+                "premium.country", lang, category=oecd_category_label(country_category, lang)
+            )
+        if name == "buyer" and buyer_grade == "unknown":
+            return text("premium.buyer_unknown", lang)
+        return text(f"premium.{name}", lang, **fields.get(name, {}))
+
     rate = 1.0
     components = []
     for name, basis, factor in steps:
         rate *= factor
-        components.append(PremiumComponent(name=name, basis=basis, factor=factor, rate_after=rate))
+        components.append(
+            PremiumComponent(
+                name=name,
+                basis=basis,
+                factor=factor,
+                rate_after=rate,
+                label_zh=label(name, "zh"),
+                label_en=label(name, "en"),
+            )
+        )
     return PremiumRate(rate=rate, components=components)
