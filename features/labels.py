@@ -67,6 +67,34 @@ def number(value: float) -> str:
     return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+#: Units whose values people read as whole numbers (money, counts, durations).
+WHOLE_UNITS = frozenset(
+    {
+        "CNY",
+        "USD",
+        "months",
+        "days",
+        "years",
+        "count",
+        "cases",
+        "loans",
+        "orders",
+        "persons",
+        "stores",
+        "policy years",
+    }
+)
+
+
+def _to_unit(value: float, field: str, features: Catalog | None) -> float:
+    """Round a value to its unit: whole money and counts, else 4 significant digits."""
+    cat = _features(features)
+    unit = cat[field].unit if field in cat else None
+    if unit in WHOLE_UNITS or field in ("amount_cny", "tenor_months"):
+        return float(round(value))
+    return value
+
+
 def value_label(name: str, value: Any, lang: str, features: Catalog | None = None) -> str:
     """Show one value of a rule field (category label, yes/no, or a rounded number).
 
@@ -88,7 +116,7 @@ def value_label(name: str, value: Any, lang: str, features: Catalog | None = Non
     if isinstance(value, bool) or (is_yes_no(field, features) and value in (0, 1)):
         return text("yes" if bool(value) else "no", lang)
     if isinstance(value, int | float):
-        return number(float(value))
+        return number(_to_unit(float(value), field, features))
     key = f"purpose_{value}" if field == "purpose" else f"{field}.{value}"
     return text(key, lang) if has_text(key) else str(value)
 
@@ -126,6 +154,30 @@ def oecd_category_label(category: str | None, lang: str) -> str:
     if category == "HI":
         return text("oecd.HI", lang)
     return text("oecd.category", lang, category=category)
+
+
+def shown_value(value: Any, spec: Any = None) -> Any:
+    """Return a feature value as an answer shows it: float noise rounded off, within the bounds.
+
+    ``1.0000000000000002`` (a share summed in floating point) becomes ``1.0``, so a form that
+    takes the catalog's bounds (``max=1``) accepts the value it is prefilled with.
+
+    Parameters
+    ----------
+    value : Any
+        A JSON-friendly value (see :func:`features.values.plain`).
+    spec : FeatureSpec, optional
+        The catalog entry whose ``lower`` / ``upper`` bound the value.
+    """
+    if isinstance(value, bool) or not isinstance(value, float) or not math.isfinite(value):
+        return value
+    out = float(f"{value:.12g}")
+    if spec is not None:
+        if spec.lower is not None:
+            out = max(out, float(spec.lower))
+        if spec.upper is not None:
+            out = min(out, float(spec.upper))
+    return out
 
 
 def percent(share: float, digits: int = 0) -> str:

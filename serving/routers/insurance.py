@@ -12,6 +12,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel
 
+from features.labels import country_name, oecd_category_label
 from serving.deps import (
     CurrentKey,
     DbSession,
@@ -54,6 +55,10 @@ def countries(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
             {
                 "iso3": c.iso3,
                 "name": c.name,
+                "name_zh": country_name(c.iso3, "zh", c.name),
+                "name_en": country_name(c.iso3, "en", c.name),
+                "category_zh": oecd_category_label(c.category, "zh"),
+                "category_en": oecd_category_label(c.category, "en"),
                 "crc": c.crc,
                 "category": c.category,
                 "high_income_unclassified": c.high_income_unclassified,
