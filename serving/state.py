@@ -478,9 +478,17 @@ class ServingState:
                     status = load_default_status(settings.default_status)
                 except DefaultStatusError as exc:
                     raise LoadError(str(exc)) from exc
+                frame = read_snapshot(snap_path)
+                # Start-up's long step: say what is happening and how much (done: the line below).
+                logger.info(
+                    "scoring and explaining %d firms of %s with model %s ...",
+                    len(frame),
+                    snap_path,
+                    model.version,
+                )
                 loaded = build(
                     model,
-                    read_snapshot(snap_path),
+                    frame,
                     catalog=catalog,
                     model_source=source,
                     snapshot_source=str(snap_path),

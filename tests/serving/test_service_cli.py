@@ -160,10 +160,12 @@ def test_demo_and_readme_curl_lines_work_verbatim(
         str(tmp_path / "k2.json"),
         "--base-url",
         f"http://127.0.0.1:{port}",
+        "--model-dir",
+        str(svc_settings_kwargs["model_dir"]),
         "--database-url",
         url,
     )
-    assert res2.exit_code == 0
+    assert res2.exit_code == 0, res2.output
 
     server = uvicorn.Server(
         uvicorn.Config(
