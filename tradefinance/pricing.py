@@ -54,18 +54,37 @@ class CapitalParams(_Strict):
     maturity_max_years: float = Field(gt=0)
 
 
+def model_pd_floor() -> float:
+    """Return the one PD floor: the model's (``training/config/model.yaml``)."""
+    from training.scale import PD_FLOOR
+
+    return PD_FLOOR
+
+
+@lru_cache(maxsize=1)
+def shipped_cny_per_usd() -> float:
+    """Return the one CNY-per-USD rate, ``usd_cny`` of ``features/config/feature_params.yaml``."""
+    from features.feature_availability import PARAMS_PATH
+
+    return float(yaml.safe_load(PARAMS_PATH.read_text(encoding="utf-8"))["usd_cny"])
+
+
 class LoanParams(_Strict):
-    """Loan pricing and limit-sizing parameters."""
+    """Loan pricing and limit-sizing parameters.
+
+    ``pd_floor`` and ``cny_per_usd`` default to the project's single values (the model's PD
+    floor, the features' exchange rate); a deployment's pricing file may still set them.
+    """
 
     reference_rate: float = Field(ge=0, lt=1)
     hurdle_roe: float = Field(ge=0, lt=1)
     opex: float = Field(ge=0, lt=1)
     margin: float = Field(ge=-1, lt=1)
-    pd_floor: float = Field(gt=0, lt=1)
+    pd_floor: float = Field(default_factory=lambda: model_pd_floor(), gt=0, lt=1)
     lgd_unsecured: float = Field(gt=0, le=1)
     lgd_insured_loading: float = Field(ge=0, le=1)
     capital: CapitalParams
-    cny_per_usd: float = Field(gt=0)
+    cny_per_usd: float = Field(default_factory=lambda: shipped_cny_per_usd(), gt=0)
     eur_per_usd: float = Field(gt=0)
     limit_pd_zero: float = Field(gt=0, le=1)
     limit_round_cny: float = Field(gt=0)
