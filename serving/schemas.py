@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-USCC_EXAMPLE = "91440300MA5G2X7K3Q"
+USCC_EXAMPLE = "91440300MA5G2X7KX0"
 
 
 class Strict(BaseModel):

@@ -47,7 +47,7 @@ def test_the_leak_rule_flags_identifiers_and_allows_codes() -> None:
         "信用等级 不低于 BB",
         "纳税信用等级（A/B/M/C/D）",
         "支付方式 O/A",
-        "91440300MA5G2X7K3Q",
+        "91440300MA5G2X7KX0",
         "政策性融资（pcb_policy_financing）",
         "金额 50,000 USD",
         "跨境电商B2B直接出口",
