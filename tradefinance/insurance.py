@@ -310,6 +310,59 @@ def subsidy_share(product: Product, exports_12m_usd: float | None, pricing: Pric
     return s.share_above_threshold
 
 
+def _declines(
+    row: Mapping[str, Any],
+    trace: list[TraceRow],
+    spec: Any,
+    p: Any,
+    country: Country,
+    credit_days: int,
+    cover: float,
+    defaulted: bool,
+) -> list[Decline]:
+    """Every reason to decline cover (empty when the shipment can be quoted)."""
+    declines = []
+    if defaulted:
+        declines.append(decline("in_default"))
+    if country.category in p.declined_categories or country.category not in p.country_base_rate:
+        declines.append(
+            decline(
+                "country_category",
+                iso3=country.iso3,
+                category=country.category,
+                country={lang: country_name(country.iso3, lang, country.name) for lang in LANGS},
+            )
+        )
+    dishonest = row.get("dishonest_listed")
+    if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
+        declines.append(decline("dishonest_listed"))
+    max_days = min(spec.max_credit_days, p.max_credit_days)
+    if credit_days > max_days:
+        declines.append(decline("credit_days", credit_days=credit_days, max_days=max_days))
+    if cover > spec.cover_max or cover < p.min_cover:
+        declines.append(
+            decline(
+                "cover",
+                cover=percent(cover),
+                min_cover=percent(p.min_cover),
+                max_cover=percent(spec.cover_max),
+            )
+        )
+    failed = [
+        t for t in trace if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD)
+    ]
+    for t in failed:
+        declines.append(
+            decline(
+                "eligibility",
+                field_name=t.field,
+                rule={lang: t.text(lang) for lang in LANGS},
+                actual={lang: value_label(t.field, t.actual, lang) for lang in LANGS},
+            )
+        )
+    return declines
+
+
 def quote(
     *,
     row: Mapping[str, Any],
@@ -388,45 +441,7 @@ def quote(
     trace = trace if trace is not None else evaluate_rules(product.rules, row, grades)
     q.trace = [t.as_dict() for t in trace]
 
-    declines = []
-    if defaulted:
-        declines.append(decline("in_default"))
-    if country.category in p.declined_categories or country.category not in p.country_base_rate:
-        declines.append(
-            decline(
-                "country_category",
-                iso3=country.iso3,
-                category=country.category,
-                country={lang: country_name(country.iso3, lang, country.name) for lang in LANGS},
-            )
-        )
-    dishonest = row.get("dishonest_listed")
-    if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
-        declines.append(decline("dishonest_listed"))
-    max_days = min(spec.max_credit_days, p.max_credit_days)
-    if credit_days > max_days:
-        declines.append(decline("credit_days", credit_days=credit_days, max_days=max_days))
-    if cover > spec.cover_max or cover < p.min_cover:
-        declines.append(
-            decline(
-                "cover",
-                cover=percent(cover),
-                min_cover=percent(p.min_cover),
-                max_cover=percent(spec.cover_max),
-            )
-        )
-    failed = [
-        t for t in trace if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD)
-    ]
-    for t in failed:
-        declines.append(
-            decline(
-                "eligibility",
-                field_name=t.field,
-                rule={lang: t.text(lang) for lang in LANGS},
-                actual={lang: value_label(t.field, t.actual, lang) for lang in LANGS},
-            )
-        )
+    declines = _declines(row, trace, spec, p, country, credit_days, cover, defaulted)
     if declines:
         q.declines = declines
         return q
@@ -442,20 +457,24 @@ def quote(
         params=p,
     )
     limit = p.buyer_limit_base_usd[country.category] * p.buyer_grades[buyer_grade].limit_share
-    insured = min(request.amount_usd, limit)
-    premium = max(pr.rate * insured, p.minimum_premium_usd)
     exports = row.get("exports_12m_usd")
     exports_usd = None if exports is None or is_missing(exports) else float(exports)
-    share = subsidy_share(product, exports_usd, cfg)
+    _fill_quoted(q, pr, limit, subsidy_share(product, exports_usd, cfg), p)
+    return q
+
+
+def _fill_quoted(q: Quote, pr: Any, limit: float, share: float, p: Any) -> None:
+    """Fill a quoted answer: premium on the insured part, liability, subsidy, net premium."""
+    insured = min(q.amount_usd, limit)
+    premium = max(pr.rate * insured, p.minimum_premium_usd)
     q.decision = "quoted"
     q.rate = pr.rate
     q.components = [c.__dict__ for c in pr.components]
     q.buyer_credit_limit_usd = limit
     q.insured_amount_usd = insured
-    q.uninsured_amount_usd = request.amount_usd - insured
+    q.uninsured_amount_usd = q.amount_usd - insured
     q.premium_usd = premium
-    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * cover)
+    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * q.cover)
     q.subsidy_share = share
     q.subsidy_usd = premium * share
     q.net_premium_usd = premium - q.subsidy_usd
-    return q

@@ -21,16 +21,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.labels import oecd_category_label
 from features.texts import text
-
-if TYPE_CHECKING:
-    from tradefinance.products import Product
 
 PAYMENT_TERMS: tuple[str, ...] = ("L/C", "D/P", "D/A", "O/A")
 PaymentTerms = Literal["L/C", "D/P", "D/A", "O/A"]
@@ -401,6 +398,17 @@ def loan_rate(
     )
 
 
+class _PricedProduct(Protocol):
+    """What :func:`loan_lgd` reads of a product (``tradefinance.products.Product``)."""
+
+    id: str
+    policy_assignment: bool
+
+    @property
+    def pricing(self) -> Any:
+        """The product's loan pricing (rate range, LGD) or None."""
+
+
 class PricingInputError(ValueError):
     """A pricing request the product does not allow.
 
@@ -420,7 +428,7 @@ class PricingInputError(ValueError):
 
 
 def loan_lgd(
-    product: Product | None,
+    product: _PricedProduct | None,
     *,
     lgd: float | None = None,
     insured_cover: float | None = None,
