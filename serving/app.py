@@ -31,7 +31,7 @@ API_PREFIX = "/v1"
 #: Routers of other domains, included when their module exists. A module either exposes
 #: ``register(app)`` (full control, e.g. the portal's pages and static files) or a ``router``
 #: mounted under ``/v1``.
-OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal")
+OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal", "docs")
 
 DESCRIPTION = """
 Kuaxin (跨信) scores Shenzhen cross-border e-commerce firms for banks and insurers, and shows
@@ -104,7 +104,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc come from serving.routers.docs (assets served locally, no CDN).
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json",
         # The access table (serving/access.py) decides who may call every route.
         dependencies=[Depends(enforce_access)],
