@@ -200,7 +200,7 @@ def availability_dates(table: str, df: pd.DataFrame, config: SnapshotConfig) -> 
         )
     lag = pd.Timedelta(days=config.lag(table))
     if spec.date_column is None:  # a static reference table (buyers): always known
-        return pd.Series(pd.Timestamp.min.normalize(), index=df.index)
+        return pd.Series(pd.Timestamp("1900-01-01"), index=df.index)
     if spec.kind == "monthly":
         start = pd.to_datetime(df["period"], format="%Y-%m")
         return start + pd.offsets.MonthEnd(0) + lag
