@@ -278,7 +278,9 @@ def _prep_tax(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Fr
     frames["tax"] = tax.assign(points=_map_values(tax["tax_grade"], points, np.nan))
 
 
-def _prep_social_insurance(t: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames) -> None:
+def _prep_social_insurance(
+    t: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames
+) -> None:
     frames["social_insurance"] = _monthly(
         t,
         ids,
@@ -337,7 +339,7 @@ def _prep_customs(cd: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frame
 
 
 def _buyer_codes(buyer_id: pd.Series) -> np.ndarray:
-    """A stable integer per buyer id (its hash; -1 when there is no buyer).
+    """Return a stable integer per buyer id (its hash; -1 when there is no buyer).
 
     Hashing the id (not factorising it) gives the same code in every table and in every
     partition of a distributed build.
@@ -1122,7 +1124,7 @@ def _claims(prep: Prepared, t: pd.Timestamp) -> Arrays:
 
 
 def _macro(prep: Prepared, t: pd.Timestamp) -> Arrays:
-    """The latest published macro indicators (the same for every firm), and the PMI's change."""
+    """Return the latest published macro indicators (the same for every firm) and the PMI change."""
     n, mi = prep.n, prep.frames["macro_indicators"]
     last = prep.config.last_month("macro_indicators", t.date())
     m = mi["m"].to_numpy()

@@ -743,6 +743,12 @@ class ChunkTables:
             np.minimum(w.default_m[firm] + lc["rows_after_default_months"], w.dereg_m[firm] - 1),
             np.minimum(start + term, w.dereg_m[firm] - 1),
         )
+        # A loan that matures in arrears stays on the books until it is current again.
+        mature = np.clip(start + term, 0, M - 1)
+        clear = self._next_current()[firm, mature]
+        last = np.where(
+            covers_onset, last, np.minimum(np.maximum(last, clear), w.dereg_m[firm] - 1)
+        )
         last = np.minimum(last, M - 1)
         keep = last >= np.maximum(start + 1, 0)
         firm, j, start, last, covers_onset = (
@@ -779,7 +785,30 @@ class ChunkTables:
                 "maturity_date": maturity,
             }
         )
-        # Repayment rows: months start+1 .. last, within the window.
+        reps = self._repayments(firm, start, last, principal, loan_id)
+        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+
+    def _next_current(self) -> np.ndarray:
+        """First month at or after each month with no arrears (firm x month; M if none)."""
+        dq = self.w.dq
+        out = np.full(dq.shape, self.M, np.int64)
+        nxt = np.full(dq.shape[0], self.M, np.int64)
+        for t in range(self.M - 1, -1, -1):
+            nxt = np.where(dq[:, t] == 0, t, nxt)
+            out[:, t] = nxt
+        return out
+
+    def _repayments(
+        self,
+        firm: np.ndarray,
+        start: np.ndarray,
+        last: np.ndarray,
+        principal: np.ndarray,
+        loan_id: np.ndarray,
+    ) -> pd.DataFrame:
+        """Monthly repayment rows of the loans (months ``start + 1 .. last``)."""
+        w, rng, lc = self.w, self.rng, self.cfg["loans"]
+        term = lc["term_months"]
         first = np.maximum(start + 1, 0)
         nrows = last - first + 1
         li = np.repeat(np.arange(len(firm)), nrows)
@@ -797,15 +826,15 @@ class ChunkTables:
         delinquent = (bucket > 0) & ~in_default
         restructured = w.restructured[f, month] & ~in_default
         late = (rng.random(len(li)) < np.asarray(lc["late_prob"])[self.obs[f, month]]) & (due > 0)
-        late &= ~delinquent & ~in_default
+        # A cure pays the missed instalments with this month's; a restructuring only this one.
+        cure = (prev_bucket > 0) & (bucket == 0) & ~restructured & ~in_default
+        late &= ~delinquent & ~in_default & ~restructured & ~cure
         past_default = np.where(w.sudden[f] > 0, 1, 3) + month - dm
         dpd = np.select(
             [in_default, delinquent, late],
             [30 * past_default, 30 * bucket, rng.integers(1, 30, len(li))],
             0,
         )
-        # A cure pays the missed instalments with this month's; a restructuring only this one.
-        cure = (prev_bucket > 0) & (bucket == 0) & ~restructured & ~in_default
         paid = np.select(
             [in_default | delinquent, late, cure],
             [0.0, due * rng.uniform(0.0, 0.8, len(li)), due * (1 + prev_bucket)],
@@ -826,7 +855,7 @@ class ChunkTables:
                 "restructured": restructured,
             }
         )
-        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+        return reps
 
     def court_records(self, loan_route: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """Judgments, enforcement cases and dishonest listings; returns each firm's default date.
@@ -1037,8 +1066,10 @@ class ChunkTables:
                     }
                 )
             )
-        df = pd.concat(rows, ignore_index=True).sort_values(
-            ["firm", "notified", "slot"], kind="stable"
+        df = (
+            pd.concat(rows, ignore_index=True)
+            .sort_values(["firm", "notified", "slot"], kind="stable")
+            .reset_index(drop=True)
         )
         k = len(df)
         decided = df["notified"].to_numpy() + rng.integers(
