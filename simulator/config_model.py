@@ -233,7 +233,7 @@ class SimulatorConfig(BaseModel):
     claims: Claims
     hazard: dict[str, Any]
     margins: dict[str, float]
-    fx: dict[str, float]
+    fx: dict[str, float | list[float]]
     operations: dict[str, Any]
     warehouses: dict[str, Any]
     loans: dict[str, Any]
