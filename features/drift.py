@@ -14,14 +14,57 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.catalog import Catalog, load_catalog
 
-#: Verdict bands (the industry convention): below 0.10 stable, 0.10-0.25 moderate, above significant.
-PSI_MODERATE = 0.10
-PSI_SIGNIFICANT = 0.25
+#: Where the shipped verdict bands live.
+DRIFT_CONFIG_PATH = Path(__file__).parent / "config" / "drift.yaml"
+
+
+class DriftBands(BaseModel):
+    """PSI verdict bands: below ``moderate`` stable, below ``significant`` moderate, else
+    significant (``features/config/drift.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    moderate: float = Field(gt=0)
+    significant: float = Field(gt=0)
+    empty_bin_share: float = Field(gt=0, lt=0.01)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftBands:
+        if self.significant <= self.moderate:
+            raise ValueError(
+                f"significant ({self.significant}) must exceed moderate ({self.moderate})"
+            )
+        return self
+
+
+def load_drift_bands(path: Path | str | None = None) -> DriftBands:
+    """Load the PSI verdict bands (``features/config/drift.yaml`` by default).
+
+    Raises
+    ------
+    ValueError
+        The file is missing or invalid (the message names the file and field).
+    """
+    p = Path(path) if path is not None else DRIFT_CONFIG_PATH
+    if not p.is_file():
+        raise ValueError(f"drift bands {p} must exist; it does not")
+    try:
+        return DriftBands.model_validate(yaml.safe_load(p.read_text(encoding="utf-8")))
+    except Exception as exc:  # YAML or validation errors: one message naming the file
+        raise ValueError(f"drift bands {p} are not valid: {exc}") from exc
+
+
+_BANDS = load_drift_bands()
+#: Verdict bands of the shipped configuration.
+PSI_MODERATE = _BANDS.moderate
+PSI_SIGNIFICANT = _BANDS.significant
 #: Share given to an empty bin (in either sample) instead of 0.
-EMPTY_BIN_SHARE = 1e-4
+EMPTY_BIN_SHARE = _BANDS.empty_bin_share
 #: Model-output columns that drift_report also checks when both files have them.
 SCORE_COLUMNS = ("pd", "score", "log_odds")
 
@@ -134,13 +177,15 @@ def psi(
     return psi_from_counts(ref_counts, cur_counts)
 
 
-def verdict(value: float) -> str:
-    """Verdict of a PSI value: ``stable`` (< 0.10), ``moderate`` (< 0.25) or ``significant``.
+def verdict(value: float, bands: DriftBands | None = None) -> str:
+    """Verdict of a PSI value: ``stable``, ``moderate`` or ``significant``.
 
     Parameters
     ----------
     value : float
         A PSI.
+    bands : DriftBands, optional
+        Verdict bands (default ``features/config/drift.yaml``: 0.10 and 0.25).
 
     Returns
     -------
@@ -148,9 +193,10 @@ def verdict(value: float) -> str:
     """
     if value is None or not np.isfinite(value) or value < 0:
         raise ValueError(f"value must be a finite non-negative PSI; got {value!r}")
-    if value < PSI_MODERATE:
+    b = bands or _BANDS
+    if value < b.moderate:
         return "stable"
-    if value < PSI_SIGNIFICANT:
+    if value < b.significant:
         return "moderate"
     return "significant"
 

@@ -154,3 +154,23 @@ def test_cli_refuses_missing_file_in_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "a.parquet" in result.output and "Traceback" not in result.output
+
+
+def test_verdict_bands_come_from_configuration(tmp_path: Path) -> None:
+    from features.drift import load_drift_bands
+
+    cfg = tmp_path / "drift.yaml"
+    cfg.write_text("moderate: 0.05\nsignificant: 0.5\nempty_bin_share: 0.0001\n")
+    bands = load_drift_bands(cfg)
+    assert verdict(0.07, bands) == "moderate"
+    assert verdict(0.07) == "stable"
+    assert verdict(0.3, bands) == "moderate"
+
+
+def test_drift_bands_must_be_ordered(tmp_path: Path) -> None:
+    from features.drift import load_drift_bands
+
+    cfg = tmp_path / "drift.yaml"
+    cfg.write_text("moderate: 0.3\nsignificant: 0.2\nempty_bin_share: 0.0001\n")
+    with pytest.raises(ValueError, match="significant"):
+        load_drift_bands(cfg)
