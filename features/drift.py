@@ -24,8 +24,10 @@ DRIFT_CONFIG_PATH = Path(__file__).parent / "config" / "drift.yaml"
 
 
 class DriftBands(BaseModel):
-    """PSI verdict bands: below ``moderate`` stable, below ``significant`` moderate, else
-    significant (``features/config/drift.yaml``)."""
+    """PSI verdict bands (``features/config/drift.yaml``).
+
+    Below ``moderate`` stable, below ``significant`` moderate, else significant.
+    """
 
     model_config = ConfigDict(extra="forbid")
 

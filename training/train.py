@@ -30,6 +30,7 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from training.cycle import apply_calibration_mode
 from training.metrics import binary_metrics
 from training.model import CreditModel, FeatureInfo, features_from_catalog
 from training.scale import default_scales, load_config
@@ -548,6 +549,8 @@ def train_time_split(
     model.booster = fit_booster(x[tr], y[tr], features, full_params, rounds)
     # Platt map on the validation window, out of sample for the train-window booster.
     model.calibration = platt(model.margin(df.loc[va], num_threads), y[va])
+    # PIT keeps this map; TTC shifts it to the long-run default rate (training/cycle.py).
+    calibration_mode = apply_calibration_mode(model, df, y, times, tr | va, va, cfg, num_threads)
     valid_pd = model.predict_pd(df.loc[va], num_threads)
     refit = bool(cfg["split"].get("refit_on_validation", False))
     fit_rows = tr | va if refit else tr
@@ -579,6 +582,7 @@ def train_time_split(
         "params": params,
         "rounds": final_rounds,
         "refit_on_validation": refit,
+        "calibration_mode": calibration_mode,
         "test_metrics": {k: lgb_test[k] for k in ("auc", "ece", "brier", "log_loss", "ks")},
     }
     metrics: dict[str, Any] = {
@@ -609,6 +613,7 @@ def train_time_split(
         "lightgbm_beats_challenger": lgb_test["auc"] > chall_test["auc"],
         "params": {**params, "rounds": final_rounds, "rounds_on_train": rounds},
         "calibration": model.calibration,
+        "calibration_mode": calibration_mode,
         "data_fingerprint": fp,
         "model_version": model.version,
     }
