@@ -75,10 +75,10 @@ def _is_categorical(values: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
 
 
-def bin_counts(
+def bin_codes(
     reference: pd.Series, current: pd.Series, bins: int = 10
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Count both samples on bins fixed by the reference sample.
+    """Bin both samples on bins fixed by the reference sample.
 
     Parameters
     ----------
@@ -90,8 +90,8 @@ def bin_counts(
 
     Returns
     -------
-    ref_counts, cur_counts : numpy.ndarray
-        Counts per bin; the last bin holds missing values.
+    ref_codes, cur_codes : numpy.ndarray
+        Bin index of every row; the last bin holds missing values.
     labels : list of str
         Bin labels.
     """
@@ -107,13 +107,7 @@ def bin_counts(
             c = pd.Categorical(text, categories=cats).codes.astype(np.int64)
             return np.where(c < 0, len(cats), c)  # missing values get the last bin
 
-        labels = [*cats, "missing"]
-        k = len(labels)
-        return (
-            np.bincount(codes(ref), minlength=k),
-            np.bincount(codes(cur), minlength=k),
-            labels,
-        )
+        return codes(ref), codes(cur), [*cats, "missing"]
     ref_v = reference.to_numpy(dtype=np.float64, na_value=np.nan)
     cur_v = current.to_numpy(dtype=np.float64, na_value=np.nan)
     finite = ref_v[~np.isnan(ref_v)]
@@ -127,15 +121,58 @@ def bin_counts(
         c = np.searchsorted(edges, v, side="left")  # bins (e_{i-1}, e_i]
         return np.where(np.isnan(v), len(edges) + 1, c)
 
-    k = len(edges) + 2
     bounds = [-np.inf, *edges.tolist(), np.inf]
     labels = [f"({bounds[i]:.6g}, {bounds[i + 1]:.6g}]" for i in range(len(edges) + 1)]
     labels.append("missing")
-    return (
-        np.bincount(codes_num(ref_v), minlength=k),
-        np.bincount(codes_num(cur_v), minlength=k),
-        labels,
-    )
+    return codes_num(ref_v), codes_num(cur_v), labels
+
+
+def bin_counts(
+    reference: pd.Series, current: pd.Series, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Count both samples on bins fixed by the reference sample (see :func:`bin_codes`).
+
+    Returns
+    -------
+    ref_counts, cur_counts : numpy.ndarray
+        Counts per bin; the last bin holds missing values.
+    labels : list of str
+        Bin labels.
+    """
+    ref_codes, cur_codes, labels = bin_codes(reference, current, bins)
+    k = len(labels)
+    return np.bincount(ref_codes, minlength=k), np.bincount(cur_codes, minlength=k), labels
+
+
+def psi_by_group(
+    reference: pd.Series, current: pd.Series, groups: np.ndarray, bins: int = 10
+) -> dict[object, float]:
+    """PSI of each group of ``current`` (e.g. each period) against one reference sample.
+
+    The reference's bins are computed once, so many periods cost one binning.
+
+    Parameters
+    ----------
+    reference, current : pandas.Series
+        Reference sample and the pooled current samples.
+    groups : numpy.ndarray
+        Group of every ``current`` row.
+    bins : int
+        Reference quantile bins for numeric variables.
+
+    Returns
+    -------
+    dict
+        Group value to PSI.
+    """
+    ref_codes, cur_codes, labels = bin_codes(reference, current, bins)
+    k = len(labels)
+    ref_counts = np.bincount(ref_codes, minlength=k)
+    inverse, keys = pd.factorize(np.asarray(groups), sort=True)
+    if (inverse < 0).any():
+        raise ValueError("groups must have no missing values")
+    table = np.bincount(inverse * k + cur_codes, minlength=len(keys) * k).reshape(len(keys), k)
+    return {key: psi_from_counts(ref_counts, table[i]) for i, key in enumerate(keys)}
 
 
 def psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
