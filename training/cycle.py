@@ -39,7 +39,7 @@ class CalibrationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    mode: Literal["point_in_time", "through_the_cycle"] = PIT
+    mode: Literal["point_in_time", "through_the_cycle"] = "point_in_time"
     #: bound on the TTC intercept shift in log-odds (a larger one means a data problem)
     max_shift: float = Field(default=3.0, gt=0)
 

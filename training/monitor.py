@@ -401,6 +401,56 @@ def _period(
     return out
 
 
+Reason = tuple[str, str, dict[str, Any]]  # (severity, text key, fields)
+
+
+def _drift_reasons(latest: dict[str, Any], rules: VerdictRules) -> list[Reason]:
+    """Retrain reasons from the latest period's score and feature PSI."""
+    out: list[Reason] = []
+    drift = latest["psi"]
+    if drift["score_verdict"] == "significant":
+        out.append(
+            (
+                "retrain",
+                "monitor.reason.score_psi",
+                {"period": latest["as_of"], "psi": drift["score"]},
+            )
+        )
+    k, n = len(drift["significant_features"]), len(drift["features"])
+    if n and k / n >= rules.feature_share:
+        out.append(
+            ("retrain", "monitor.reason.features", {"period": latest["as_of"], "k": k, "n": n})
+        )
+    return out
+
+
+def _outcome_reasons(
+    p: dict[str, Any], model_auc: float | None, rules: VerdictRules
+) -> list[Reason]:
+    """Retrain / recalibrate reasons from one period with complete outcomes."""
+    out: list[Reason] = []
+    when = p["as_of"]
+    if model_auc is not None and p["auc"] is not None and p["auc"] < model_auc - rules.auc_drop:
+        out.append(
+            ("retrain", "monitor.reason.auc", {"period": when, "auc": p["auc"], "ref": model_auc})
+        )
+    port = p["portfolio"]
+    if port["light"] == "red":
+        fields = {"period": when, "d": port["defaults"], "e": port["expected_defaults"]}
+        out.append(("recalibrate", "monitor.reason.portfolio", fields))
+    tested = sum(p["lights"].values())
+    if tested and p["lights"]["red"] / tested >= rules.red_share:
+        fields = {
+            "period": when,
+            "red": p["lights"]["red"],
+            "tested": tested,
+            "dr": p["default_rate"],
+            "pd": p["mean_pd"],
+        }
+        out.append(("recalibrate", "monitor.reason.red", fields))
+    return out
+
+
 def judge(
     periods: list[dict[str, Any]], model_auc: float | None, cfg: MonitorConfig
 ) -> dict[str, Any]:
@@ -421,88 +471,25 @@ def judge(
     """
     from features.texts import text
 
-    rules = cfg.verdict
-    reasons: list[tuple[str, str, dict[str, Any]]] = []  # (severity, key, fields)
     latest = periods[-1]
-    share = len(latest["psi"]["significant_features"]) / max(1, len(latest["psi"]["features"]))
-    if latest["psi"]["score_verdict"] == "significant":
-        reasons.append(
-            (
-                "retrain",
-                "monitor.reason.score_psi",
-                {"period": latest["as_of"], "psi": latest["psi"]["score"]},
-            )
-        )
-    if share >= rules.feature_share:
-        reasons.append(
-            (
-                "retrain",
-                "monitor.reason.features",
-                {
-                    "period": latest["as_of"],
-                    "k": len(latest["psi"]["significant_features"]),
-                    "n": len(latest["psi"]["features"]),
-                },
-            )
-        )
-    complete = [p for p in periods if p["complete"]][-rules.periods :]
+    reasons = _drift_reasons(latest, cfg.verdict)
+    complete = [p for p in periods if p["complete"]][-cfg.verdict.periods :]
     if not complete:
         reasons.append(("fine", "monitor.reason.no_outcomes", {}))
     for p in complete:
-        if model_auc is not None and p["auc"] is not None and p["auc"] < model_auc - rules.auc_drop:
-            reasons.append(
-                (
-                    "retrain",
-                    "monitor.reason.auc",
-                    {"period": p["as_of"], "auc": p["auc"], "ref": model_auc},
-                )
-            )
-        tested = sum(p["lights"].values())
-        port = p["portfolio"]
-        if port["light"] == "red":
-            reasons.append(
-                (
-                    "recalibrate",
-                    "monitor.reason.portfolio",
-                    {"period": p["as_of"], "d": port["defaults"], "e": port["expected_defaults"]},
-                )
-            )
-        if tested and p["lights"]["red"] / tested >= rules.red_share:
-            reasons.append(
-                (
-                    "recalibrate",
-                    "monitor.reason.red",
-                    {
-                        "period": p["as_of"],
-                        "red": p["lights"]["red"],
-                        "tested": tested,
-                        "dr": p["default_rate"],
-                        "pd": p["mean_pd"],
-                    },
-                )
-            )
-        if not any(r[0] != "fine" for r in reasons):
-            reasons.append(
-                (
-                    "fine",
-                    "monitor.reason.ok",
-                    {
-                        "period": p["as_of"],
-                        "green": p["lights"]["green"],
-                        "tested": tested,
-                        "auc": "—" if p["auc"] is None else f"{p['auc']:.3f}",
-                        "psi": latest["psi"]["score"],
-                    },
-                )
-            )
+        reasons += _outcome_reasons(p, model_auc, cfg.verdict)
+    if complete and not reasons:
+        p = complete[-1]
+        fields = {
+            "period": p["as_of"],
+            "green": p["lights"]["green"],
+            "tested": sum(p["lights"].values()),
+            "auc": "—" if p["auc"] is None else f"{p['auc']:.3f}",
+            "psi": latest["psi"]["score"],
+        }
+        reasons.append(("fine", "monitor.reason.ok", fields))
     severities = {r[0] for r in reasons}
-    code = (
-        "retrain"
-        if "retrain" in severities
-        else "recalibrate"
-        if "recalibrate" in severities
-        else "fine"
-    )
+    code = next((c for c in ("retrain", "recalibrate") if c in severities), "fine")
     return {
         "code": code,
         "en": text(f"monitor.verdict.{code}", "en"),
