@@ -19,7 +19,7 @@ DATASET_TO ?= 2025-01-01
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench clean
+.PHONY: help venv browser data features dataset train promote monitor demo serve run test test-fast lint bench clean
 
 help:
 	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
@@ -69,7 +69,13 @@ $(DATA)/.trained: $(DATA)/features/train.parquet
 
 train: $(DATA)/.trained
 
-demo: $(DATA)/.trained $(DATA)/features/snapshot.parquet
+# The champion backtested on the quarterly snapshots of the training set (data/monitor/report.html).
+$(DATA)/monitor/report.html: $(DATA)/.trained
+	$(KX) monitor --model models:/kuaxin-credit@champion --snapshots $(DATA)/features/train.parquet --outcomes $(DATA)/clean --out $(DATA)/monitor
+
+monitor: $(DATA)/monitor/report.html
+
+demo: $(DATA)/.trained $(DATA)/monitor/report.html $(DATA)/features/snapshot.parquet
 	$(KX) db upgrade
 	$(KX) demo --snapshot $(DATA)/features/snapshot.parquet --out $(DATA)/demo-keys.json
 
