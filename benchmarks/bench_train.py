@@ -93,6 +93,49 @@ def distilled_ceiling(dataset: Path, oracle: Path) -> dict[str, float]:
     }
 
 
+def per_year_lines(rep: dict) -> list[str]:
+    """Per as-of year of the out-of-time window: model vs logistic challenger vs oracle, and
+    the point-in-time vs through-the-cycle calibration levels."""
+    cycle = rep.get("cycle")
+    if not cycle:
+        return []
+
+    def f(v: float | None, d: int = 4) -> str:
+        return "—" if v is None else f"{v:.{d}f}"
+
+    oracle = {r["year"]: r for r in cycle.get("oracle_out_of_time", [])}
+    out = [
+        "Per as-of year (out-of-time window; in-sample years of the final booster in the report):",
+        "",
+        "| as-of year | rows | defaults | default rate | model mean PD | model AUC | model ECE "
+        "| challenger AUC | challenger ECE | oracle mean PD | oracle AUC | oracle ECE |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in cycle["out_of_time"]:
+        o = oracle.get(r["year"], {})
+        out.append(
+            f"| {r['year']} | {r['n']} | {r['defaults']} | {f(r['default_rate'])} | "
+            f"{f(r['mean_pd'])} | {f(r['auc'])} | {f(r['ece'])} | {f(r.get('challenger_auc'))} | "
+            f"{f(r.get('challenger_ece'))} | {f(o.get('mean_pd'))} | {f(o.get('auc'))} | "
+            f"{f(o.get('ece'))} |"
+        )
+    cal, modes = cycle.get("calibration"), cycle.get("modes")
+    if cal and modes:
+        out += [
+            "",
+            f"- calibration mode `{cal['mode']}`; long-run default rate "
+            f"{cal['long_run_default_rate']:.4f} (validation window {cal['validation_default_rate']:.4f}), "
+            f"TTC intercept shift {cal['ttc_shift']:+.3f} log-odds. On the test window: "
+            + "; ".join(
+                f"{name} mean PD {m['mean_pd']:.4f}, ECE {m['ece']:.4f} (per year "
+                + ", ".join(f"{y['year']}: {f(y['ece'])}" for y in m["years"])
+                + ")"
+                for name, m in modes.items()
+            ),
+        ]
+    return [*out, ""]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--dataset", default="data/features/train.parquet")
@@ -144,6 +187,7 @@ def main() -> None:
                 f"log-odds {o.get('pearson_log_odds', float('nan')):.3f}, spearman {o.get('spearman_pd', float('nan')):.3f}",
                 "",
             ]
+            lines += per_year_lines(rep)
             if Path(args.oracle).is_dir():
                 d = distilled_ceiling(Path(args.dataset), Path(args.oracle))
                 lines += [

@@ -222,13 +222,19 @@ def cycle_report(result: Any, config: dict[str, Any]) -> dict[str, Any] | None:
     cfg = cycle_config(config)
     model = result.model
     y_te = ev["label"].to_numpy(dtype=int)
+    oot = year_rows(y_te, ev["pd"].to_numpy(), _years(ev), cfg)
+    if "challenger_pd" in ev.columns:
+        chall = year_rows(y_te, ev["challenger_pd"].to_numpy(), _years(ev), cfg)
+        for row, c in zip(oot, chall, strict=True):
+            row["challenger_auc"], row["challenger_ece"] = c["auc"], c["ece"]
+            row["challenger_mean_pd"] = c["mean_pd"]
     out: dict[str, Any] = {
         "description": (
             "Per as-of year: observed 12-month default rate vs mean PD, AUC and ECE. "
             "'out_of_time' is the test window (never seen by search, calibration or fit); "
             "'in_sample' are the years the final booster was fitted on (optimistic)."
         ),
-        "out_of_time": year_rows(y_te, ev["pd"].to_numpy(), _years(ev), cfg),
+        "out_of_time": oot,
     }
     if "label" in tr.columns:
         in_pd = model.predict_pd(tr, 1)
@@ -282,3 +288,36 @@ def cycle_plot(cycle: dict[str, Any]) -> Any:
     axes[0, 1 if oot else 0].set_ylabel("observed default rate")
     fig.tight_layout()
     return fig
+
+
+def oracle_per_year(
+    eval_frame: pd.DataFrame, oracle: pd.DataFrame, config: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Per as-of year of the evaluation rows: the oracle's AUC, mean true PD and ECE.
+
+    Parameters
+    ----------
+    eval_frame : DataFrame
+        ``usc_code, as_of, label`` rows.
+    oracle : DataFrame
+        ``usc_code, as_of, pd_12m`` (the simulator's true PDs).
+    config : dict
+        Model configuration.
+
+    Returns
+    -------
+    list of dict
+        ``year, n, defaults, default_rate, mean_pd (true), auc, ece`` of the oracle.
+    """
+    frame = eval_frame[["usc_code", "as_of", "label"]].assign(
+        as_of=pd.to_datetime(eval_frame["as_of"])
+    )
+    joined = frame.merge(oracle, on=["usc_code", "as_of"], how="inner")
+    if joined.empty:
+        return []
+    return year_rows(
+        joined["label"].to_numpy(dtype=int),
+        joined["pd_12m"].clip(1e-6, 1 - 1e-6).to_numpy(),
+        _years(joined),
+        cycle_config(config),
+    )

@@ -86,3 +86,17 @@ def test_through_the_cycle_mode_calibrates_to_the_long_run_rate(train_dataset) -
     tr, va, _ = time_split(times, cfg["split"]["test_share"], cfg["split"]["validation_share"])
     rates = train_dataset[tr | va].groupby(times[tr | va].dt.year)["label"].mean()
     assert info["long_run_default_rate"] == pytest.approx(float(rates.mean()))
+
+
+def test_report_compares_model_challenger_and_oracle_per_year(trained_credit, sim_dirs) -> None:
+    from training.report import build_report
+
+    cycle = build_report(trained_credit, oracle_dir=sim_dirs[1])["cycle"]
+    years = [r["year"] for r in cycle["out_of_time"]]
+    assert [r["year"] for r in cycle["oracle_out_of_time"]] == years
+    for model_row, oracle_row in zip(
+        cycle["out_of_time"], cycle["oracle_out_of_time"], strict=True
+    ):
+        assert oracle_row["n"] == model_row["n"]  # every test row has its true PD
+        assert oracle_row["defaults"] == model_row["defaults"]
+        assert "challenger_auc" in model_row
