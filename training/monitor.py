@@ -248,8 +248,9 @@ def load_model(spec: str, tracking_uri: str | None = None) -> tuple[Any, dict[st
     Returns
     -------
     tuple
-        ``(CreditModel, {"name", "registered_version", "model_version", "source"})``; the
-        registered version is looked up by the model's version tag for a folder.
+        ``(CreditModel, {"name", "registered_version", "model_version", "source"})``; for a
+        folder exported by ``kuaxin export`` the registered name and version come from its
+        ``registry.json``.
     """
     from training.model import CreditModel
 
@@ -274,6 +275,12 @@ def load_model(spec: str, tracking_uri: str | None = None) -> tuple[Any, dict[st
         if not Path(spec).is_dir():
             raise FileNotFoundError(f"model {spec} must be a model folder or a models:/ URI")
         model = CreditModel.load(spec)
+        exported = Path(spec) / "registry.json"  # written by `kuaxin export`
+        if exported.is_file():
+            import json
+
+            reg = json.loads(exported.read_text(encoding="utf-8"))
+            info.update(name=reg.get("name"), registered_version=str(reg.get("version")))
     info["model_version"] = model.version
     return model, info
 

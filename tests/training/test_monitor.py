@@ -261,3 +261,38 @@ def test_kuaxin_monitor_cli_rejects_bad_input(tmp_path, trained_model_dir) -> No
     )
     assert result.exit_code == 1
     assert "snapshots" in result.output and "does not exist" in result.output
+
+
+def test_monitor_of_the_registered_champion_tags_its_version(
+    trained_credit, mlflow_tracking_uri, tmp_path
+) -> None:
+    from mlflow import MlflowClient
+
+    from training.monitor_cli import run_monitor
+    from training.registry import log_training, promote
+
+    name = "kuaxin-monitor-test"
+    _, version = log_training(
+        trained_credit,
+        trained_credit.metrics,
+        "<html></html>",
+        name=name,
+        tracking_uri=mlflow_tracking_uri,
+    )
+    promote(name, tracking_uri=mlflow_tracking_uri)
+    snaps = trained_credit.eval_frame.drop(columns=["pd", "challenger_pd"])
+    snaps.to_parquet(tmp_path / "snaps.parquet")
+    report = run_monitor(
+        f"models:/{name}@champion",
+        tmp_path / "snaps.parquet",
+        None,  # no outcomes yet: scores and drift only
+        tmp_path / "out",
+        tracking_uri=mlflow_tracking_uri,
+        progress=False,
+    )
+    assert report["model_registry"]["registered_version"] == version
+    assert report["summary"]["complete_periods"] == 0
+    assert report["verdict"]["reasons"][-1]["key"] == "monitor.reason.no_outcomes"
+    tags = MlflowClient(mlflow_tracking_uri).get_model_version(name, version).tags
+    assert tags["monitor_verdict"] == report["verdict"]["code"]
+    assert tags["monitor_run_id"] == report["run_id"]
