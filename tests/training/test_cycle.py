@@ -100,3 +100,13 @@ def test_report_compares_model_challenger_and_oracle_per_year(trained_credit, si
         assert oracle_row["n"] == model_row["n"]  # every test row has its true PD
         assert oracle_row["defaults"] == model_row["defaults"]
         assert "challenger_auc" in model_row
+
+
+def test_html_report_shows_the_years_and_their_calibration_plot(trained_credit) -> None:
+    from training.report import build_report, render_html
+
+    report = build_report(trained_credit)
+    page = render_html(trained_credit, report)
+    assert "Through the cycle" in page and "<h3>calibration_per_year</h3>" in page
+    for row in report["cycle"]["out_of_time"]:
+        assert f"<td>out_of_time</td><td>{row['year']}</td>" in page
