@@ -391,21 +391,43 @@ def _period(
     }
     if not out["complete"]:
         return out
+    return out | grade_backtest(rows, model.master_scale, cfg)
+
+
+def grade_backtest(rows: pd.DataFrame, master_scale: Any, cfg: MonitorConfig) -> dict[str, Any]:
+    """Backtest one period's rows with known outcomes, per grade and for the whole portfolio.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        ``pd``, ``grade`` and 0/1 ``label`` of one period (any PD source: a model, the oracle).
+    master_scale : MasterScale
+        Grades in order, with their supervision classes.
+    cfg : MonitorConfig
+
+    Returns
+    -------
+    dict
+        ``defaults``, ``default_rate``, ``auc``, ``portfolio`` and ``grades`` (see
+        :func:`backtest_cell`), and ``lights`` (count of each light over the tested grades).
+    """
     y, p = rows["label"].to_numpy(dtype=int), rows["pd"].to_numpy()
     lights = cfg.traffic_lights
-    out["defaults"] = int(y.sum())
-    out["default_rate"] = float(y.mean())
-    out["auc"] = safe_auc(y, p) if y.sum() >= cfg.verdict.min_defaults_for_auc else None
-    out["portfolio"] = backtest_cell(y, p, lights)
     grades = rows["grade"].to_numpy()
-    out["grades"] = [
-        {"grade": g, "supervision_class": model.master_scale.supervision_class(g)}
+    cells = [
+        {"grade": g, "supervision_class": master_scale.supervision_class(g)}
         | backtest_cell(y[grades == g], p[grades == g], lights)
-        for g in model.master_scale.grades
+        for g in master_scale.grades
     ]
-    tested = [g for g in out["grades"] if g["light"] is not None]
-    out["lights"] = {k: sum(g["light"] == k for g in tested) for k in LIGHTS}
-    return out
+    tested = [g for g in cells if g["light"] is not None]
+    return {
+        "defaults": int(y.sum()),
+        "default_rate": float(y.mean()),
+        "auc": safe_auc(y, p) if y.sum() >= cfg.verdict.min_defaults_for_auc else None,
+        "portfolio": backtest_cell(y, p, lights),
+        "grades": cells,
+        "lights": {k: sum(g["light"] == k for g in tested) for k in LIGHTS},
+    }
 
 
 Reason = tuple[str, str, dict[str, Any]]  # (severity, text key, fields)

@@ -1,11 +1,16 @@
 """``kuaxin monitor`` on simulated worlds: a shock after training turns its grades red, a
-stable world does not.
+stable world does not beyond the tests' false-positive rate.
 
-Two tiny worlds from the simulator's own configuration (``simulator/config/simulator.yaml``):
-the *shocked* world has no macro noise and one scripted episode (``SHOCK``) that starts after
-the model's last training outcome; the *stable* world has neither noise nor episodes. In each,
-a model (LightGBM defaults, no search) is trained on as-of dates whose 12-month outcomes end
-before the shock, then monitored on the quarterly snapshots after it.
+Two small worlds from the simulator's own configuration (``simulator/config/simulator.yaml``),
+same seed: the *shocked* world has no macro noise and one scripted episode (``SHOCK``) that
+starts after the model's last training outcome; the *stable* world has neither noise nor
+episodes. Up to the shock the two worlds are the same, so the same model (LightGBM defaults, no
+search, trained on as-of dates whose outcomes end before the shock) is monitored on both.
+
+What a false positive is needs a PD known to be right: the trained model's own PDs are not (on
+this world it under-predicts its best grades, where defaults without warning set a floor the
+Platt map extrapolates below, which the monitor rightly flags). The stable-world test therefore
+backtests the oracle's true PDs through the same per-grade backtest.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from scipy import stats
 
 from training.monitor import load_monitor_config, monitor
 
-WORLD = {"n_firms": 2500, "seed": 5, "start": "2019-01", "end": "2024-06", "fault_rate": 0.0}
+WORLD = {"n_firms": 1500, "seed": 5, "start": "2019-01", "end": "2024-06", "fault_rate": 0.0}
 TRAIN = (date(2020, 1, 1), date(2021, 10, 1))  # outcomes end 2022-10: before the shock
 MONITOR = (date(2022, 1, 1), date(2023, 4, 1))
 #: a severe shock (the shipped 2020 episode peaks at 2.6): this small world's default rate falls
@@ -33,12 +38,13 @@ SHOCK = {"name": "test_shock_2023", "start": "2023-01", "end": "2023-06", "level
 SHOCKED = ("2022-10-01", "2023-01-01", "2023-04-01")
 
 
-def _world(tmp: Path, episodes: list[dict]) -> tuple[object, dict]:
-    """Simulate, ingest, train before the shock, and monitor after it."""
+def _world(tmp: Path, episodes: list[dict]) -> dict:
+    """Simulate, ingest, train before the shock, monitor after it; and the oracle's rows."""
     from features.dataset import build_dataset, default_events
     from features.ingest import ingest
     from features.snapshot import load_clean
     from simulator.simulate import load_config, simulate
+    from training.report import read_oracle
     from training.train import train_credit
 
     cfg = copy.deepcopy(load_config())
@@ -50,39 +56,52 @@ def _world(tmp: Path, episodes: list[dict]) -> tuple[object, dict]:
     ingest(tmp / "raw", tmp / "clean", progress=False)
     tables = load_clean(tmp / "clean")
     result = train_credit(build_dataset(tables, *TRAIN, every="quarter"), trials=0)
-    snaps = build_dataset(tables, *MONITOR, every="quarter").drop(columns=["label", "default_date"])
+    labelled = build_dataset(tables, *MONITOR, every="quarter")
     observed_to = pd.Timestamp(WORLD["end"]) + pd.offsets.MonthEnd(0)
+    snaps = labelled.drop(columns=["label", "default_date"])
     report = monitor(result.model, snaps, default_events(tables), observed_to)
-    return result, report
+    truth = labelled[["usc_code", "as_of", "label"]].merge(
+        read_oracle(tmp / "oracle").rename(columns={"pd_12m": "pd"}), on=["usc_code", "as_of"]
+    )
+    truth["grade"] = result.model.master_scale.grade(truth["pd"].to_numpy())
+    return {"model": result.model, "report": report, "truth": truth}
 
 
 @pytest.fixture(scope="module")
-def shocked(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict]:
+def shocked(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return _world(tmp_path_factory.mktemp("shocked"), [SHOCK])
 
 
 @pytest.fixture(scope="module")
-def stable(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, dict]:
+def stable(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return _world(tmp_path_factory.mktemp("stable"), [])
 
 
-def test_shock_after_training_turns_the_shocked_periods_red(shocked) -> None:
-    _, report = shocked
-    periods = {p["as_of"]: p for p in report["periods"]}
+def _periods(world: dict) -> dict[str, dict]:
+    return {p["as_of"]: p for p in world["report"]["periods"]}
+
+
+def test_shock_after_training_turns_the_shocked_periods_red(shocked, stable) -> None:
+    assert shocked["model"].version.split("-")[-1] == stable["model"].version.split("-")[-1]
+    hit, calm = _periods(shocked), _periods(stable)
     for when in SHOCKED:
-        p = periods[when]
-        assert p["complete"]
-        assert p["portfolio"]["light"] == "red", p["portfolio"]
-        tested = [g for g in p["grades"] if g["light"] and g["expected_defaults"] >= 2]
-        assert tested
-        detail = [
-            (g["grade"], g["n"], g["defaults"], round(g["expected_defaults"], 1), g["light"])
-            for g in tested
-        ]
-        assert sum(g["light"] == "red" for g in tested) >= 0.5 * len(tested), (when, detail)
-    # before the shock the same model is not red
-    assert periods["2022-01-01"]["portfolio"]["light"] != "red"
-    assert report["verdict"]["code"] in ("recalibrate", "retrain")
+        assert hit[when]["complete"]
+        assert hit[when]["portfolio"]["light"] == "red", hit[when]["portfolio"]
+        assert calm[when]["portfolio"]["light"] != "red"
+        # the same model on the same firms: the shock adds red grades, most where most
+        # defaults are expected
+        assert hit[when]["lights"]["red"] >= calm[when]["lights"]["red"] + 2, (
+            hit[when]["lights"],
+            calm[when]["lights"],
+        )
+    # before the shock both worlds agree
+    assert hit["2022-01-01"]["lights"] == calm["2022-01-01"]["lights"]
+    assert hit["2022-01-01"]["portfolio"]["light"] != "red"
+    assert shocked["report"]["verdict"]["code"] in ("recalibrate", "retrain")
+    assert any(
+        r["key"] in ("monitor.reason.red", "monitor.reason.portfolio")
+        for r in shocked["report"]["verdict"]["reasons"]
+    )
 
 
 def _red_size(n: int, pd_: float, alpha: float) -> float:
@@ -91,28 +110,33 @@ def _red_size(n: int, pd_: float, alpha: float) -> float:
     return float(stats.binom.pmf(ds, n, pd_)[red].sum())
 
 
-def test_stable_world_flags_no_more_reds_than_the_false_positive_rate(stable) -> None:
-    _, report = stable
+def test_stable_world_true_pds_flag_no_more_reds_than_the_false_positive_rate(stable) -> None:
+    from training.monitor import grade_backtest
+
     cfg = load_monitor_config()
     assert cfg.traffic_lights.light_test == "jeffreys"
-    cells = [g for p in report["periods"] if p["complete"] for g in p["grades"] if g["light"]]
-    # Allowance: the exact red probability of every cell if its mean PD were right, summed;
-    # the 99.9 % quantile of that count (Poisson-binomial by convolution). A trained model's
-    # PDs carry estimation error the allowance does not forgive: this is the strict version.
+    truth = stable["truth"]
+    complete = truth[pd.to_datetime(truth["as_of"]) <= pd.Timestamp("2023-06-30")]
+    periods = [
+        grade_backtest(rows, stable["model"].master_scale, cfg)
+        for _, rows in complete.groupby("as_of")
+    ]
+    cells = [g for p in periods for g in p["grades"] if g["light"]]
+    assert len(cells) >= 30
+    # Allowance: each cell's exact red probability if its mean PD is right, and the 99.9 %
+    # quantile of the number of reds those imply (Poisson-binomial, by convolution). Cells of
+    # one period share firms across periods, so the count is more spread than independent
+    # cells would give; the 99.9 % quantile leaves room for that.
     alpha = 1 - cfg.traffic_lights.red_confidence
     dist = np.array([1.0])
     for g in cells:
         s = _red_size(g["n"], g["mean_pd"], alpha)
         dist = np.convolve(dist, [1 - s, s])
     allowed = int(np.searchsorted(np.cumsum(dist), 0.999))
-    reds = sum(g["light"] == "red" for g in cells)
-    assert reds <= allowed, (
-        reds,
-        allowed,
-        [
-            (g["grade"], g["n"], g["defaults"], g["expected_defaults"])
-            for g in cells
-            if g["light"] == "red"
-        ],
-    )
-    assert all(p["portfolio"]["light"] != "red" for p in report["periods"] if p["complete"])
+    reds = [
+        (g["grade"], g["n"], g["defaults"], g["expected_defaults"])
+        for g in cells
+        if g["light"] == "red"
+    ]
+    assert len(reds) <= allowed, (len(reds), allowed, reds)
+    assert all(p["portfolio"]["light"] != "red" for p in periods)
