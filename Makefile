@@ -20,7 +20,7 @@ DATASET_TO ?= 2025-01-01
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench fuzz clean mlflow-server ui
+.PHONY: help venv browser data features dataset train promote monitor demo serve run test test-fast lint bench fuzz clean mlflow-server ui
 
 help:
 	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
@@ -86,7 +86,13 @@ $(DATA)/.trained: $(DATA)/features/train.parquet
 
 train: $(DATA)/.trained
 
-demo: $(DATA)/.trained $(DATA)/features/snapshot.parquet
+# The champion backtested on the quarterly snapshots of the training set (data/monitor/report.html).
+$(DATA)/monitor/report.html: $(DATA)/.trained
+	$(KX) monitor --model models:/kuaxin-credit@champion --snapshots $(DATA)/features/train.parquet --outcomes $(DATA)/clean --out $(DATA)/monitor
+
+monitor: $(DATA)/monitor/report.html
+
+demo: $(DATA)/.trained $(DATA)/monitor/report.html $(DATA)/features/snapshot.parquet
 	$(KX) db upgrade
 	$(KX) demo --snapshot $(DATA)/features/snapshot.parquet --out $(DATA)/demo-keys.json
 
