@@ -339,7 +339,7 @@ def _within(
     problems: list[Problem], field: str, value: Any, lo: float, hi: float, unit: str = ""
 ) -> None:
     if value is None:
-        problems.append(Problem(field, "required", f"between {lo:g} and {hi:g}{unit}"))
+        problems.append(Problem(field, "required", f"{lo:g} to {hi:g}{unit}"))
     elif not (lo <= float(value) <= hi):
         problems.append(
             Problem(field, f"{value:g} is outside the product's range", f"{lo:g} to {hi:g}{unit}")
