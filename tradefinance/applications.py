@@ -402,7 +402,8 @@ def check_terms(product: Mapping[str, Any], terms: Mapping[str, Any] | None) -> 
             tenor["max_months"],
             " months",
         )
-        if terms.get("tenor_months") is not None and float(terms["tenor_months"]) % 1:
+        tenor_bad = any(p.field == f"{base}.tenor_months" for p in problems)
+        if not tenor_bad and terms.get("tenor_months") is not None and float(terms["tenor_months"]) % 1:
             problems.append(Problem(f"{base}.tenor_months", "must be whole months", "an integer"))
     for extra in sorted(set(terms) - allowed):
         problems.append(Problem(f"{base}.{extra}", "no such term", ", ".join(sorted(allowed))))
