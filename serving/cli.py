@@ -53,6 +53,21 @@ def _database(database_url: str | None) -> Any:
     return Database(settings.database_url)
 
 
+def _seed_demo_applications(database: Any, settings: Any, snapshot: Path, info: dict[str, Any]) -> Any:
+    """Seed applications in several states (serving.demo.seed_applications); skipped without a model."""
+    from serving.demo import seed_applications
+    from serving.market import load_market
+    from serving.state import LoadError, ServingState
+
+    typer.echo("seeding demo applications (loads the model and scores the snapshot once) ...", err=True)
+    try:
+        loaded = ServingState().load(settings.model_copy(update={"snapshot": snapshot}))
+    except LoadError as exc:
+        typer.echo(f"warning: no demo applications: {exc}", err=True)
+        return []
+    return seed_applications(database, loaded, load_market(settings), DEMO_ORGS, info["firm"]["usc_code"])
+
+
 def _parse_expiry(expires: str | None, days: int | None) -> datetime:
     if expires is not None:
         try:
@@ -327,6 +342,7 @@ def register(app: typer.Typer) -> None:
             info = create_demo(
                 database, snapshot, base_url=base_url, orgs=DEMO_ORGS, settings=settings
             )
+            info["applications"] = _seed_demo_applications(database, settings, snapshot, info)
         except ValueError as exc:
             _fail(str(exc))
             raise
@@ -340,6 +356,10 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(f"demo keys written to {out} and {env} (source it: `source {env}`)")
         typer.echo(f"demo firm {info['firm']['usc_code']} {info['firm']['name'] or ''}")
+        seeded = info.get("applications") or []
+        if seeded:
+            states = ", ".join(sorted({a["status"] for a in seeded}))
+            typer.echo(f"seeded {len(seeded)} applications ({states}); console: {base_url}/console/")
         for role, k in info["keys"].items():
             typer.echo(f"  {role:<10} {k['org']:<22} {k['key']}")
         typer.echo("try (after `make serve` or while `make run` serves):")
