@@ -55,14 +55,16 @@ def _database(database_url: str | None) -> Any:
 
 def _seed_demo_applications(database: Any, settings: Any, snapshot: Path, info: dict[str, Any]) -> Any:
     """Seed applications in several states (serving.demo.seed_applications); skipped without a model."""
-    from serving.demo import seed_applications
+    from serving.demo import applications_seeded, seed_applications
     from serving.market import load_market
-    from serving.state import LoadError, ServingState
+    from serving.state import ServingState
 
+    if applications_seeded(database, DEMO_ORGS):
+        return []
     typer.echo("seeding demo applications (loads the model and scores the snapshot once) ...", err=True)
     try:
         loaded = ServingState().load(settings.model_copy(update={"snapshot": snapshot}))
-    except LoadError as exc:
+    except Exception as exc:  # no model yet: the keys still work, the pages start empty
         typer.echo(f"warning: no demo applications: {exc}", err=True)
         return []
     return seed_applications(database, loaded, load_market(settings), DEMO_ORGS, info["firm"]["usc_code"])

@@ -110,9 +110,6 @@ def curl_lines() -> list[str]:
         "curl -s -o /dev/null -w '%{http_code}\\n' -H \"X-API-Key: $KX_REGULATOR_KEY\" $KX_URL/v1/firms/$KX_FIRM/score",
         'curl -s -H "X-API-Key: $KX_ADMIN_KEY" $KX_URL/v1/admin/audit/verify',
         "curl -s $KX_URL/v1/ready",
-        'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/applications',
-        'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/provider/applications',
-        'curl -s -H "X-API-Key: $KX_REGULATOR_KEY" $KX_URL/v1/regulator/applications',
     ]
 
 
@@ -231,6 +228,17 @@ def _demo_decision(action: str, frozen: dict[str, Any], cfg: Any) -> dict[str, A
     return {"action": action, "note": "", "notice": adverse_action_notice(frozen, codes, cfg)}
 
 
+def applications_seeded(database: Database, orgs: dict[str, str]) -> bool:
+    """Whether the demo bank already has applications (a re-run seeds nothing)."""
+    from serving.models import Application
+
+    with database.session() as session:
+        found = session.scalar(
+            sa.select(Application.id).where(Application.provider_org == orgs["bank"]).limit(1)
+        )
+    return found is not None
+
+
 def seed_applications(
     database: Database, loaded: Any, market: Any, orgs: dict[str, str], firm: str, cfg: Any = None
 ) -> list[dict[str, Any]]:
@@ -259,14 +267,14 @@ def seed_applications(
 
     from serving.applications import act, create_application, now_utc
     from serving.market import effective_products
-    from serving.models import Application, ProductVersionRow
+    from serving.models import ProductVersionRow
     from tradefinance.applications import canonical, load_config
     from tradefinance.matching import Need
 
     cfg = cfg or load_config()
+    if applications_seeded(database, orgs):
+        return []
     with database.session() as session:
-        if session.scalar(sa.select(Application.id).where(Application.provider_org == orgs["bank"]).limit(1)):
-            return []
         at = now_utc()
         for role, pid, seed, en, zh in DEMO_PRODUCTS:
             if session.scalar(sa.select(ProductVersionRow.id).where(ProductVersionRow.product_id == pid)):
