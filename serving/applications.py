@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from features.values import plain
 from serving.auth import Principal
 from serving.consent import grant, revoke, state_of
-from serving.market import Market, as_utc, effective_products, firm_row, grades_of, product_versions
-from serving.problems import FieldError, ProblemError
+from serving.market import Market, as_utc, firm_row, grades_of, product_versions
 from serving.models import Application, ApplicationEvent, Consent, OutcomeQuarantine, OutcomeRecord
+from serving.problems import FieldError, ProblemError
 from serving.state import Loaded
 from tradefinance.applications import (
     ACTOR,
@@ -51,24 +51,28 @@ class ApplyError(ValueError):
 
 
 def now_utc() -> datetime:
-    """The current time, aware UTC (every stored time is)."""
+    """Return the current time, aware UTC (every stored time is)."""
     return datetime.now(UTC)
 
 
 def config_for(settings: Any) -> ApplicationsConfig:
-    """The applications configuration of the app (``KUAXIN_APPLICATIONS`` or the shipped file)."""
+    """Return the applications configuration of the app (``KUAXIN_APPLICATIONS`` or the shipped file)."""
     from tradefinance.applications import load_config
 
     path = getattr(settings, "applications", None)
     return load_config(None if path is None else str(path))
 
 
-def product_owner(session: Session, market: Market, product_id: str, cfg: ApplicationsConfig) -> str | None:
-    """The institution owning a product (stored versions first, then the seed's owner map)."""
+def product_owner(
+    session: Session, market: Market, product_id: str, cfg: ApplicationsConfig
+) -> str | None:
+    """Return the institution owning a product (stored versions first, then the seed map)."""
     from tradefinance.applications import owner_of
 
-    seed = market.products[product_id] if product_id in market.products else None
-    return owner(product_id, None if seed is None else owner_of(seed, cfg.owners), product_versions(session))
+    seed = market.products[product_id] if product_id in market.products else None  # noqa: SIM401
+    return owner(
+        product_id, None if seed is None else owner_of(seed, cfg.owners), product_versions(session)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +106,44 @@ def _event(
             org="" if principal is None else principal.org,
             details=None if details is None else canonical(details),
         )
+    )
+
+
+def _frozen_record(
+    loaded: Loaded,
+    market: Market,
+    catalog: ProductCatalog,
+    product: Product,
+    usc_code: str,
+    need: Need,
+    app: Application,
+    effective_from: datetime | None,
+) -> dict[str, Any]:
+    """Match the firm now and freeze what the provider of ``product`` will see."""
+    result = match(
+        firm_row(loaded, usc_code),
+        need,
+        catalog,
+        grades=grades_of(loaded),
+        pricing=market.pricing,
+        countries=market.countries,
+        actionable=set(loaded.catalog.actionable) if loaded.catalog is not None else None,
+    )
+    i = loaded.position[usc_code]
+    return freeze(
+        application_id=app.id,
+        frozen_at=app.created_at,
+        product=product,
+        product_version=app.product_version,
+        product_effective_from=effective_from,
+        need=need.model_dump(),
+        score=loaded.score_payload(usc_code),
+        explanation=loaded.explanation_payload(usc_code)["contributions"],
+        match_entry=_entry_for(result, product),
+        bundles=[b for b in result.bundles if b["financing_id"] == product.id],
+        features={n: plain(loaded.snapshot[n].iat[i]) for n in loaded.model.feature_names},
+        catalog_version=catalog.version,
+        snapshot_source=loaded.snapshot_source,
     )
 
 
@@ -153,25 +195,18 @@ def create_application(
     """
     at = at or now_utc()
     if product_id not in catalog:
-        raise ApplyError("body.product_id", f"unknown product {product_id!r}", "a product of GET /v1/products")
+        raise ApplyError(
+            "body.product_id", f"unknown product {product_id!r}", "a product of GET /v1/products"
+        )
     product = catalog[product_id]
     provider = product_owner(session, market, product_id, cfg)
     if provider is None:
-        raise ApplyError("body.product_id", f"product {product_id!r} has no owner", "a product of GET /v1/products")
-    row = firm_row(loaded, usc_code)
-    result = match(
-        row,
-        need,
-        catalog,
-        grades=grades_of(loaded),
-        pricing=market.pricing,
-        countries=market.countries,
-        actionable=set(loaded.catalog.actionable) if loaded.catalog is not None else None,
-    )
-    entry = _entry_for(result, product)
-    bundles = [b for b in result.bundles if b["financing_id"] == product.id]
+        raise ApplyError(
+            "body.product_id",
+            f"product {product_id!r} has no owner",
+            "a product of GET /v1/products",
+        )
     version = latest(product_versions(session), product_id, at)
-    score = loaded.score_payload(usc_code)
     app = Application(
         firm_usc=usc_code,
         provider_org=provider,
@@ -180,7 +215,7 @@ def create_application(
         product_kind=product.kind,
         need_ref=need_ref,
         status=Status.submitted.value,
-        grade=str(score["grade"]),
+        grade=str(loaded.scores["grade"].iat[loaded.position[usc_code]]),
         qualified_via_bundle=False,
         amount_cny=float(need.amount_cny),
         model_version=loaded.model_version,
@@ -200,22 +235,8 @@ def create_application(
         max(at, now_utc()) + timedelta(days=cfg.consent.days),
         granted_by=None if principal is None else principal.key_id,
     )
-    explanation = loaded.explanation_payload(usc_code)["contributions"]
-    frozen = freeze(
-        application_id=app.id,
-        frozen_at=at,
-        product=product,
-        product_version=app.product_version,
-        product_effective_from=None if version is None else version.effective_from,
-        need=need.model_dump(),
-        score=score,
-        explanation=explanation,
-        match_entry=entry,
-        bundles=bundles,
-        features={n: plain(loaded.snapshot[n].iat[loaded.position[usc_code]]) for n in loaded.model.feature_names},
-        catalog_version=catalog.version,
-        snapshot_source=loaded.snapshot_source,
-    )
+    effective = None if version is None else version.effective_from
+    frozen = _frozen_record(loaded, market, catalog, product, usc_code, need, app, effective)
     app.frozen = canonical(frozen)
     app.frozen_sha256 = digest(app.frozen)
     app.qualified_via_bundle = bool(frozen["qualified_via_bundle"])
@@ -243,7 +264,7 @@ def eligible_products(
 
 
 def new_need_ref() -> str:
-    """A reference grouping the applications of one posted need."""
+    """Return a new reference grouping the applications of one posted need."""
     return f"need-{uuid.uuid4().hex[:12]}"
 
 
@@ -286,9 +307,11 @@ def consent_state(session: Session, app: Application) -> str:
 
 
 def events_of(session: Session, app_id: int) -> list[dict[str, Any]]:
-    """The application's steps, oldest first."""
+    """Return the application's steps, oldest first."""
     rows = session.scalars(
-        sa.select(ApplicationEvent).where(ApplicationEvent.application_id == app_id).order_by(ApplicationEvent.id)
+        sa.select(ApplicationEvent)
+        .where(ApplicationEvent.application_id == app_id)
+        .order_by(ApplicationEvent.id)
     )
     return [
         {
@@ -305,7 +328,7 @@ def events_of(session: Session, app_id: int) -> list[dict[str, Any]]:
 
 
 def summary(app: Application) -> dict[str, Any]:
-    """What a list shows of an application (no score data)."""
+    """Return what a list shows of an application (no score data)."""
     frozen = json.loads(app.frozen)
     product = frozen.get("product", {})
     return {
@@ -330,7 +353,7 @@ def summary(app: Application) -> dict[str, Any]:
 
 
 def detail(session: Session, app: Application, actor: str) -> dict[str, Any]:
-    """The full view of an application for ``actor`` (``firm`` or ``provider``)."""
+    """Return the full view of an application for ``actor`` (``firm`` or ``provider``)."""
     return {
         **summary(app),
         "frozen": json.loads(app.frozen),
@@ -438,12 +461,18 @@ def record_outcomes(
             ids.append(int(float(r.get("application_id") or 0)))
         except (TypeError, ValueError):
             continue
-    apps = {
-        a.id: a
-        for a in session.scalars(
-            sa.select(Application).where(Application.id.in_(ids), Application.provider_org == provider_org)
-        )
-    } if ids else {}
+    apps = (
+        {
+            a.id: a
+            for a in session.scalars(
+                sa.select(Application).where(
+                    Application.id.in_(ids), Application.provider_org == provider_org
+                )
+            )
+        }
+        if ids
+        else {}
+    )
     states = {i: _app_state(a) for i, a in apps.items()}
     report = apply_outcomes(raw_rows, states, cfg, today or at.date())
     for row in report.accepted:
@@ -465,7 +494,14 @@ def record_outcomes(
             app.disbursed_on = row["date"]
             app.disbursed_amount_cny = row["amount_cny"]
         if row["action"] is not None:
-            act(session, app, row["action"], principal, {"date": row["date"], "source": "outcome"}, at)
+            act(
+                session,
+                app,
+                row["action"],
+                principal,
+                {"date": row["date"], "source": "outcome"},
+                at,
+            )
         else:
             app.updated_at = at
     if quarantine:
@@ -487,10 +523,12 @@ def record_outcomes(
 def export_outcomes(
     session: Session, provider_org: str, cfg: ApplicationsConfig, observed_until: date | None = None
 ) -> tuple[Any, dict[str, int]]:
-    """The provider's labelled table (frozen features + ``default_12m``) and its counts."""
+    """Return the provider's labelled table (frozen features + ``default_12m``) and counts."""
     apps = list(
         session.scalars(
-            sa.select(Application).where(Application.provider_org == provider_org).order_by(Application.id)
+            sa.select(Application)
+            .where(Application.provider_org == provider_org)
+            .order_by(Application.id)
         )
     )
     records = outcome_rows(session, [a.id for a in apps])
@@ -543,5 +581,3 @@ def conflict(exc: TransitionError, actor: str) -> ProblemError:
             )
         ],
     )
-
-

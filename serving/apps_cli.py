@@ -25,7 +25,8 @@ def register(app: typer.Typer) -> None:
         database_url: Annotated[
             str | None,
             typer.Option(
-                "--database-url", help="SQLAlchemy URL (default: KUAXIN_DATABASE_URL or sqlite:///kuaxin.db)"
+                "--database-url",
+                help="SQLAlchemy URL (default: KUAXIN_DATABASE_URL or sqlite:///kuaxin.db)",
             ),
         ] = None,
     ) -> None:
@@ -37,7 +38,7 @@ def register(app: typer.Typer) -> None:
         from serving.db import Database, upgrade
         from serving.settings import Settings
 
-        settings = Settings(**({"database_url": database_url} if database_url else {}))
+        settings = Settings(database_url=database_url) if database_url else Settings()
         try:
             until = None if as_of is None else date.fromisoformat(as_of)
         except ValueError:

@@ -53,7 +53,9 @@ def _database(database_url: str | None) -> Any:
     return Database(settings.database_url)
 
 
-def _seed_demo_applications(database: Any, settings: Any, snapshot: Path, info: dict[str, Any]) -> Any:
+def _seed_demo_applications(
+    database: Any, settings: Any, snapshot: Path, info: dict[str, Any]
+) -> Any:
     """Seed applications in several states (serving.demo.seed_applications); skipped without a model."""
     from serving.demo import applications_seeded, seed_applications
     from serving.market import load_market
@@ -61,13 +63,17 @@ def _seed_demo_applications(database: Any, settings: Any, snapshot: Path, info: 
 
     if applications_seeded(database, DEMO_ORGS):
         return []
-    typer.echo("seeding demo applications (loads the model and scores the snapshot once) ...", err=True)
+    typer.echo(
+        "seeding demo applications (loads the model and scores the snapshot once) ...", err=True
+    )
     try:
         loaded = ServingState().load(settings.model_copy(update={"snapshot": snapshot}))
     except Exception as exc:  # no model yet: the keys still work, the pages start empty
         typer.echo(f"warning: no demo applications: {exc}", err=True)
         return []
-    return seed_applications(database, loaded, load_market(settings), DEMO_ORGS, info["firm"]["usc_code"])
+    return seed_applications(
+        database, loaded, load_market(settings), DEMO_ORGS, info["firm"]["usc_code"]
+    )
 
 
 def _parse_expiry(expires: str | None, days: int | None) -> datetime:
@@ -361,7 +367,9 @@ def register(app: typer.Typer) -> None:
         seeded = info.get("applications") or []
         if seeded:
             states = ", ".join(sorted({a["status"] for a in seeded}))
-            typer.echo(f"seeded {len(seeded)} applications ({states}); console: {base_url}/console/")
+            typer.echo(
+                f"seeded {len(seeded)} applications ({states}); console: {base_url}/console/"
+            )
         for role, k in info["keys"].items():
             typer.echo(f"  {role:<10} {k['org']:<22} {k['key']}")
         typer.echo("try (after `make serve` or while `make run` serves):")

@@ -133,6 +133,7 @@ def product_versions(session: Any) -> list[Any]:
 
 
 def as_utc(ts: Any) -> Any:
+    """Return ``ts`` as an aware UTC time."""
     from datetime import UTC
 
     # SQLite hands timestamps back without a zone; every stored time is UTC.
@@ -140,7 +141,7 @@ def as_utc(ts: Any) -> Any:
 
 
 def effective_products(session: Any, market: Market, at: Any = None) -> ProductCatalog:
-    """The product catalog in force now (or at ``at``): seed YAML overridden by stored versions.
+    """Return the catalog in force now (or at ``at``): seed YAML overridden by stored versions.
 
     Without stored versions this is ``market.products`` itself (no copy, no parsing).
     """

@@ -184,7 +184,9 @@ class ProductVersionRow(Base):
     """A version of a provider-managed product (``spec`` null: the product is retired)."""
 
     __tablename__ = "product_versions"
-    __table_args__ = (sa.UniqueConstraint("product_id", "version", name="uq_product_versions_id_version"),)
+    __table_args__ = (
+        sa.UniqueConstraint("product_id", "version", name="uq_product_versions_id_version"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     product_id: Mapped[str] = mapped_column(sa.String(80), index=True)

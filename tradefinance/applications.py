@@ -96,7 +96,7 @@ def load_config(path: str | None = None) -> ApplicationsConfig:
 
 
 def owner_of(product: Product, owners: Mapping[str, str]) -> str:
-    """The institution (an API key's ``org``) owning a seed-catalog product."""
+    """Return the institution (an API key's ``org``) owning a seed-catalog product."""
     return owners.get(product.provider.name_en, product.provider.name_en)
 
 
@@ -194,7 +194,7 @@ def allowed_actions(state: Status | str, actor: str | None = None) -> list[str]:
 
 
 def next_status(state: Status | str, action: Action | str) -> Status:
-    """The state after ``action``.
+    """Return the state after ``action``.
 
     Raises
     ------
@@ -393,7 +393,9 @@ def check_terms(product: Mapping[str, Any], terms: Mapping[str, Any] | None) -> 
             amount["max_cny"],
             " CNY",
         )
-        _within(problems, f"{base}.rate", terms.get("rate"), pricing["rate_min"], pricing["rate_max"])
+        _within(
+            problems, f"{base}.rate", terms.get("rate"), pricing["rate_min"], pricing["rate_max"]
+        )
         _within(
             problems,
             f"{base}.tenor_months",
@@ -403,13 +405,19 @@ def check_terms(product: Mapping[str, Any], terms: Mapping[str, Any] | None) -> 
             " months",
         )
         tenor_bad = any(p.field == f"{base}.tenor_months" for p in problems)
-        if not tenor_bad and terms.get("tenor_months") is not None and float(terms["tenor_months"]) % 1:
+        if (
+            not tenor_bad
+            and terms.get("tenor_months") is not None
+            and float(terms["tenor_months"]) % 1
+        ):
             problems.append(Problem(f"{base}.tenor_months", "must be whole months", "an integer"))
     for extra in sorted(set(terms) - allowed):
         problems.append(Problem(f"{base}.{extra}", "no such term", ", ".join(sorted(allowed))))
     if problems:
         raise DecisionError(problems)
-    return {k: (int(v) if k in ("tenor_months", "credit_days") else float(v)) for k, v in terms.items()}
+    return {
+        k: (int(v) if k in ("tenor_months", "credit_days") else float(v)) for k, v in terms.items()
+    }
 
 
 def check_conditions(
@@ -430,26 +438,36 @@ def check_conditions(
     """
     problems: list[Problem] = []
     if not conditions:
-        problems.append(Problem("body.conditions", "at least one condition", ", ".join(cfg.conditions)))
+        problems.append(
+            Problem("body.conditions", "at least one condition", ", ".join(cfg.conditions))
+        )
     out = []
     for i, cond in enumerate(conditions):
         code = cond.get("code")
         where = f"body.conditions.{i}"
         if code not in cfg.conditions:
-            problems.append(Problem(f"{where}.code", f"unknown code {code!r}", ", ".join(cfg.conditions)))
+            problems.append(
+                Problem(f"{where}.code", f"unknown code {code!r}", ", ".join(cfg.conditions))
+            )
             continue
         item = {"code": code, "note": str(cond.get("note") or "")}
         if code == "assign_credit_insurance":
             pid = cond.get("insurance_product_id")
             if not product.get("policy_assignment"):
                 problems.append(
-                    Problem(f"{where}.code", "this product does not accept an assigned policy",
-                            "a product with policy_assignment")
+                    Problem(
+                        f"{where}.code",
+                        "this product does not accept an assigned policy",
+                        "a product with policy_assignment",
+                    )
                 )
             elif pid not in insurance_ids:
                 problems.append(
-                    Problem(f"{where}.insurance_product_id", f"unknown insurance product {pid!r}",
-                            ", ".join(insurance_ids))
+                    Problem(
+                        f"{where}.insurance_product_id",
+                        f"unknown insurance product {pid!r}",
+                        ", ".join(insurance_ids),
+                    )
                 )
             item["insurance_product_id"] = pid
         out.append(item)
@@ -461,7 +479,9 @@ def check_conditions(
 def check_information(items: Sequence[str], cfg: ApplicationsConfig) -> list[str]:
     """Check what a request for information asks for (known codes, at least one)."""
     if not items:
-        raise DecisionError([Problem("body.information", "at least one item", ", ".join(cfg.information))])
+        raise DecisionError(
+            [Problem("body.information", "at least one item", ", ".join(cfg.information))]
+        )
     bad = [
         Problem(f"body.information.{i}", f"unknown item {c!r}", ", ".join(cfg.information))
         for i, c in enumerate(items)
@@ -485,8 +505,11 @@ def reason_options(frozen: Mapping[str, Any], cfg: ApplicationsConfig) -> list[d
         out.append({"code": f"model:{r['code']}", "en": r["text_en"], "zh": r["text_zh"]})
     for r in score.get("default_reasons", []):
         out.append(
-            {"code": f"default:{r['feature']}", "en": r.get("text_en", r["feature"]),
-             "zh": r.get("text_zh", r["feature"])}
+            {
+                "code": f"default:{r['feature']}",
+                "en": r.get("text_en", r["feature"]),
+                "zh": r.get("text_zh", r["feature"]),
+            }
         )
     seen = set()
     for t in frozen.get("match", {}).get("trace", []):
@@ -501,7 +524,12 @@ def reason_options(frozen: Mapping[str, Any], cfg: ApplicationsConfig) -> list[d
             }
         )
     for code in cfg.decline_policy:
-        out.append({"code": f"policy:{code}", **{lang: text(f"app_decline_{code}", lang) for lang in LANGS}})
+        out.append(
+            {
+                "code": f"policy:{code}",
+                **{lang: text(f"app_decline_{code}", lang) for lang in LANGS},
+            }
+        )
     return out
 
 
@@ -533,9 +561,13 @@ def adverse_action_notice(
     """
     options = {o["code"]: o for o in reason_options(frozen, cfg)}
     if not codes:
-        raise DecisionError([Problem("body.reasons", "at least one reason code", ", ".join(options))])
+        raise DecisionError(
+            [Problem("body.reasons", "at least one reason code", ", ".join(options))]
+        )
     bad = [
-        Problem(f"body.reasons.{i}", f"{c!r} is not a reason of this application", ", ".join(options))
+        Problem(
+            f"body.reasons.{i}", f"{c!r} is not a reason of this application", ", ".join(options)
+        )
         for i, c in enumerate(codes)
         if c not in options
     ]

@@ -139,15 +139,23 @@ def check_row(raw: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Check one row against the contract: typed values and the reasons it fails."""
     reasons: list[str] = []
     row = {c: _typed(c, raw.get(c), reasons) for c in CONTRACT}
-    if row["event"] == "repayment" and row["status"] is None and "status: " not in " ".join(reasons):
+    if (
+        row["event"] == "repayment"
+        and row["status"] is None
+        and "status: " not in " ".join(reasons)
+    ):
         reasons.append("status: missing: expected a value for a repayment")
-    if row["event"] == "disbursement" and row["amount_cny"] is None and "amount_cny" not in " ".join(reasons):
+    if (
+        row["event"] == "disbursement"
+        and row["amount_cny"] is None
+        and "amount_cny" not in " ".join(reasons)
+    ):
         reasons.append("amount_cny: missing: expected a value for a disbursement")
     return row, reasons
 
 
 def _event_action(row: Mapping[str, Any], cfg: ApplicationsConfig) -> str | None:
-    """The state-machine action a row implies (None: a record that keeps the state)."""
+    """Return the state-machine action a row implies (None: a record that keeps the state)."""
     if row["event"] == "disbursement":
         return "disburse"
     dpd = row["days_past_due"] or 0
@@ -162,19 +170,27 @@ def _against_application(
     row: dict[str, Any], app: AppState | None, cfg: ApplicationsConfig, today: date
 ) -> tuple[list[str], str | None]:
     if app is None:
-        return [f"application_id: reference: no application {row['application_id']} of this provider"], None
+        return [
+            f"application_id: reference: no application {row['application_id']} of this provider"
+        ], None
     reasons = []
     if row["date"] > today:
         reasons.append(f"date: range: expected on or before {today.isoformat()}, got {row['date']}")
     action = _event_action(row, cfg)
     if row["event"] == "disbursement":
         if row["date"] < app.applied_on:
-            reasons.append(f"date: range: expected on or after the application date {app.applied_on}, got {row['date']}")
+            reasons.append(
+                f"date: range: expected on or after the application date {app.applied_on}, got {row['date']}"
+            )
         cap = app.approved_amount_cny
         if cap is not None and row["amount_cny"] is not None and row["amount_cny"] > cap:
-            reasons.append(f"amount_cny: range: expected <= the approved {cap:g}, got {row['amount_cny']:g}")
+            reasons.append(
+                f"amount_cny: range: expected <= the approved {cap:g}, got {row['amount_cny']:g}"
+            )
     elif app.disbursed_on is not None and row["date"] < app.disbursed_on:
-        reasons.append(f"date: range: expected on or after the disbursement {app.disbursed_on}, got {row['date']}")
+        reasons.append(
+            f"date: range: expected on or after the disbursement {app.disbursed_on}, got {row['date']}"
+        )
     if row["event"] == "disbursement":
         try:
             next_status(app.status, "disburse")
@@ -223,11 +239,17 @@ def apply_outcomes(
             if key in seen:
                 reasons.append("duplicate: key (application_id, event, date)")
             else:
-                more, action = _against_application(row, apps.get(row["application_id"]), cfg, today)
+                more, action = _against_application(
+                    row, apps.get(row["application_id"]), cfg, today
+                )
                 reasons += more
         if reasons:
             report.quarantined.append(
-                {**{k: ("" if v is None else str(v)) for k, v in raw.items()}, "_row": i, "_reason": "; ".join(reasons)}
+                {
+                    **{k: ("" if v is None else str(v)) for k, v in raw.items()},
+                    "_row": i,
+                    "_reason": "; ".join(reasons),
+                }
             )
             continue
         seen.add((row["application_id"], row["event"], row["date"]))
@@ -236,14 +258,29 @@ def apply_outcomes(
             app.status = next_status(app.status, action)
         if row["event"] == "disbursement":
             app.disbursed_on = row["date"]
-        report.accepted.append({**row, "_row": i, "action": action, "status_after": app.status.value})
+        report.accepted.append(
+            {**row, "_row": i, "action": action, "status_after": app.status.value}
+        )
     return report
 
 
 def _add_months(d: date, months: int) -> date:
     month = d.month - 1 + months
     year, month = d.year + month // 12, month % 12 + 1
-    days = [31, 29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31]
+    days = [
+        31,
+        29 if year % 4 == 0 and (year % 100 or year % 400 == 0) else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ]
     return date(year, month, min(d.day, days[month - 1]))
 
 
@@ -315,7 +352,11 @@ def outcome_table(
     columns: list[str] = [ID_COLUMN]
     for r in rows:
         columns += [c for c in r if c not in columns and c != LABEL]
-    frame = pd.DataFrame(rows, columns=[*columns, LABEL]) if rows else pd.DataFrame(columns=[ID_COLUMN, LABEL])
+    frame = (
+        pd.DataFrame(rows, columns=[*columns, LABEL])
+        if rows
+        else pd.DataFrame(columns=[ID_COLUMN, LABEL])
+    )
     counts["rows"] = len(frame)
     for key in ("not_disbursed", "censored", "defaults"):
         counts.setdefault(key, 0)

@@ -118,19 +118,19 @@ def validate_spec(
 
 
 def latest(versions: Sequence[Version], product_id: str, at: datetime) -> Version | None:
-    """The version of ``product_id`` in force at ``at`` (None: only the seed, or nothing)."""
+    """Return the version of ``product_id`` in force at ``at`` (None: the seed or nothing)."""
     found = None
     for v in versions:
-        if v.product_id == product_id and v.effective_from <= at:
-            if found is None or v.version > found.version:
-                found = v
+        in_force = v.product_id == product_id and v.effective_from <= at
+        if in_force and (found is None or v.version > found.version):
+            found = v
     return found
 
 
 def effective_catalog(
     seed: ProductCatalog, versions: Sequence[Version], at: datetime
 ) -> ProductCatalog:
-    """The catalog in force at ``at``: the seed, overridden and extended by stored versions.
+    """Return the catalog in force at ``at``: the seed, overridden and extended by versions.
 
     Seed products keep their place; new products follow in order of first version. Specs were
     validated when stored, so they are only parsed here.

@@ -51,7 +51,9 @@ def pick_lang(request: Request, lang: str | None) -> str:
     return "en" if request.headers.get("accept-language", "").lower().startswith("en") else "zh"
 
 
-def render(request: Request, template: str, page: str, title_key: str, lang: str, **extra: Any) -> Response:
+def render(
+    request: Request, template: str, page: str, title_key: str, lang: str, **extra: Any
+) -> Response:
     """Render a page with the texts of ``lang`` and the security headers."""
     texts = texts_for(lang)
     other = "en" if lang == "zh" else "zh"

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.applications import (
     ApplyError,
     act,
-    conflict,
     config_for,
+    conflict,
     create_application,
     detail,
     eligible_products,
@@ -61,7 +61,9 @@ class ApplyRequest(Need):
             ]
         },
     )
-    product_id: str = Field(min_length=1, max_length=80, description="a product of GET /v1/products")
+    product_id: str = Field(
+        min_length=1, max_length=80, description="a product of GET /v1/products"
+    )
 
 
 class NeedRequest(Need):
@@ -220,10 +222,14 @@ def post_need(
     response_model=list[ApplicationSummary],
     responses=problem_responses(401, 403, 422),
 )
-def list_applications(usc_code: str, principal: FirmOwner, session: DbSession) -> list[dict[str, Any]]:
-    """The firm's applications, newest first, with their status."""
+def list_applications(
+    usc_code: str, principal: FirmOwner, session: DbSession
+) -> list[dict[str, Any]]:
+    """List the firm's applications, newest first, with their status."""
     rows = session.scalars(
-        sa.select(Application).where(Application.firm_usc == usc_code).order_by(Application.id.desc())
+        sa.select(Application)
+        .where(Application.firm_usc == usc_code)
+        .order_by(Application.id.desc())
     )
     return [summary(a) for a in rows]
 

@@ -24,10 +24,15 @@ LangQuery = Annotated[str | None, Query(pattern="^(zh|en)$", description="zh or 
 
 @router.get("/portal/applications", response_class=HTMLResponse)
 def firm_applications(request: Request, market: MarketDep, lang: LangQuery = None) -> Response:
-    """The firm's applications page."""
+    """Render the firm's applications page."""
     purposes = sorted({p for prod in market.products for p in prod.purposes})
     return render(
-        request, "applications.html", "applications", "app_title", pick_lang(request, lang), purposes=purposes
+        request,
+        "applications.html",
+        "applications",
+        "app_title",
+        pick_lang(request, lang),
+        purposes=purposes,
     )
 
 
@@ -39,21 +44,33 @@ def console_root() -> RedirectResponse:
 
 @router.get("/console/", response_class=HTMLResponse)
 def console_signin(request: Request, lang: LangQuery = None) -> Response:
-    """Provider sign-in."""
-    return render(request, "console_signin.html", "console-signin", "app_console_signin", pick_lang(request, lang))
+    """Render the provider sign-in."""
+    return render(
+        request,
+        "console_signin.html",
+        "console-signin",
+        "app_console_signin",
+        pick_lang(request, lang),
+    )
 
 
 @router.get("/console/inbox", response_class=HTMLResponse)
 def console_inbox(request: Request, lang: LangQuery = None) -> Response:
-    """The provider's inbox."""
-    return render(request, "console_inbox.html", "console-inbox", "app_inbox", pick_lang(request, lang))
+    """Render the provider's inbox."""
+    return render(
+        request, "console_inbox.html", "console-inbox", "app_inbox", pick_lang(request, lang)
+    )
 
 
 @router.get("/console/application", response_class=HTMLResponse)
 def console_application(request: Request, lang: LangQuery = None) -> Response:
-    """One application: frozen view, decision and outcome forms."""
+    """Render one application: frozen view, decision and outcome forms."""
     return render(
-        request, "console_application.html", "console-application", "app_frozen", pick_lang(request, lang)
+        request,
+        "console_application.html",
+        "console-application",
+        "app_frozen",
+        pick_lang(request, lang),
     )
 
 

@@ -71,7 +71,8 @@ class DecisionRequest(BaseModel):
         "limit_usd (premium_rate optional) - within the frozen product version's ranges",
     )
     conditions: list[dict[str, Any]] = Field(
-        default_factory=list, description="approve_with_conditions: [{code, insurance_product_id?, note?}]"
+        default_factory=list,
+        description="approve_with_conditions: [{code, insurance_product_id?, note?}]",
     )
     information: list[str] = Field(default_factory=list, description="request_info: item codes")
     reasons: list[str] = Field(
@@ -106,7 +107,9 @@ def _own(session: DbSession, principal: Principal, application_id: int) -> Appli
     if app is None:
         raise ProblemError(404, f"no application {application_id}")
     if app.provider_org != principal.org:
-        raise ProblemError(403, f"application {application_id} is not to a product of {principal.org}")
+        raise ProblemError(
+            403, f"application {application_id} is not to a product of {principal.org}"
+        )
     return app
 
 
@@ -145,9 +148,13 @@ def inbox(
 
 @router.get("/applications/{application_id}", responses=problem_responses(401, 403, 404, 503))
 def open_application(
-    request: Request, application_id: int, principal: ProviderKey, session: DbSession, settings: SettingsDep
+    request: Request,
+    application_id: int,
+    principal: ProviderKey,
+    session: DbSession,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
-    """The frozen view of one application (score, reasons, trace, limit, price as applied); audited.
+    """Open the frozen view of one application (score, reasons, trace, limit, price as applied); audited.
 
     The first opening moves a submitted application under review.
     """
@@ -160,15 +167,23 @@ def open_application(
     return _provider_view(session, app, config_for(settings))
 
 
-def _validated(body: DecisionRequest, frozen: dict[str, Any], session: DbSession, market: Any, cfg: Any) -> dict[str, Any]:
+def _validated(
+    body: DecisionRequest, frozen: dict[str, Any], session: DbSession, market: Any, cfg: Any
+) -> dict[str, Any]:
     from serving.market import effective_products
 
     decision: dict[str, Any] = {"action": body.action, "note": body.note}
     if body.action in ("approve", "approve_with_conditions"):
         decision["terms"] = check_terms(frozen["product"], body.terms)
     if body.action == "approve_with_conditions":
-        insurance = [p.id for p in effective_products(session, market).insurance if p.kind == "export_credit_insurance"]
-        decision["conditions"] = check_conditions(body.conditions, frozen["product"], insurance, cfg)
+        insurance = [
+            p.id
+            for p in effective_products(session, market).insurance
+            if p.kind == "export_credit_insurance"
+        ]
+        decision["conditions"] = check_conditions(
+            body.conditions, frozen["product"], insurance, cfg
+        )
     if body.action == "request_info":
         decision["information"] = check_information(body.information, cfg)
     if body.action == "decline":
@@ -176,7 +191,10 @@ def _validated(body: DecisionRequest, frozen: dict[str, Any], session: DbSession
     return decision
 
 
-@router.post("/applications/{application_id}/decision", responses=problem_responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/applications/{application_id}/decision",
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
 def decide(
     request: Request,
     application_id: int,
@@ -202,20 +220,30 @@ def decide(
             422,
             str(exc),
             kind="invalid-input",
-            errors=[FieldError(field=p.field, message=p.message, expected=p.expected) for p in exc.problems],
+            errors=[
+                FieldError(field=p.field, message=p.message, expected=p.expected)
+                for p in exc.problems
+            ],
         ) from exc
     audit_access(request, session, [_access(principal, app)], app.model_version)
     act(session, app, body.action, principal, decision)
     app.decision = canonical(decision)
     terms = decision.get("terms")
     if terms is not None:
-        app.approved_amount_cny = terms.get("amount_cny") or terms["limit_usd"] * market.pricing.loan.cny_per_usd
+        app.approved_amount_cny = (
+            terms.get("amount_cny") or terms["limit_usd"] * market.pricing.loan.cny_per_usd
+        )
     session.commit()
     return _provider_view(session, app, cfg)
 
 
 def _single_outcome(
-    request: Request, session: DbSession, principal: Principal, app: Application, row: dict[str, Any], settings: Any
+    request: Request,
+    session: DbSession,
+    principal: Principal,
+    app: Application,
+    row: dict[str, Any],
+    settings: Any,
 ) -> dict[str, Any]:
     cfg = config_for(settings)
     result = record_outcomes(session, principal.org, [row], cfg, principal, quarantine=False)
@@ -228,16 +256,25 @@ def _single_outcome(
             "; ".join(reasons),
             kind="illegal-transition" if status == 409 else "invalid-input",
             errors=[
-                FieldError(field=f"body.{r.split(':')[0]}", message=r.split(": ", 1)[-1]) for r in reasons
+                FieldError(field=f"body.{r.split(':')[0]}", message=r.split(": ", 1)[-1])
+                for r in reasons
             ],
         )
     audit_access(request, session, [_access(principal, app)], app.model_version)
     return _provider_view(session, app, cfg)
 
 
-@router.post("/applications/{application_id}/disbursement", responses=problem_responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/applications/{application_id}/disbursement",
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
 def disburse(
-    request: Request, application_id: int, body: Disbursement, principal: ProviderKey, session: DbSession, settings: SettingsDep
+    request: Request,
+    application_id: int,
+    body: Disbursement,
+    principal: ProviderKey,
+    session: DbSession,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
     """Record the disbursement of an approved application (at most the approved amount)."""
     app = _own(session, principal, application_id)
@@ -245,9 +282,17 @@ def disburse(
     return _single_outcome(request, session, principal, app, row, settings)
 
 
-@router.post("/applications/{application_id}/repayments", responses=problem_responses(401, 403, 404, 409, 422, 503))
+@router.post(
+    "/applications/{application_id}/repayments",
+    responses=problem_responses(401, 403, 404, 409, 422, 503),
+)
 def repayment(
-    request: Request, application_id: int, body: Repayment, principal: ProviderKey, session: DbSession, settings: SettingsDep
+    request: Request,
+    application_id: int,
+    body: Repayment,
+    principal: ProviderKey,
+    session: DbSession,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
     """Record a repayment status (``repaid`` closes it; ``defaulted`` or 90+ days past due mark a default)."""
     app = _own(session, principal, application_id)
@@ -258,7 +303,9 @@ def repayment(
 @router.post(
     "/outcomes",
     responses=problem_responses(401, 403, 422),
-    openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}},
+    openapi_extra={
+        "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}, "required": True}
+    },
 )
 def upload_outcomes(
     principal: ProviderKey,

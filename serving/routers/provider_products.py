@@ -34,7 +34,9 @@ class ProductRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    product: dict[str, Any] = Field(description="one catalog entry (id, names, provider, kind, ...)")
+    product: dict[str, Any] = Field(
+        description="one catalog entry (id, names, provider, kind, ...)"
+    )
     effective_from: AwareDatetime | None = Field(
         default=None, description="when this version takes effect (default: now)"
     )
@@ -78,7 +80,11 @@ def _row_out(row: ProductVersionRow) -> dict[str, Any]:
 
 
 def _store(
-    session: DbSession, principal: Principal, product_id: str, spec: dict[str, Any] | None, effective: datetime | None
+    session: DbSession,
+    principal: Principal,
+    product_id: str,
+    spec: dict[str, Any] | None,
+    effective: datetime | None,
 ) -> dict[str, Any]:
     versions = _versions_of(session, product_id)
     at = now_utc()
@@ -96,7 +102,9 @@ def _store(
     return _row_out(row)
 
 
-def _owned(session: DbSession, market: Any, settings: Any, principal: Principal, product_id: str) -> None:
+def _owned(
+    session: DbSession, market: Any, settings: Any, principal: Principal, product_id: str
+) -> None:
     owner = product_owner(session, market, product_id, config_for(settings))
     if owner is None:
         raise ProblemError(404, f"no product {product_id!r}")
@@ -105,23 +113,38 @@ def _owned(session: DbSession, market: Any, settings: Any, principal: Principal,
 
 
 @router.get("", responses=problem_responses(401, 403))
-def my_products(principal: ProviderKey, session: DbSession, market: MarketDep, settings: SettingsDep) -> dict[str, Any]:
-    """The caller's products in force now (seed and its own versions)."""
+def my_products(
+    principal: ProviderKey, session: DbSession, market: MarketDep, settings: SettingsDep
+) -> dict[str, Any]:
+    """List the caller's products in force now (seed and its own versions)."""
     cfg = config_for(settings)
     catalog = effective_products(session, market)
     mine = [p for p in catalog if product_owner(session, market, p.id, cfg) == principal.org]
-    return {"org": principal.org, "catalog_version": catalog.version, "products": [p.summary() for p in mine]}
+    return {
+        "org": principal.org,
+        "catalog_version": catalog.version,
+        "products": [p.summary() for p in mine],
+    }
 
 
 @router.post("", status_code=201, responses=problem_responses(401, 403, 409, 422))
 def create_product(
-    body: ProductRequest, principal: ProviderKey, session: DbSession, market: MarketDep, settings: SettingsDep
+    body: ProductRequest,
+    principal: ProviderKey,
+    session: DbSession,
+    market: MarketDep,
+    settings: SettingsDep,
 ) -> dict[str, Any]:
     """Create a product (validated as the YAML catalog is); its id must be new."""
     product = _validate(body, principal, market)
     if product.id in market.products or _versions_of(session, product.id):
-        raise ProblemError(409, f"product {product.id!r} exists; update it with PUT /v1/provider/products/{product.id}")
-    return _store(session, principal, product.id, product.model_dump(mode="json"), body.effective_from)
+        raise ProblemError(
+            409,
+            f"product {product.id!r} exists; update it with PUT /v1/provider/products/{product.id}",
+        )
+    return _store(
+        session, principal, product.id, product.model_dump(mode="json"), body.effective_from
+    )
 
 
 @router.put("/{product_id}", responses=problem_responses(401, 403, 404, 422))
@@ -133,12 +156,16 @@ def update_product(
     market: MarketDep,
     settings: SettingsDep,
 ) -> dict[str, Any]:
-    """A new version of one of the caller's products, in force from ``effective_from``."""
+    """Store a new version of one of the caller's products, in force from ``effective_from``."""
     _owned(session, market, settings, principal, product_id)
     product = _validate(body, principal, market)
     if product.id != product_id:
-        raise field_error("body.product.id", f"must be the product of the path, {product_id!r}", product_id)
-    return _store(session, principal, product_id, product.model_dump(mode="json"), body.effective_from)
+        raise field_error(
+            "body.product.id", f"must be the product of the path, {product_id!r}", product_id
+        )
+    return _store(
+        session, principal, product_id, product.model_dump(mode="json"), body.effective_from
+    )
 
 
 @router.delete("/{product_id}", responses=problem_responses(401, 403, 404))
@@ -148,7 +175,9 @@ def retire_product(
     session: DbSession,
     market: MarketDep,
     settings: SettingsDep,
-    effective_from: Annotated[AwareDatetime | None, Query(description="when it stops (default: now)")] = None,
+    effective_from: Annotated[
+        AwareDatetime | None, Query(description="when it stops (default: now)")
+    ] = None,
 ) -> dict[str, Any]:
     """Retire one of the caller's products (no new applications; frozen ones keep their terms)."""
     _owned(session, market, settings, principal, product_id)
@@ -157,7 +186,11 @@ def retire_product(
 
 @router.get("/{product_id}/versions", responses=problem_responses(401, 403, 404))
 def product_history(
-    product_id: str, principal: ProviderKey, session: DbSession, market: MarketDep, settings: SettingsDep
+    product_id: str,
+    principal: ProviderKey,
+    session: DbSession,
+    market: MarketDep,
+    settings: SettingsDep,
 ) -> list[dict[str, Any]]:
     """Every stored version of one of the caller's products (version 0, the seed, is the YAML)."""
     _owned(session, market, settings, principal, product_id)

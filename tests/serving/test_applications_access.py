@@ -19,6 +19,7 @@ CALLERS = ["none", "firm_a", "firm_b", "bank", "other_bank", "insurer", "regulat
 F = "{a}"  # firm A in paths
 
 # name -> (method, path, body, expected status per caller in CALLERS order)
+# fmt: off
 MATRIX: dict[str, tuple[str, str, Any, list[int]]] = {
     "apply": ("POST", f"/v1/firms/{F}/applications", "apply", [401, 201, 403, 403, 403, 403, 403, 201]),
     "need": ("POST", f"/v1/firms/{F}/needs", "need", [401, 0, 403, 403, 403, 403, 403, 0]),
@@ -39,8 +40,14 @@ MATRIX: dict[str, tuple[str, str, Any, list[int]]] = {
     "retire": ("DELETE", "/v1/provider/products/pcb_matrix_loan", None, [401, 403, 403, 200, 403, 403, 403, 403]),
     "statistics": ("GET", "/v1/regulator/applications", None, [401, 403, 403, 403, 403, 403, 200, 200]),
 }
+# fmt: on
 BODIES: dict[str, Any] = {
-    "apply": {"product_id": PRODUCT, "amount_cny": 200000, "purpose": "working_capital", "tenor_months": 6},
+    "apply": {
+        "product_id": PRODUCT,
+        "amount_cny": 200000,
+        "purpose": "working_capital",
+        "tenor_months": 6,
+    },
     "need": {"amount_cny": 200000, "purpose": "working_capital", "tenor_months": 6},
     "note": {"note": "here it is"},
     "approve": APPROVE,
@@ -63,7 +70,9 @@ def matrix_world(module_db_url: str, svc_loaded: Any, svc_firms: Any) -> Any:
     from serving.state import ServingState
     from tradefinance.products import load_products
 
-    app = create_app(Settings(database_url=module_db_url, load_on_start=False), ServingState(svc_loaded))
+    app = create_app(
+        Settings(database_url=module_db_url, load_on_start=False), ServingState(svc_loaded)
+    )
     with TestClient(app) as client:
         svc = Service(client=client, app=app, db=Database(module_db_url), loaded=svc_loaded)
         world = build(svc, svc_firms.a, svc_firms.b)

@@ -37,8 +37,12 @@ def test_apply_grants_a_scoped_consent_and_freezes_the_view(world: AppsWorld) ->
     loaded = world.svc.loaded
     assert frozen["model_version"] == loaded.model_version
     assert frozen["score"]["grade"] == loaded.score_payload(world.a)["grade"]
-    assert frozen["score"]["reasons"] == json.loads(json.dumps(loaded.reasons[loaded.position[world.a]]))
-    assert frozen["match"]["trace"] and "limit_cny" in frozen["match"] and "price" in frozen["match"]
+    assert frozen["score"]["reasons"] == json.loads(
+        json.dumps(loaded.reasons[loaded.position[world.a]])
+    )
+    assert (
+        frozen["match"]["trace"] and "limit_cny" in frozen["match"] and "price" in frozen["match"]
+    )
     assert frozen["product"]["id"] == PRODUCT and frozen["product"]["version"] == 0
     assert set(frozen["features"]) == set(loaded.model.feature_names)
     assert world.svc.audit_count() == before + 1
@@ -57,7 +61,9 @@ def test_withdrawal_revokes_the_consent(world: AppsWorld) -> None:
     assert world.open(app["id"]).status_code == 403
     assert world.open(app["id"]).json()["type"].endswith("no-consent")
     assert c.get(f"/v1/firms/{world.a}/score", headers=world.h("bank")).status_code == 403
-    again = c.post(f"/v1/firms/{world.a}/applications/{app['id']}/withdraw", headers=world.h("firm_a"))
+    again = c.post(
+        f"/v1/firms/{world.a}/applications/{app['id']}/withdraw", headers=world.h("firm_a")
+    )
     assert again.status_code == 409
 
 
@@ -69,7 +75,9 @@ def test_a_provider_cannot_read_or_decide_another_providers_application(world: A
         assert world.decide(app["id"], APPROVE, who).status_code == 403
         inbox = c.get("/v1/provider/applications", headers=world.h(who)).json()
         assert app["id"] not in [a["id"] for a in inbox]
-    assert [a["id"] for a in c.get("/v1/provider/applications", headers=world.h("bank")).json()] == [app["id"]]
+    assert [
+        a["id"] for a in c.get("/v1/provider/applications", headers=world.h("bank")).json()
+    ] == [app["id"]]
     # Firms see only their own applications; regulators none.
     r = c.get(f"/v1/firms/{world.a}/applications/{app['id']}", headers=world.h("firm_b"))
     assert r.status_code == 403
@@ -102,7 +110,9 @@ def test_the_state_machine_over_http(world: AppsWorld) -> None:
     assert r.json()["status"] == "approved" and r.json()["decided_at"] is not None
     assert world.decide(app_id, APPROVE).status_code == 409
     disb = {"date": r.json()["created_at"][:10], "amount_cny": 200000}
-    r = c.post(f"/v1/provider/applications/{app_id}/disbursement", json=disb, headers=world.h("bank"))
+    r = c.post(
+        f"/v1/provider/applications/{app_id}/disbursement", json=disb, headers=world.h("bank")
+    )
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "disbursed"
     rep = {"date": disb["date"], "status": "repaid"}
@@ -111,8 +121,7 @@ def test_the_state_machine_over_http(world: AppsWorld) -> None:
     r = c.post(f"/v1/provider/applications/{app_id}/repayments", json=rep, headers=world.h("bank"))
     assert r.status_code == 409
     steps = [(e["from_status"], e["to_status"]) for e in r.json().get("events", [])] or [
-        (e["from_status"], e["to_status"])
-        for e in world.open(app_id).json()["events"]
+        (e["from_status"], e["to_status"]) for e in world.open(app_id).json()["events"]
     ]
     assert steps == [
         (None, "submitted"),
@@ -156,33 +165,58 @@ def test_decline_gives_a_bilingual_adverse_action_notice(world: AppsWorld) -> No
     assert model_codes, "the frozen record has model reasons to cite"
     bad = world.decide(app_id, {"action": "decline", "reasons": ["model:R999"]})
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "body.reasons.0"
-    r = world.decide(app_id, {"action": "decline", "reasons": [model_codes[0], "policy:outside_appetite"]})
+    r = world.decide(
+        app_id, {"action": "decline", "reasons": [model_codes[0], "policy:outside_appetite"]}
+    )
     assert r.status_code == 200 and r.json()["status"] == "declined"
-    firm_view = c.get(f"/v1/firms/{world.a}/applications/{app_id}", headers=world.h("firm_a")).json()
+    firm_view = c.get(
+        f"/v1/firms/{world.a}/applications/{app_id}", headers=world.h("firm_a")
+    ).json()
     notice = firm_view["decision"]["notice"]
-    reason = next(x for x in view["frozen"]["score"]["reasons"] if f"model:{x['code']}" == model_codes[0])
+    reason = next(
+        x for x in view["frozen"]["score"]["reasons"] if f"model:{x['code']}" == model_codes[0]
+    )
     assert reason["text_zh"] in notice["zh"] and reason["text_en"] in notice["en"]
     assert "风险偏好" in notice["zh"] and "risk appetite" in notice["en"]
     assert firm_view["allowed_actions"] == []
 
 
 def test_conditional_approval_checks_the_policy_assignment(world: AppsWorld) -> None:
-    app_id = world.apply(product_id="pcb_export_order_financing", purpose="order_fulfilment").json()["id"]
+    app_id = world.apply(
+        product_id="pcb_export_order_financing", purpose="order_fulfilment"
+    ).json()["id"]
     world.open(app_id)
     terms = {"amount_cny": 200000, "rate": 0.05, "tenor_months": 6}
     r = world.decide(
         app_id,
-        {"action": "approve_with_conditions", "terms": terms,
-         "conditions": [{"code": "assign_credit_insurance", "insurance_product_id": "nope"}]},
+        {
+            "action": "approve_with_conditions",
+            "terms": terms,
+            "conditions": [{"code": "assign_credit_insurance", "insurance_product_id": "nope"}],
+        },
     )
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.conditions.0.insurance_product_id"
+    assert (
+        r.status_code == 422
+        and r.json()["errors"][0]["field"] == "body.conditions.0.insurance_product_id"
+    )
     r = world.decide(
         app_id,
-        {"action": "approve_with_conditions", "terms": terms,
-         "conditions": [{"code": "assign_credit_insurance", "insurance_product_id": "sinosure_steci_comprehensive"}]},
+        {
+            "action": "approve_with_conditions",
+            "terms": terms,
+            "conditions": [
+                {
+                    "code": "assign_credit_insurance",
+                    "insurance_product_id": "sinosure_steci_comprehensive",
+                }
+            ],
+        },
     )
     assert r.status_code == 200 and r.json()["status"] == "conditionally_approved"
-    assert r.json()["decision"]["conditions"][0]["insurance_product_id"] == "sinosure_steci_comprehensive"
+    assert (
+        r.json()["decision"]["conditions"][0]["insurance_product_id"]
+        == "sinosure_steci_comprehensive"
+    )
 
 
 def test_the_frozen_view_stays_unchanged_after_a_new_model_or_snapshot(
@@ -199,7 +233,9 @@ def test_the_frozen_view_stays_unchanged_after_a_new_model_or_snapshot(
     for col in ("refund_rate_6m", "max_dpd_12m", "current_dpd"):
         if col in snap.columns:
             snap.loc[i, col] = 120 if "dpd" in col else 0.9
-    new = build_loaded(svc_loaded.model, snap, catalog=svc_loaded.catalog, model_source="m2", snapshot_source="s2")
+    new = build_loaded(
+        svc_loaded.model, snap, catalog=svc_loaded.catalog, model_source="m2", snapshot_source="s2"
+    )
     world.svc.app.state.serving.swap(new)
     assert new.score_payload(world.a)["pd"] != first["frozen"]["score"]["pd"]
     again = world.open(app["id"]).json()
@@ -207,13 +243,17 @@ def test_the_frozen_view_stays_unchanged_after_a_new_model_or_snapshot(
     from tradefinance.applications import canonical, digest
 
     assert digest(canonical(again["frozen"])) == again["frozen_sha256"]
-    firm = world.svc.client.get(f"/v1/firms/{world.a}/applications/{app['id']}", headers=world.h("firm_a"))
+    firm = world.svc.client.get(
+        f"/v1/firms/{world.a}/applications/{app['id']}", headers=world.h("firm_a")
+    )
     assert firm.json()["frozen"] == first["frozen"]
 
 
 def test_post_a_need_to_every_eligible_provider(world: AppsWorld, svc_loaded: Any) -> None:
     c = world.svc.client
-    r = c.post(f"/v1/firms/{world.a}/matches", json={**NEED, "recourse": False}, headers=world.h("firm_a"))
+    r = c.post(
+        f"/v1/firms/{world.a}/matches", json={**NEED, "recourse": False}, headers=world.h("firm_a")
+    )
     eligible = {m["product_id"] for m in r.json()["financing"] if m["eligible"]}
     r = c.post(f"/v1/firms/{world.a}/needs", json=NEED, headers=world.h("firm_a"))
     if not eligible:
@@ -252,7 +292,9 @@ def test_outcome_upload_quarantines_bad_rows_with_reasons(world: AppsWorld) -> N
     for i in ids:
         world.open(i)
         world.decide(i, APPROVE)
-    other = world.apply(who="firm_b", firm=world.b, product_id="nhb_packing_loan", purpose="order_fulfilment").json()["id"]
+    other = world.apply(
+        who="firm_b", firm=world.b, product_id="nhb_packing_loan", purpose="order_fulfilment"
+    ).json()["id"]
     day = world.open(ids[0]).json()["created_at"][:10]
     csv = "\n".join(
         [
@@ -267,7 +309,11 @@ def test_outcome_upload_quarantines_bad_rows_with_reasons(world: AppsWorld) -> N
             f"{ids[0]},disbursement,{day},200000,,,",  # duplicate key
         ]
     )
-    r = c.post("/v1/provider/outcomes", content=csv, headers={**world.h("bank"), "Content-Type": "text/csv"})
+    r = c.post(
+        "/v1/provider/outcomes",
+        content=csv,
+        headers={**world.h("bank"), "Content-Type": "text/csv"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert (body["read"], body["accepted"], body["quarantined"]) == (8, 2, 6)
@@ -284,5 +330,9 @@ def test_outcome_upload_quarantines_bad_rows_with_reasons(world: AppsWorld) -> N
 
     with world.svc.db.session() as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(OutcomeQuarantine)) == 6
-    bad = c.post("/v1/provider/outcomes", content="a,b\n1,2", headers={**world.h("bank"), "Content-Type": "text/csv"})
+    bad = c.post(
+        "/v1/provider/outcomes",
+        content="a,b\n1,2",
+        headers={**world.h("bank"), "Content-Type": "text/csv"},
+    )
     assert bad.status_code == 422 and "application_id" in bad.json()["detail"]

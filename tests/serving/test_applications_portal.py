@@ -21,7 +21,13 @@ from fastapi.testclient import TestClient
 from kx_service import ServedWorld, served_world  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+LAUNCH_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+]
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -52,13 +58,21 @@ def apps_app(served_world: ServedWorld, tmp_path_factory: pytest.TempPathFactory
 def test_pages_render_in_both_languages_without_data(apps_app: Any) -> None:
     app, _, firm = apps_app
     with TestClient(app) as client:
-        for path in ("/portal/applications", "/console/", "/console/inbox", "/console/application?id=1"):
-            zh, en = client.get(f"{path}{'&' if '?' in path else '?'}lang=zh"), client.get(
-                f"{path}{'&' if '?' in path else '?'}lang=en"
+        for path in (
+            "/portal/applications",
+            "/console/",
+            "/console/inbox",
+            "/console/application?id=1",
+        ):
+            zh, en = (
+                client.get(f"{path}{'&' if '?' in path else '?'}lang=zh"),
+                client.get(f"{path}{'&' if '?' in path else '?'}lang=en"),
             )
             assert zh.status_code == en.status_code == 200
             assert '<html lang="zh-CN">' in zh.text and '<html lang="en">' in en.text
-            assert firm not in zh.text and "script-src 'self'" in zh.headers["Content-Security-Policy"]
+            assert (
+                firm not in zh.text and "script-src 'self'" in zh.headers["Content-Security-Policy"]
+            )
         nav = client.get("/portal/grade?lang=en").text
         assert 'href="/portal/applications"' in nav
 
@@ -74,7 +88,9 @@ def server_url(apps_app: Any) -> Iterator[str]:
     import uvicorn
 
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(apps_app[0], host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        uvicorn.Config(apps_app[0], host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -90,7 +106,9 @@ def server_url(apps_app: Any) -> Iterator[str]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (make browser) for portal tests")
+        pytest.skip(
+            f"{CHROMIUM} missing: install Debian's chromium (make browser) for portal tests"
+        )
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -101,7 +119,9 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture(scope="module")
 def shots() -> Path:
-    folder = Path(os.environ.get("KUAXIN_SCREENSHOT_DIR") or ROOT / "test-artifacts") / "applications"
+    folder = (
+        Path(os.environ.get("KUAXIN_SCREENSHOT_DIR") or ROOT / "test-artifacts") / "applications"
+    )
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -125,7 +145,9 @@ def _apply(page: Any, product: str, amount: str = "200000") -> None:
 
 
 @pytest.mark.browser
-def test_the_loop_from_both_sides(browser: Any, server_url: str, apps_app: Any, shots: Path) -> None:
+def test_the_loop_from_both_sides(
+    browser: Any, server_url: str, apps_app: Any, shots: Path
+) -> None:
     from playwright.sync_api import expect
 
     _, keys, _firm = apps_app

@@ -54,7 +54,11 @@ def test_outcome_export_trains_through_kuaxin_train_table(
         else:
             lines.append(f"{app_id},repayment,{paid_out + timedelta(days=400)},200000,0,repaid,0")
     # One more application still inside its 12 months: censored, not in the table.
-    r = c.post(f"/v1/firms/{svc_firms.a}/applications", json={"product_id": PRODUCT, **NEED}, headers=world.h("admin"))
+    r = c.post(
+        f"/v1/firms/{svc_firms.a}/applications",
+        json={"product_id": PRODUCT, **NEED},
+        headers=world.h("admin"),
+    )
     late_id = r.json()["id"]
     world.open(late_id)
     world.decide(late_id, APPROVE)
@@ -65,14 +69,24 @@ def test_outcome_export_trains_through_kuaxin_train_table(
         headers={**world.h("bank"), "Content-Type": "text/csv"},
     )
     assert r.status_code == 200 and r.json()["quarantined"] == 0, r.text
-    statuses = [a["status"] for a in c.get("/v1/provider/applications", headers=world.h("bank")).json()]
-    assert statuses.count("defaulted") == N_DEFAULTS and statuses.count("repaid") == N_FIRMS - N_DEFAULTS
+    statuses = [
+        a["status"] for a in c.get("/v1/provider/applications", headers=world.h("bank")).json()
+    ]
+    assert (
+        statuses.count("defaulted") == N_DEFAULTS
+        and statuses.count("repaid") == N_FIRMS - N_DEFAULTS
+    )
 
     runner = CliRunner()
     table = tmp_path / "outcomes.csv"
-    res = runner.invoke(cli, ["outcomes", "export", "--provider", BANK, "--out", str(table), "--database-url", url])
+    res = runner.invoke(
+        cli, ["outcomes", "export", "--provider", BANK, "--out", str(table), "--database-url", url]
+    )
     assert res.exit_code == 0, res.output
-    assert f"wrote {N_FIRMS} rows ({N_DEFAULTS} defaults)" in res.output and "1 still open" in res.output
+    assert (
+        f"wrote {N_FIRMS} rows ({N_DEFAULTS} defaults)" in res.output
+        and "1 still open" in res.output
+    )
     frame = pd.read_csv(table)
     assert list(frame.columns[:1]) == ["application_id"] and frame.columns[-1] == "default_12m"
     assert set(svc_loaded.model.feature_names) <= set(frame.columns)
@@ -82,7 +96,8 @@ def test_outcome_export_trains_through_kuaxin_train_table(
     snap_row = svc_loaded.snapshot.iloc[svc_loaded.position[firms[0]]]
     num = [f for f in svc_loaded.model.feature_names if pd.api.types.is_numeric_dtype(frame[f])]
     assert all(
-        (pd.isna(first[f]) and pd.isna(snap_row[f])) or abs(float(first[f]) - float(snap_row[f])) < 1e-9
+        (pd.isna(first[f]) and pd.isna(snap_row[f]))
+        or abs(float(first[f]) - float(snap_row[f])) < 1e-9
         for f in num[:20]
     )
 
@@ -90,8 +105,18 @@ def test_outcome_export_trains_through_kuaxin_train_table(
     res = runner.invoke(
         cli,
         [
-            "train", "--table", str(table), "--target", "default_12m", "--id", "application_id",
-            "--trials", "1", "--no-register", "--metrics-out", str(metrics),
+            "train",
+            "--table",
+            str(table),
+            "--target",
+            "default_12m",
+            "--id",
+            "application_id",
+            "--trials",
+            "1",
+            "--no-register",
+            "--metrics-out",
+            str(metrics),
         ],
     )
     assert res.exit_code == 0, res.output
@@ -99,5 +124,17 @@ def test_outcome_export_trains_through_kuaxin_train_table(
     text = json.dumps(report)
     assert "auc" in text.lower() and report.get("source") == str(table)
 
-    empty = runner.invoke(cli, ["outcomes", "export", "--provider", "Nobody", "--out", str(tmp_path / "x.csv"), "--database-url", url])
+    empty = runner.invoke(
+        cli,
+        [
+            "outcomes",
+            "export",
+            "--provider",
+            "Nobody",
+            "--out",
+            str(tmp_path / "x.csv"),
+            "--database-url",
+            url,
+        ],
+    )
     assert empty.exit_code == 1 and "no disbursed application" in empty.output

@@ -36,9 +36,16 @@ def test_create_update_retire_and_frozen_terms(world: AppsWorld) -> None:
     assert (r.json()["version"], r.json()["owner_org"]) == (1, BANK)
     listed = {p["id"] for p in c.get("/v1/products", headers=world.h("firm_a")).json()["products"]}
     assert "pcb_green_loan" in listed
-    mine = {p["id"] for p in c.get("/v1/provider/products", headers=world.h("bank")).json()["products"]}
+    mine = {
+        p["id"] for p in c.get("/v1/provider/products", headers=world.h("bank")).json()["products"]
+    }
     assert {"pcb_green_loan", "pcb_cbec_credit_loan"} <= mine and "nhb_packing_loan" not in mine
-    assert c.post("/v1/provider/products", json={"product": _mine()}, headers=world.h("bank")).status_code == 409
+    assert (
+        c.post(
+            "/v1/provider/products", json={"product": _mine()}, headers=world.h("bank")
+        ).status_code
+        == 409
+    )
 
     app = world.apply(product_id="pcb_green_loan").json()
     assert app["provider_org"] == BANK and app["frozen"]["product"]["version"] == 1
@@ -61,9 +68,16 @@ def test_create_update_retire_and_frozen_terms(world: AppsWorld) -> None:
     v3 = _mine()
     v3["name_en"] = "Green Trade Loan 2027"
     start = (datetime.now(UTC) + timedelta(days=30)).isoformat()
-    r = c.put("/v1/provider/products/pcb_green_loan", json={"product": v3, "effective_from": start}, headers=world.h("bank"))
+    r = c.put(
+        "/v1/provider/products/pcb_green_loan",
+        json={"product": v3, "effective_from": start},
+        headers=world.h("bank"),
+    )
     assert r.status_code == 200 and r.json()["version"] == 3
-    names = {p["id"]: p["name_en"] for p in c.get("/v1/products", headers=world.h("bank")).json()["products"]}
+    names = {
+        p["id"]: p["name_en"]
+        for p in c.get("/v1/products", headers=world.h("bank")).json()["products"]
+    }
     assert names["pcb_green_loan"] == "Green Trade Loan"
 
     r = c.delete("/v1/provider/products/pcb_green_loan", headers=world.h("bank"))
@@ -72,10 +86,14 @@ def test_create_update_retire_and_frozen_terms(world: AppsWorld) -> None:
     assert "pcb_green_loan" not in listed
     r = world.apply(product_id="pcb_green_loan")
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.product_id"
-    versions = c.get("/v1/provider/products/pcb_green_loan/versions", headers=world.h("bank")).json()
+    versions = c.get(
+        "/v1/provider/products/pcb_green_loan/versions", headers=world.h("bank")
+    ).json()
     assert [v["version"] for v in versions] == [1, 2, 3, 4] and versions[-1]["retired"]
     # The frozen application still shows version 1 as it was.
-    frozen = c.get(f"/v1/firms/{world.a}/applications/{app['id']}", headers=world.h("firm_a")).json()["frozen"]
+    frozen = c.get(
+        f"/v1/firms/{world.a}/applications/{app['id']}", headers=world.h("firm_a")
+    ).json()["frozen"]
     assert frozen["product"]["pricing"]["rate_min"] == _seed()["pricing"]["rate_min"]
 
 
@@ -83,15 +101,41 @@ def test_a_provider_edits_only_its_own_products(world: AppsWorld) -> None:
     c = world.svc.client
     seed = _seed()
     for who in ("other_bank", "insurer"):
-        r = c.put("/v1/provider/products/pcb_cbec_credit_loan", json={"product": seed}, headers=world.h(who))
+        r = c.put(
+            "/v1/provider/products/pcb_cbec_credit_loan",
+            json={"product": seed},
+            headers=world.h(who),
+        )
         assert r.status_code == 403
-        assert c.delete("/v1/provider/products/pcb_cbec_credit_loan", headers=world.h(who)).status_code == 403
-        assert c.get("/v1/provider/products/pcb_cbec_credit_loan/versions", headers=world.h(who)).status_code == 403
+        assert (
+            c.delete("/v1/provider/products/pcb_cbec_credit_loan", headers=world.h(who)).status_code
+            == 403
+        )
+        assert (
+            c.get(
+                "/v1/provider/products/pcb_cbec_credit_loan/versions", headers=world.h(who)
+            ).status_code
+            == 403
+        )
     for who in ("firm_a", "regulator"):
-        assert c.post("/v1/provider/products", json={"product": _mine()}, headers=world.h(who)).status_code == 403
-    assert c.put("/v1/provider/products/nope", json={"product": seed}, headers=world.h("bank")).status_code == 404
+        assert (
+            c.post(
+                "/v1/provider/products", json={"product": _mine()}, headers=world.h(who)
+            ).status_code
+            == 403
+        )
+    assert (
+        c.put(
+            "/v1/provider/products/nope", json={"product": seed}, headers=world.h("bank")
+        ).status_code
+        == 404
+    )
     # The owner may version its seed product.
-    r = c.put("/v1/provider/products/pcb_cbec_credit_loan", json={"product": seed}, headers=world.h("bank"))
+    r = c.put(
+        "/v1/provider/products/pcb_cbec_credit_loan",
+        json={"product": seed},
+        headers=world.h("bank"),
+    )
     assert r.status_code == 200 and r.json()["version"] == 1
 
 
@@ -100,33 +144,55 @@ def test_a_provider_edits_only_its_own_products(world: AppsWorld) -> None:
     [
         (lambda p: p["amount"].update(min_cny=5e7), "body.product.amount"),
         (lambda p: p["pricing"].update(rate_max=1.5), "body.product.pricing.rate_max"),
-        (lambda p: p["rules"].append({"field": "no_such_feature", "op": ">=", "value": 1}), "body.product.rules.5.field"),
-        (lambda p: p["rules"].append({"field": "grade", "op": ">=", "value": "ZZ"}), "body.product.rules.5.value"),
+        (
+            lambda p: p["rules"].append({"field": "no_such_feature", "op": ">=", "value": 1}),
+            "body.product.rules.5.field",
+        ),
+        (
+            lambda p: p["rules"].append({"field": "grade", "op": ">=", "value": "ZZ"}),
+            "body.product.rules.5.value",
+        ),
         (lambda p: p.update(kind="export_credit_insurance"), "body.product.insurance"),
         (lambda p: p.update(id="Bad Id"), "body.product.id"),
         (lambda p: p.update(colour="red"), "body.product.colour"),
     ],
 )
-def test_products_are_validated_as_the_yaml_catalog(world: AppsWorld, change: Any, field: str) -> None:
+def test_products_are_validated_as_the_yaml_catalog(
+    world: AppsWorld, change: Any, field: str
+) -> None:
     spec = _mine()
     change(spec)
-    r = world.svc.client.post("/v1/provider/products", json={"product": spec}, headers=world.h("bank"))
+    r = world.svc.client.post(
+        "/v1/provider/products", json={"product": spec}, headers=world.h("bank")
+    )
     assert r.status_code == 422, r.text
     got = r.json()["errors"][0]["field"]
     assert got == field or (field == "body.product.insurance" and got == "body.product"), got
 
 
 def test_a_bank_publishes_financing_and_an_insurer_insurance(world: AppsWorld) -> None:
-    r = world.svc.client.post("/v1/provider/products", json={"product": _mine()}, headers=world.h("insurer"))
+    r = world.svc.client.post(
+        "/v1/provider/products", json={"product": _mine()}, headers=world.h("insurer")
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.product.kind"
     cover = copy.deepcopy(_seed("sinosure_sme_easy_cover"))
     cover["id"] = "sinosure_green_cover"
-    r = world.svc.client.post("/v1/provider/products", json={"product": cover}, headers=world.h("insurer"))
+    r = world.svc.client.post(
+        "/v1/provider/products", json={"product": cover}, headers=world.h("insurer")
+    )
     assert r.status_code == 201, r.text
     app = world.apply(product_id="sinosure_green_cover", amount_cny=NEED["amount_cny"]).json()
     assert app["provider_org"] == "Sinosure Shenzhen"
     world.open(app["id"], "insurer")
-    r = world.decide(app["id"], {"action": "approve", "terms": {"cover": 0.99, "credit_days": 90, "limit_usd": 50000}}, "insurer")
+    r = world.decide(
+        app["id"],
+        {"action": "approve", "terms": {"cover": 0.99, "credit_days": 90, "limit_usd": 50000}},
+        "insurer",
+    )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.terms.cover"
-    r = world.decide(app["id"], {"action": "approve", "terms": {"cover": 0.7, "credit_days": 90, "limit_usd": 50000}}, "insurer")
+    r = world.decide(
+        app["id"],
+        {"action": "approve", "terms": {"cover": 0.7, "credit_days": 90, "limit_usd": 50000}},
+        "insurer",
+    )
     assert r.status_code == 200 and r.json()["approved_amount_cny"] > 0

@@ -29,7 +29,9 @@ ALL = [(s, a) for s in Status for a in Action]
 
 
 @pytest.mark.parametrize(("state", "action"), ALL, ids=[f"{s.value}-{a.value}" for s, a in ALL])
-def test_every_transition_is_allowed_or_refused_with_the_allowed_ones(state: Status, action: Action) -> None:
+def test_every_transition_is_allowed_or_refused_with_the_allowed_ones(
+    state: Status, action: Action
+) -> None:
     if (state, action) in TRANSITIONS:
         assert next_status(state, action) == TRANSITIONS[(state, action)]
         assert action.value in allowed_actions(state)
@@ -42,7 +44,7 @@ def test_every_transition_is_allowed_or_refused_with_the_allowed_ones(state: Sta
 
 
 def test_the_machine_has_the_documented_shape() -> None:
-    assert FINAL == {Status.declined, Status.withdrawn, Status.repaid, Status.defaulted}
+    assert {Status.declined, Status.withdrawn, Status.repaid, Status.defaulted} == FINAL
     # Every state is reachable from submitted.
     seen, todo = {Status.submitted}, [Status.submitted]
     while todo:
@@ -82,9 +84,16 @@ def test_terms_are_checked_against_the_frozen_ranges() -> None:
 def test_a_notice_cites_only_reasons_of_the_application() -> None:
     cfg = load_config()
     frozen = {
-        "product": {"id": "p", "name_en": "Loan", "name_zh": "贷款", "provider": {"name_en": "Bank", "name_zh": "银行"}},
+        "product": {
+            "id": "p",
+            "name_en": "Loan",
+            "name_zh": "贷款",
+            "provider": {"name_en": "Bank", "name_zh": "银行"},
+        },
         "score": {"reasons": [{"code": "R007", "text_en": "High refunds", "text_zh": "退款率高"}]},
-        "match": {"trace": [{"rule": "grade >= BB", "field": "grade", "pass": False, "actual": "B"}]},
+        "match": {
+            "trace": [{"rule": "grade >= BB", "field": "grade", "pass": False, "actual": "B"}]
+        },
     }
     notice = adverse_action_notice(frozen, ["model:R007", "rule:grade"], cfg, "call us")
     assert "退款率高" in notice["zh"] and "High refunds" in notice["en"]
@@ -108,11 +117,28 @@ def test_outcome_rows_are_checked_and_labelled() -> None:
     rows = [
         {"application_id": "1", "event": "repayment", "date": "2024-02-01", "status": "current"},
         {"application_id": "1", "event": "disbursement", "date": "2023-12-01", "amount_cny": "100"},
-        {"application_id": "1", "event": "disbursement", "date": "2024-01-10", "amount_cny": "400000"},
+        {
+            "application_id": "1",
+            "event": "disbursement",
+            "date": "2024-01-10",
+            "amount_cny": "400000",
+        },
         {"application_id": "1", "event": "repayment", "date": "2024-01-05", "status": "current"},
-        {"application_id": "1", "event": "repayment", "date": "2024-06-30", "days_past_due": "1.5", "status": "late"},
+        {
+            "application_id": "1",
+            "event": "repayment",
+            "date": "2024-06-30",
+            "days_past_due": "1.5",
+            "status": "late",
+        },
         {"application_id": "2", "event": "repayment", "date": "2024-06-30", "status": "late"},
-        {"application_id": "1", "event": "repayment", "date": "2024-07-31", "days_past_due": "91", "status": "late"},
+        {
+            "application_id": "1",
+            "event": "repayment",
+            "date": "2024-07-31",
+            "days_past_due": "91",
+            "status": "late",
+        },
         {"application_id": "1", "event": "repayment", "date": "2099-01-01", "status": "weird"},
     ]
     report = apply_outcomes(rows, apps, cfg, date(2025, 1, 1))
@@ -125,7 +151,9 @@ def test_outcome_rows_are_checked_and_labelled() -> None:
     assert report.summary()["read"] == 8 and report.summary()["accepted"] == 2
     d = date(2024, 1, 10)
     assert label_of(d, [(date(2024, 7, 31), 91, "late")], cfg, date(2024, 8, 1)) == 1
-    assert label_of(d, [(date(2025, 3, 1), 120, "late")], cfg, date(2025, 6, 1)) == 0  # after 12 months
+    assert (
+        label_of(d, [(date(2025, 3, 1), 120, "late")], cfg, date(2025, 6, 1)) == 0
+    )  # after 12 months
     assert label_of(d, [(date(2024, 5, 1), 0, "current")], cfg, date(2024, 8, 1)) is None
     assert label_of(d, [(date(2024, 5, 1), 0, "repaid")], cfg, date(2024, 8, 1)) == 0
 
@@ -135,22 +163,53 @@ def test_statistics_are_grouped_and_timed() -> None:
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     rows = [
-        {"status": "approved", "grade": "BB", "product_kind": "credit_loan", "created_at": t0,
-         "decided_at": t0 + timedelta(hours=10), "approved_amount_cny": 1e5, "qualified_via_bundle": False},
-        {"status": "declined", "grade": "B", "product_kind": "credit_loan", "created_at": t0,
-         "decided_at": t0 + timedelta(hours=100), "qualified_via_bundle": False},
-        {"status": "disbursed", "grade": "B", "product_kind": "policy_financing", "created_at": t0,
-         "decided_at": t0 + timedelta(hours=20), "approved_amount_cny": 2e5,
-         "disbursed_amount_cny": 2e5, "qualified_via_bundle": True},
-        {"status": "submitted", "grade": "B", "product_kind": "credit_loan", "created_at": t0,
-         "decided_at": None, "qualified_via_bundle": False},
+        {
+            "status": "approved",
+            "grade": "BB",
+            "product_kind": "credit_loan",
+            "created_at": t0,
+            "decided_at": t0 + timedelta(hours=10),
+            "approved_amount_cny": 1e5,
+            "qualified_via_bundle": False,
+        },
+        {
+            "status": "declined",
+            "grade": "B",
+            "product_kind": "credit_loan",
+            "created_at": t0,
+            "decided_at": t0 + timedelta(hours=100),
+            "qualified_via_bundle": False,
+        },
+        {
+            "status": "disbursed",
+            "grade": "B",
+            "product_kind": "policy_financing",
+            "created_at": t0,
+            "decided_at": t0 + timedelta(hours=20),
+            "approved_amount_cny": 2e5,
+            "disbursed_amount_cny": 2e5,
+            "qualified_via_bundle": True,
+        },
+        {
+            "status": "submitted",
+            "grade": "B",
+            "product_kind": "credit_loan",
+            "created_at": t0,
+            "decided_at": None,
+            "qualified_via_bundle": False,
+        },
     ]
     s = application_statistics(
-        rows, grades=["BB", "B"], kinds=["credit_loan", "policy_financing"],
-        service_level_hours=72, now=t0 + timedelta(days=5),
+        rows,
+        grades=["BB", "B"],
+        kinds=["credit_loan", "policy_financing"],
+        service_level_hours=72,
+        now=t0 + timedelta(days=5),
     )
     assert s["totals"]["approval_rate"] == pytest.approx(2 / 3)
-    assert [g["grade"] for g in s["by_grade"]] == ["BB", "B"] and s["by_grade"][1]["applications"] == 3
+    assert [g["grade"] for g in s["by_grade"]] == ["BB", "B"] and s["by_grade"][1][
+        "applications"
+    ] == 3
     assert s["time_to_decision_hours"]["median"] == 20
     assert s["service_level"]["within"] == 2 and s["service_level"]["pending_overdue"] == 1
     assert s["bundle_only"]["approved_amount_cny"] == 2e5 and s["bundle_only"]["applications"] == 1
@@ -166,7 +225,9 @@ def test_the_effective_catalog_follows_versions_and_dates() -> None:
     renamed = {**spec, "name_en": "Renamed"}
     versions = [
         Version("pcb_cbec_credit_loan", 1, "Pengcheng Commercial Bank", renamed, t),
-        Version("pcb_cbec_credit_loan", 2, "Pengcheng Commercial Bank", None, t + timedelta(days=10)),
+        Version(
+            "pcb_cbec_credit_loan", 2, "Pengcheng Commercial Bank", None, t + timedelta(days=10)
+        ),
         Version("new_loan", 1, "X", {**spec, "id": "new_loan"}, t),
     ]
     assert effective_catalog(seed, [], t) is seed
