@@ -331,3 +331,29 @@ def upload_outcomes(
         **result.report.summary(),
         "quarantine": result.report.quarantined,
     }
+
+
+@router.get("/outcomes/quarantine", responses=problem_responses(401, 403))
+def quarantined_outcomes(
+    principal: ProviderKey,
+    session: DbSession,
+    upload_id: Annotated[str | None, Query(description="one upload only")] = None,
+) -> list[dict[str, Any]]:
+    """List the caller's quarantined outcome rows (newest first): the row as sent and its reasons."""
+    from serving.market import as_utc
+    from serving.models import OutcomeQuarantine
+
+    query = sa.select(OutcomeQuarantine).where(OutcomeQuarantine.provider_org == principal.org)
+    if upload_id is not None:
+        query = query.where(OutcomeQuarantine.upload_id == upload_id)
+    rows = session.scalars(query.order_by(OutcomeQuarantine.id.desc()))
+    return [
+        {
+            "upload_id": r.upload_id,
+            "row": r.row_number,
+            "raw": json.loads(r.raw),
+            "reason": r.reason,
+            "recorded_at": as_utc(r.recorded_at),
+        }
+        for r in rows
+    ]

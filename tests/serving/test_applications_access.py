@@ -33,6 +33,7 @@ MATRIX: dict[str, tuple[str, str, Any, list[int]]] = {
     "disburse": ("POST", "/v1/provider/applications/{closed}/disbursement", "disb", [401, 403, 403, 409, 403, 403, 403, 403]),
     "repay": ("POST", "/v1/provider/applications/{closed}/repayments", "repay", [401, 403, 403, 409, 403, 403, 403, 403]),
     "upload": ("POST", "/v1/provider/outcomes", "csv", [401, 403, 403, 200, 200, 200, 403, 403]),
+    "quarantine": ("GET", "/v1/provider/outcomes/quarantine", None, [401, 403, 403, 200, 200, 200, 403, 403]),
     "my_products": ("GET", "/v1/provider/products", None, [401, 403, 403, 200, 200, 200, 403, 403]),
     "create_product": ("POST", "/v1/provider/products", "bad_product", [401, 403, 403, 422, 422, 422, 403, 403]),
     "update_product": ("PUT", f"/v1/provider/products/{PRODUCT}", "bad_product", [401, 403, 403, 422, 403, 403, 403, 403]),

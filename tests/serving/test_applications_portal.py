@@ -126,6 +126,16 @@ def shots() -> Path:
     return folder
 
 
+def _check_accessible(page: Any) -> None:
+    """Every visible control has a label; text meets WCAG AA contrast (the portal's checks)."""
+    from test_portal import CONTRAST_JS, UNLABELLED_JS
+
+    assert page.evaluate(UNLABELLED_JS) == []
+    selectors = ["body", "h1", "h2", "h3", "label", "button", "td", "dt", "dd", ".status", ".muted"]
+    low = [(s, round(r, 2)) for s, r in page.evaluate(CONTRAST_JS, selectors) if r < 4.5]
+    assert not low, f"contrast below WCAG AA 4.5:1: {low}"
+
+
 def _sign_in_firm(page: Any, url: str, key: str, lang: str) -> None:
     page.goto(f"{url}/portal/?lang={lang}")
     page.locator("#api-key").fill(key)
@@ -161,6 +171,7 @@ def test_the_loop_from_both_sides(
     card = fp.locator("#app-list article").first
     expect(card).to_contain_text("Submitted")
     assert fp.evaluate("document.documentElement.scrollWidth") <= 375 + 1  # no sideways scrolling
+    _check_accessible(fp)
     fp.screenshot(path=str(shots / "01-firm-applied-phone.png"), full_page=True)
 
     # --- the bank: console sign-in, inbox, frozen view
@@ -181,6 +192,7 @@ def test_the_loop_from_both_sides(
     bp.wait_for_url("**/console/application?id=*")
     expect(bp.locator("#frozen-card")).to_contain_text("Under review")
     expect(bp.locator("#trace-table tbody tr").first).to_be_visible()
+    _check_accessible(bp)
     bp.screenshot(path=str(shots / "03-console-frozen-view.png"), full_page=True)
     # Terms outside the product's range are refused with the field named.
     bp.select_option("#d-action", "approve")

@@ -238,3 +238,37 @@ def test_the_effective_catalog_follows_versions_and_dates() -> None:
     assert during["pcb_cbec_credit_loan"].name_en == "Renamed" and "new_loan" in during
     after = effective_catalog(seed, versions, t + timedelta(days=11))
     assert "pcb_cbec_credit_loan" not in after and len(after) == len(seed)
+
+
+def test_freeze_marks_firms_that_qualified_only_through_a_bundle() -> None:
+    from tradefinance.applications import freeze
+    from tradefinance.products import load_products
+
+    product = load_products()["pcb_policy_financing"]
+    common = {
+        "application_id": 7,
+        "frozen_at": datetime(2026, 1, 1, tzinfo=UTC),
+        "product": product,
+        "product_version": 0,
+        "product_effective_from": None,
+        "need": {"amount_cny": 1e5},
+        "score": {"model_version": "m1", "as_of": date(2025, 12, 1), "pd": float("nan")},
+        "explanation": [],
+        "features": {"x": 1.0},
+        "catalog_version": "c",
+        "snapshot_source": "s",
+    }
+    bundle = {"financing_id": product.id, "eligible_unbundled": False}
+    only = freeze(**common, match_entry={"eligible": False}, bundles=[bundle])
+    assert (
+        only["qualified_via_bundle"]
+        and only["score"]["pd"] is None
+        and only["as_of"] == "2025-12-01"
+    )
+    alone = freeze(**common, match_entry={"eligible": True}, bundles=[bundle])
+    assert not alone["qualified_via_bundle"]
+    other = freeze(
+        **common, match_entry={"eligible": False}, bundles=[{**bundle, "financing_id": "x"}]
+    )
+    assert not other["qualified_via_bundle"]
+    assert only["product"]["id"] == product.id and only["product"]["version"] == 0
