@@ -19,7 +19,7 @@ DATASET_TO ?= 2025-01-01
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench clean
+.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench fuzz clean mlflow-server ui
 
 help:
 	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
@@ -79,10 +79,31 @@ serve:
 run: demo
 	$(MAKE) --no-print-directory serve
 
+# MLflow tracking server backed by PostgreSQL (a database it creates on the local server) with
+# an artifact root it serves over HTTP; point every command at it with
+#   export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_DB ?= kuaxin_mlflow
+MLFLOW_PG ?= postgresql://postgres@127.0.0.1:5432/postgres
+MLFLOW_ARTIFACTS ?= mlartifacts-server
+mlflow-server: $(STAMP)
+	$(PY) -m training.tracking_server --admin-url $(MLFLOW_PG) --database $(MLFLOW_DB) --artifacts $(MLFLOW_ARTIFACTS) --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+# The MLflow UI on the local SQLite store the commands use by default (runs, metrics, the
+# report and its plots under each run's artifacts, the registry's champion/previous aliases).
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
 # pytest exit code 5 means no test ran: that must fail, not pass.
 test: $(STAMP) browser
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
+
+# Schemathesis on the app's OpenAPI with 3,000 cases per database (the suite runs 300).
+FUZZ_CASES ?= 3000
+fuzz: $(STAMP)
+	KUAXIN_FUZZ_CASES=$(FUZZ_CASES) $(VENV)/bin/pytest -q tests/serving/test_service_schemathesis.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy features training serving kuaxin
@@ -97,4 +118,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_serving.py
 
 clean:
-	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db kuaxin.db-wal kuaxin.db-shm models/kuaxin-credit
+	rm -rf $(DATA) mlflow.db mlruns mlartifacts mlartifacts-server kuaxin.db kuaxin.db-wal kuaxin.db-shm models/kuaxin-credit

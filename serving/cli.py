@@ -117,23 +117,24 @@ def register(app: typer.Typer) -> None:
         database_url: DatabaseOpt = None,
         log_level: Annotated[str, typer.Option(help="log level")] = "info",
         access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=1, max=64, help="processes sharing the port (scores precomputed once)"
+            ),
+        ] = 1,
     ) -> None:
-        """Run the scoring service (uvicorn)."""
+        """Run the scoring service (uvicorn; several workers with --workers N)."""
         import logging
 
-        import uvicorn
+        from serving.workers import LOG_FORMAT
+        from serving.workers import serve as run_service
 
-        from serving.app import create_app
-
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
         settings = _settings(snapshot=snapshot, model_dir=model_dir, database_url=database_url)
         if settings.snapshot is None:
             _fail("no snapshot: pass --snapshot FILE or set KUAXIN_SNAPSHOT")
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log
-        )
+        run_service(settings, host, port, workers, log_level=log_level, access_log=access_log)
 
     @keys.command("create")
     def keys_create(

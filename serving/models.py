@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -13,6 +14,32 @@ ROLES = ("bank", "insurer", "enterprise", "regulator", "admin")
 SCOPES = ("score", "explanation", "quote")
 #: Hash the audit chain starts from.
 GENESIS_HASH = "0" * 64
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and read back timezone-aware (UTC) on every database.
+
+    SQLite keeps no offset: without this, ``2030-01-01T08:00+08:00`` would be written as
+    ``08:00`` and read back as 08:00 UTC, eight hours late. Naive datetimes are refused.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Convert to UTC before writing (naive on SQLite, which cannot store an offset)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"timestamp {value.isoformat()} carries no time zone")
+        utc = value.astimezone(UTC)
+        return utc.replace(tzinfo=None) if dialect.name == "sqlite" else utc
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        """Return an aware UTC datetime."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 class Base(DeclarativeBase):
@@ -40,8 +67,8 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(sa.String(16))
     org: Mapped[str] = mapped_column(sa.String(200), index=True)
     firm_usc: Mapped[str | None] = mapped_column(sa.String(18), index=True)
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Consent(Base):
@@ -54,9 +81,9 @@ class Consent(Base):
     institution: Mapped[str] = mapped_column(sa.String(200), index=True)
     scopes: Mapped[str] = mapped_column(sa.String(100))  # comma-separated, sorted
     purpose: Mapped[str] = mapped_column(sa.String(200))
-    granted_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    expires_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    granted_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     granted_by: Mapped[int | None] = mapped_column(sa.Integer)  # api_keys.id, or None (CLI)
 
 
@@ -123,9 +150,9 @@ class Application(Base):
     approved_amount_cny: Mapped[float | None] = mapped_column(sa.Float)
     disbursed_amount_cny: Mapped[float | None] = mapped_column(sa.Float)
     disbursed_on: Mapped[date | None] = mapped_column(sa.Date)
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    decided_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class ApplicationEvent(Base):
@@ -137,7 +164,7 @@ class ApplicationEvent(Base):
     application_id: Mapped[int] = mapped_column(
         sa.ForeignKey("applications.id", ondelete="CASCADE"), index=True
     )
-    ts: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
     action: Mapped[str] = mapped_column(sa.String(40))
     from_status: Mapped[str | None] = mapped_column(sa.String(32))
     to_status: Mapped[str] = mapped_column(sa.String(32))
@@ -163,7 +190,7 @@ class OutcomeRecord(Base):
     status: Mapped[str | None] = mapped_column(sa.String(16))
     outstanding_cny: Mapped[float | None] = mapped_column(sa.Float)
     upload_id: Mapped[str | None] = mapped_column(sa.String(40))
-    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class OutcomeQuarantine(Base):
@@ -177,7 +204,7 @@ class OutcomeQuarantine(Base):
     row_number: Mapped[int] = mapped_column(sa.Integer)
     raw: Mapped[str] = mapped_column(sa.Text)
     reason: Mapped[str] = mapped_column(sa.Text)
-    recorded_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class ProductVersionRow(Base):
@@ -193,6 +220,6 @@ class ProductVersionRow(Base):
     version: Mapped[int] = mapped_column(sa.Integer)
     owner_org: Mapped[str] = mapped_column(sa.String(200), index=True)
     spec: Mapped[str | None] = mapped_column(sa.Text)
-    effective_from: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[int | None] = mapped_column(sa.Integer)

@@ -257,10 +257,8 @@ def match(
     """
     cfg = pricing or load_pricing_config()
     table = countries if countries is not None else ins.load_country_table()
-    pd_ = float(row["pd"])
     turnover = turnover_meur(_num(row.get("exports_12m_usd")), cfg.loan)
     shipment = need.shipment or Shipment(**cfg.default_shipment.model_dump())
-    result = MatchResult()
     defaulted = in_default(row)
 
     def _recourse(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
@@ -270,73 +268,17 @@ def match(
         plan = recourse(product, trace) if recourse is not None and not defaulted else None
         return {"hints": _hints(trace, actionable), "plan": plan}
 
-    for product in catalog.financing:
-        assert product.pricing is not None
-        trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
-        # A firm in default (PD 1) gets neither a limit nor a risk-based price.
-        limit = 0.0 if defaulted else indicative_limit_cny(product, row, pd_, cfg)
-        price = (
-            None
-            if defaulted
-            else loan_rate(
-                pd_,
-                lgd=product.pricing.lgd,
-                tenor_months=need.tenor_months,
-                turnover_meur=turnover,
-                rate_range=(product.pricing.rate_min, product.pricing.rate_max),
-                params=cfg.loan,
-            )
-        )
-        eligible = all(t.passed for t in trace)
-        offer = min(need.amount_cny, limit)
-        result.financing.append(
-            {
-                **_product_head(product),
-                "eligible": eligible,
-                "trace": [t.as_dict() for t in trace],
-                "failed": sum(not t.passed for t in trace),
-                "limit_cny": limit,
-                "offer_cny": offer if eligible else 0.0,
-                "covers_need": eligible and limit >= need.amount_cny,
-                "price": price.as_dict() if price is not None else None,
-                "interest_cny": offer * price.rate * need.tenor_months / 12.0
-                if eligible and price is not None
-                else 0.0,
-                "recourse": _recourse(product, trace),
-            }
-        )
-    for product in catalog.insurance:
-        trace = evaluate_rules(product.rules, row, grades)
-        q = ins.quote(
-            row=row,
-            request=ins.QuoteRequest(
-                product_id=product.id,
-                buyer_country=shipment.buyer_country,
-                buyer_grade=shipment.buyer_grade,
-                terms=shipment.terms,
-                credit_days=shipment.credit_days,
-                amount_usd=max(need.amount_cny / cfg.loan.cny_per_usd, 1.0),
-            ),
-            product=product,
-            grades=grades,
-            pricing=cfg,
-            countries=table,
-            trace=trace,
-        )
-        eligible = all(t.passed for t in trace)
-        result.insurance.append(
-            {
-                **_product_head(product),
-                "eligible": eligible,
-                "requested": need.insurance_wanted,
-                "trace": [t.as_dict() for t in trace],
-                "failed": sum(not t.passed for t in trace),
-                "limit_usd": limit_basis_usd(product, row) * product.limit.multiple,
-                "quote": q.as_dict(),
-                "recourse": _recourse(product, trace),
-            }
-        )
-    result.bundles = _bundles(row, need, catalog, grades, cfg, table, turnover, shipment)
+    result = MatchResult(
+        financing=[
+            _financing_offer(product, row, need, grades, cfg, turnover, _recourse)
+            for product in catalog.financing
+        ],
+        insurance=[
+            _insurance_offer(product, row, need, grades, cfg, table, shipment, _recourse)
+            for product in catalog.insurance
+        ],
+        bundles=_bundles(row, need, catalog, grades, cfg, table, turnover, shipment),
+    )
     result.financing.sort(
         key=lambda m: (
             not m["eligible"],
@@ -352,6 +294,92 @@ def match(
         )
     )
     return result
+
+
+def _financing_offer(
+    product: Product,
+    row: Mapping[str, Any],
+    need: Need,
+    grades: Sequence[str],
+    cfg: PricingConfig,
+    turnover: float | None,
+    recourse: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
+) -> dict[str, Any]:
+    """One financing product for the firm and need: trace, limit, offer, price, recourse."""
+    assert product.pricing is not None
+    defaulted = in_default(row)
+    pd_ = float(row["pd"])
+    trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
+    # A firm in default (PD 1) gets neither a limit nor a risk-based price.
+    limit = 0.0 if defaulted else indicative_limit_cny(product, row, pd_, cfg)
+    price = (
+        None
+        if defaulted
+        else loan_rate(
+            pd_,
+            lgd=product.pricing.lgd,
+            tenor_months=need.tenor_months,
+            turnover_meur=turnover,
+            rate_range=(product.pricing.rate_min, product.pricing.rate_max),
+            params=cfg.loan,
+        )
+    )
+    eligible = all(t.passed for t in trace)
+    offer = min(need.amount_cny, limit)
+    return {
+        **_product_head(product),
+        "eligible": eligible,
+        "trace": [t.as_dict() for t in trace],
+        "failed": sum(not t.passed for t in trace),
+        "limit_cny": limit,
+        "offer_cny": offer if eligible else 0.0,
+        "covers_need": eligible and limit >= need.amount_cny,
+        "price": price.as_dict() if price is not None else None,
+        "interest_cny": offer * price.rate * need.tenor_months / 12.0
+        if eligible and price is not None
+        else 0.0,
+        "recourse": recourse(product, trace),
+    }
+
+
+def _insurance_offer(
+    product: Product,
+    row: Mapping[str, Any],
+    need: Need,
+    grades: Sequence[str],
+    cfg: PricingConfig,
+    table: Any,
+    shipment: Shipment,
+    recourse: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
+) -> dict[str, Any]:
+    """One insurance product for the firm and need: trace, buyer limit, premium, recourse."""
+    trace = evaluate_rules(product.rules, row, grades)
+    q = ins.quote(
+        row=row,
+        request=ins.QuoteRequest(
+            product_id=product.id,
+            buyer_country=shipment.buyer_country,
+            buyer_grade=shipment.buyer_grade,
+            terms=shipment.terms,
+            credit_days=shipment.credit_days,
+            amount_usd=max(need.amount_cny / cfg.loan.cny_per_usd, 1.0),
+        ),
+        product=product,
+        grades=grades,
+        pricing=cfg,
+        countries=table,
+        trace=trace,
+    )
+    return {
+        **_product_head(product),
+        "eligible": all(t.passed for t in trace),
+        "requested": need.insurance_wanted,
+        "trace": [t.as_dict() for t in trace],
+        "failed": sum(not t.passed for t in trace),
+        "limit_usd": limit_basis_usd(product, row) * product.limit.multiple,
+        "quote": q.as_dict(),
+        "recourse": recourse(product, trace),
+    }
 
 
 def _num(value: Any) -> float | None:

@@ -10,7 +10,7 @@ from serving.audit import access_log
 from serving.auth import Principal
 from serving.deps import DbSession, require_firm_owner
 from serving.problems import problem_responses
-from serving.schemas import AccessLog
+from serving.schemas import MAX_ID, AccessLog
 
 router = APIRouter(tags=["access log"])
 
@@ -25,7 +25,7 @@ def get_access_log(
     principal: Annotated[Principal, Depends(require_firm_owner())],
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    before_id: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> dict[str, Any]:
     """List accesses to this firm's data, newest first (the firm's own key, or admin)."""
     rows = access_log(session, usc_code, limit=limit, before_id=before_id)

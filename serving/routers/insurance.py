@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel
 
 from serving.deps import (
     CurrentKey,
@@ -23,26 +22,10 @@ from serving.deps import (
 from serving.guards import require_known
 from serving.market import MarketDep, firm_row, grades_of
 from serving.problems import field_error, problem_responses
+from serving.schemas import CountriesResponse, QuoteResponse
 from tradefinance.insurance import QuoteRequest, quote
 
 router = APIRouter(tags=["insurance"])
-
-
-class QuoteResponse(BaseModel):
-    """A premium quote or a decline."""
-
-    usc_code: str
-    exporter_grade: str
-    quote: dict[str, Any]
-    model_version: str
-    as_of: Any
-
-
-class CountriesResponse(BaseModel):
-    """The OECD country-risk table used for premiums."""
-
-    as_of: str
-    countries: list[dict[str, Any]]
 
 
 @router.get("/countries", response_model=CountriesResponse, responses=problem_responses(401))
@@ -111,10 +94,12 @@ def firm_quote(
         countries=market.countries,
     )
     audit_access(request, session, [access], loaded.model_version)
-    return {
-        "usc_code": access.usc_code,
-        "exporter_grade": row["grade"],
-        "quote": q.as_dict(),
-        "model_version": loaded.model_version,
-        "as_of": loaded.as_of,
-    }
+    return access.redact(
+        {
+            "usc_code": access.usc_code,
+            "exporter_grade": row["grade"],
+            "quote": q.as_dict(),
+            "model_version": loaded.model_version,
+            "as_of": loaded.as_of,
+        }
+    )

@@ -124,6 +124,12 @@ def sign_in(request: Request, lang: LangQuery = None) -> Response:
     return _render(request, "signin", "signin.html", "signin_title", pick_lang(request, lang))
 
 
+@router.post(f"{PREFIX}/", response_class=HTMLResponse)
+def sign_in_without_script(request: Request, lang: LangQuery = None) -> Response:
+    """Answer the sign-in form sent without JavaScript with the page (the key is never sent)."""
+    return _render(request, "signin", "signin.html", "signin_title", pick_lang(request, lang))
+
+
 def _page(name: str) -> Any:
     template, title = PAGES[name]
 

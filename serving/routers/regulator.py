@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
 
 from serving.auth import Principal
 from serving.deps import LoadedDep, require_role
 from serving.market import Market, MarketDep, grades_of
 from serving.problems import field_error, problem_responses
+from serving.schemas import Measure19Response, OverviewResponse
 from serving.state import Loaded
 from tradefinance.regulator import (
     coverage_summary,
@@ -62,34 +62,6 @@ def _overview(loaded: Loaded, market: Market) -> tuple[pd.DataFrame, dict[str, A
         _cache.clear()  # one served snapshot at a time
         _cache[key] = (loaded, market, frame, overview)
     return frame, overview
-
-
-class OverviewResponse(BaseModel):
-    """Headline numbers, grade distribution and product coverage."""
-
-    summary: dict[str, Any]
-    grades: list[dict[str, Any]]
-    products: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
-    catalog_version: str
-
-
-class Measure19Response(BaseModel):
-    """Effect of loosening an insurer's underwriting (measure 19)."""
-
-    product_id: str
-    firms: int
-    min_grade: str | None
-    baseline: dict[str, Any]
-    scenario: dict[str, Any]
-    gained_firms: int
-    lost_firms: int
-    gained_by_grade: dict[str, int]
-    expected_loss_change_usd: float
-    financing_unlocked: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
 
 
 @router.get(
