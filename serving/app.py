@@ -36,6 +36,7 @@ OPTIONAL_ROUTERS = (
     "insurance",
     "regulator",
     "portal",
+    "docs",
     "applications",
     "provider_applications",
     "provider_products",
@@ -114,7 +115,9 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         version="1",
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc come from serving.routers.docs (assets served locally, no CDN).
+        docs_url=None,
+        redoc_url=None,
         openapi_url="/openapi.json",
         # The access table (serving/access.py) decides who may call every route.
         dependencies=[Depends(enforce_access)],

@@ -362,10 +362,23 @@ def verify(session: Session) -> VerifyResult:
 
 
 def access_log(
-    session: Session, firm_usc: str, limit: int = 100, before_id: int | None = None
+    session: Session,
+    firm_usc: str,
+    limit: int = 100,
+    before_id: int | None = None,
+    roles: Sequence[str] | None = None,
+    exclude_roles: Sequence[str] = (),
 ) -> list[AuditLog]:
-    """List accesses to one firm's data, newest first (for the firm's own view)."""
+    """List accesses to one firm's data, newest first (for the firm's own view).
+
+    ``roles`` keeps only accesses by those roles, ``exclude_roles`` drops them (e.g. the
+    firm's own ``enterprise`` page views); ``before_id`` pages back from a row id.
+    """
     query = sa.select(AuditLog).where(AuditLog.firm_usc == firm_usc)
+    if roles:
+        query = query.where(AuditLog.role.in_(list(roles)))
+    if exclude_roles:
+        query = query.where(AuditLog.role.not_in(list(exclude_roles)))
     if before_id is not None:
         query = query.where(AuditLog.id < before_id)
     return list(session.scalars(query.order_by(AuditLog.id.desc()).limit(limit)))

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from features.default_status import DefaultStatus
+from features.labels import shown_value
 from features.values import plain
 
 if TYPE_CHECKING:
@@ -236,10 +237,14 @@ class Loaded:
         i = self.position[usc_code]
         names = self.model.feature_names
         row = self.snapshot.iloc[i]
+        specs = self.catalog
         contributions = [
             {
                 "feature": name,
-                "value": plain(row[name]),
+                # rounded and within the catalog bounds, as people (and forms) take it
+                "value": shown_value(
+                    plain(row[name]), specs[name] if specs is not None and name in specs else None
+                ),
                 "contribution": float(self.contrib[i, j]),
             }
             for j, name in enumerate(names)

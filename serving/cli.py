@@ -7,11 +7,14 @@ line on stderr with a non-zero exit.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+T = TypeVar("T")
 
 #: Institutions the demo creates keys for (their earlier demo keys are revoked on a re-run).
 DEMO_ORGS = {
@@ -76,6 +79,39 @@ def _seed_demo_applications(
     )
 
 
+def _while_waiting(what: str, call: Callable[[], T]) -> T:
+    """Run ``call`` while a progress line on stderr counts the seconds (a reload takes a while).
+
+    The line shows only on a terminal; piped output stays clean.
+    """
+    import threading
+    import time
+
+    from tqdm import tqdm
+
+    done = threading.Event()
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, daemon=True)
+    start = time.monotonic()
+    worker.start()
+    with tqdm(desc=what, unit="s", bar_format="{desc}: {elapsed}", disable=None) as bar:
+        while not done.wait(0.5):
+            bar.update(time.monotonic() - start - bar.n)
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 def _parse_expiry(expires: str | None, days: int | None) -> datetime:
     if expires is not None:
         try:
@@ -87,24 +123,8 @@ def _parse_expiry(expires: str | None, days: int | None) -> datetime:
     return datetime.now(UTC) + timedelta(days=days if days is not None else 365)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the service's commands to the ``kuaxin`` app.
-
-    Parameters
-    ----------
-    app : typer.Typer
-        The top-level app.
-    """
-    keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
-    consent = typer.Typer(
-        help="Consents of firms to institutions: grant, revoke, list.", no_args_is_help=True
-    )
-    audit = typer.Typer(help="The audit log.", no_args_is_help=True)
-    db = typer.Typer(help="The service database.", no_args_is_help=True)
-    app.add_typer(keys, name="keys")
-    app.add_typer(consent, name="consent")
-    app.add_typer(audit, name="audit")
-    app.add_typer(db, name="db")
+def _serve_commands(app: typer.Typer) -> None:
+    """Add ``kuaxin serve``."""
 
     @app.command()
     def serve(
@@ -135,6 +155,10 @@ def register(app: typer.Typer) -> None:
         if settings.snapshot is None:
             _fail("no snapshot: pass --snapshot FILE or set KUAXIN_SNAPSHOT")
         run_service(settings, host, port, workers, log_level=log_level, access_log=access_log)
+
+
+def _key_commands(keys: typer.Typer) -> None:
+    """Add ``kuaxin keys create|list|revoke``."""
 
     @keys.command("create")
     def keys_create(
@@ -194,6 +218,10 @@ def register(app: typer.Typer) -> None:
         finally:
             database.dispose()
         typer.echo(f"revoked key {key_id}")
+
+
+def _consent_commands(consent: typer.Typer) -> None:
+    """Add ``kuaxin consent grant|revoke|list``."""
 
     @consent.command("grant")
     def consent_grant(
@@ -264,6 +292,10 @@ def register(app: typer.Typer) -> None:
                 )
         database.dispose()
 
+
+def _audit_and_db_commands(audit: typer.Typer, db: typer.Typer) -> None:
+    """Add ``kuaxin audit verify`` and ``kuaxin db upgrade``."""
+
     @audit.command("verify")
     def audit_verify(database_url: DatabaseOpt = None) -> None:
         """Check the audit hash chain; exit 1 naming the first broken row."""
@@ -289,6 +321,10 @@ def register(app: typer.Typer) -> None:
         _database(database_url).dispose()
         typer.echo(f"database at revision {current_revision(settings.database_url)}")
 
+
+def _reload_command(app: typer.Typer) -> None:
+    """Add ``kuaxin reload``."""
+
     @app.command()
     def reload(
         url: Annotated[
@@ -310,11 +346,14 @@ def register(app: typer.Typer) -> None:
             "snapshot": str(snapshot.resolve()) if snapshot else None,
         }
         try:
-            resp = httpx.post(
-                f"{url.rstrip('/')}/v1/admin/reload",
-                json=body,
-                headers={"X-API-Key": key},
-                timeout=600,
+            resp = _while_waiting(
+                "reloading (the service scores and explains every firm)",
+                lambda: httpx.post(
+                    f"{url.rstrip('/')}/v1/admin/reload",
+                    json=body,
+                    headers={"X-API-Key": key},
+                    timeout=600,
+                ),
             )
         except httpx.HTTPError as exc:
             _fail(f"service at {url} unreachable: {exc}")
@@ -325,6 +364,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"serving model {info['model_version']} on {info['snapshot']} as of {info['as_of']} ({info['firms']} firms)"
         )
+
+
+def _demo_command(app: typer.Typer) -> None:
+    """Add ``kuaxin demo``."""
 
     @app.command()
     def demo(
@@ -376,3 +419,29 @@ def register(app: typer.Typer) -> None:
         typer.echo("try (after `make serve` or while `make run` serves):")
         for line in info["curl"]:
             typer.echo(f"  {line}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service's commands to the ``kuaxin`` app.
+
+    Parameters
+    ----------
+    app : typer.Typer
+        The top-level app.
+    """
+    keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+    consent = typer.Typer(
+        help="Consents of firms to institutions: grant, revoke, list.", no_args_is_help=True
+    )
+    audit = typer.Typer(help="The audit log.", no_args_is_help=True)
+    db = typer.Typer(help="The service database.", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+    app.add_typer(consent, name="consent")
+    app.add_typer(audit, name="audit")
+    app.add_typer(db, name="db")
+    _serve_commands(app)
+    _key_commands(keys)
+    _consent_commands(consent)
+    _audit_and_db_commands(audit, db)
+    _reload_command(app)
+    _demo_command(app)

@@ -9,7 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from features.uscc import validate as validate_uscc
-from serving.models import SCOPES, Consent
+from serving.models import SCOPES, ApiKey, Consent
+
+#: Roles whose institutions a firm may open its data to.
+CONSENT_ROLES = ("bank", "insurer")
 
 
 class ConsentError(ValueError):
@@ -57,7 +60,8 @@ def grant(
     firm_usc : str
         The granting firm.
     institution : str
-        The institution (an API key's ``org``) that may read.
+        The institution that may read: the ``org`` of an active bank or insurer API key (an
+        institution without a key could never read, and a misspelt name would grant nothing).
     scopes : list of str
         Subset of ``serving.models.SCOPES``.
     purpose : str
@@ -75,7 +79,8 @@ def grant(
     Raises
     ------
     ConsentError
-        Invalid firm, unknown scope, empty purpose or institution, expiry not in the future.
+        Invalid firm, unknown scope, empty purpose, an institution without an active bank or
+        insurer key, expiry not in the future.
     """
     check = validate_uscc(firm_usc)
     if not check.valid:
@@ -87,6 +92,12 @@ def grant(
         )
     if not institution.strip():
         raise ConsentError("institution must be a non-empty name")
+    known = known_institutions(session)
+    if institution.strip() not in known:
+        raise ConsentError(
+            f"institution must be a bank or insurer with an active API key; got {institution!r}"
+            + (f" (known: {', '.join(known)})" if known else " (none registered)")
+        )
     if not purpose.strip():
         raise ConsentError("purpose must be a non-empty text")
     if expires_at.tzinfo is None:
@@ -106,6 +117,16 @@ def grant(
     session.add(row)
     session.flush()
     return row
+
+
+def known_institutions(session: Session) -> list[str]:
+    """Institutions a firm may consent to: orgs of active bank and insurer keys, sorted."""
+    rows = session.scalars(
+        sa.select(ApiKey.org)
+        .where(ApiKey.role.in_(CONSENT_ROLES), ApiKey.revoked_at.is_(None))
+        .distinct()
+    )
+    return sorted(set(rows))
 
 
 def revoke(session: Session, consent_id: int, firm_usc: str | None = None) -> Consent:

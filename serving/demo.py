@@ -4,6 +4,7 @@ regulator and an admin, with ready-to-paste curl lines.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -28,6 +29,9 @@ DEMO_CONSENTS = {
 DEMO_DAYS = 365
 #: The grade the README's recourse example asks for.
 DEMO_TARGET = "BBB"
+#: The README's what-if example: a feature the demo firm must have (a firm without marketplace
+#: stores has no refund rate, and the example would change nothing: ``before: null``).
+DEMO_WHATIF = {"refund_rate_6m": 0.01}
 
 
 def pick_firm(
@@ -44,7 +48,8 @@ def pick_firm(
     Parameters
     ----------
     snapshot : DataFrame
-        ``usc_code`` and ``name``.
+        ``usc_code``, ``name`` and the features of :data:`DEMO_WHATIF` (firms lacking them
+        are passed over when others have them).
     grades : Series, optional
         Grade of each firm (index ``usc_code``), from the served model.
     target : str
@@ -65,6 +70,9 @@ def pick_firm(
     valid = snapshot[[validate_uscc(c).valid for c in snapshot["usc_code"]]]
     if valid.empty:
         raise ValueError("the snapshot has no firm with a valid USCC")
+    having = [f for f in DEMO_WHATIF if f in valid.columns]
+    if having and valid[having].notna().all(axis=1).any():
+        valid = valid[valid[having].notna().all(axis=1)]  # the what-if example has work to do
     if grades is not None and valid["usc_code"].isin(grades.index).any():
         valid = valid[valid["usc_code"].isin(grades.index)]  # only firms the model grades
     valid = valid.sort_values("usc_code")
@@ -103,7 +111,7 @@ def curl_lines() -> list[str]:
         'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/score',
         'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/explanation',
         f'curl -s -X POST -H "X-API-Key: $KX_BANK_KEY" {h} -d "{{\\"usc_codes\\": [\\"$KX_FIRM\\"]}}" $KX_URL/v1/scores/batch',
-        f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"changes": {{"refund_rate_6m": 0.01}}}}\' $KX_URL/v1/firms/$KX_FIRM/what-if',
+        f"curl -s -X POST -H \"X-API-Key: $KX_ENTERPRISE_KEY\" {h} -d '{json.dumps({'changes': DEMO_WHATIF})}' $KX_URL/v1/firms/$KX_FIRM/what-if",
         f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"target_grade": "{DEMO_TARGET}"}}\' $KX_URL/v1/firms/$KX_FIRM/recourse',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/access-log',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/consents',
@@ -149,7 +157,7 @@ def create_demo(
     """
     if not snapshot.is_file():
         raise ValueError(f"snapshot {snapshot} does not exist; run `make features` first")
-    frame = pd.read_parquet(snapshot, columns=["usc_code", "name"])
+    frame = pd.read_parquet(snapshot)[["usc_code", "name", *DEMO_WHATIF]]
     grades, order = served_grades(snapshot, settings) if settings is not None else (None, None)
     usc, name = pick_firm(frame, grades, DEMO_TARGET, order)
     keys: dict[str, dict[str, Any]] = {}

@@ -273,7 +273,7 @@ def require_firm_access(scope: str | None = None) -> Callable[..., FirmAccess]:
         if rule is None:
             raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
         # The key and the consent in one threadpool call (each sync dependency is a hop).
-        principal = current_key(session, key)
+        principal = current_key(request, session, key)
         return firm_access(session, principal, checked_uscc(usc_code), scope or "score", rule)
 
     return check

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-USCC_EXAMPLE = "91440300MA5G2X7K3Q"
+USCC_EXAMPLE = "91440300MA5G2X7KX0"
 #: Largest row id a parameter may name (the id columns are 32-bit on PostgreSQL).
 MAX_ID = 2**31 - 1
 

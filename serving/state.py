@@ -137,6 +137,13 @@ class ServingState:
                 except DefaultStatusError as exc:
                     raise LoadError(str(exc)) from exc
                 frame = read_snapshot(snap_path)
+                # Start-up's long step: say what is happening and how much (done: the line below).
+                logger.info(
+                    "scoring and explaining %d firms of %s with model %s ...",
+                    len(frame),
+                    snap_path,
+                    model.version,
+                )
                 pre = precomputed_for(settings, model, frame, snap_path)
                 loaded = build(
                     model,

@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.labels import country_name, percent, value_label
+from features.texts import LANGS, text
 from tradefinance.pricing import (
     CountryTableRef,
     PaymentTerms,
@@ -153,28 +155,117 @@ def _shipped_table(module: str, resource: str, as_of: str) -> CountryTable:
 
 
 class QuoteRequest(BaseModel):
-    """What an insurer (or the firm) asks a quote for."""
+    """What an insurer (or the firm) asks a quote for.
+
+    A product with a fixed shipment (upstream purchase cover: the buyer is the firm itself)
+    sets buyer country, terms, credit days and buyer grade; they may be omitted, and a value
+    that differs from the product's is refused rather than replaced.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     product_id: str = Field(default=DEFAULT_PRODUCT, description="insurance product id")
-    buyer_country: str = Field(min_length=2, max_length=60, description="ISO3 code or name")
-    buyer_grade: str = Field(default="unknown", description="insurer buyer grade A/B/C/D/unknown")
-    terms: PaymentTerms = Field(description="L/C, D/P, D/A or O/A")
-    credit_days: int = Field(ge=0, le=720, description="credit period, days")
+    buyer_country: str | None = Field(
+        default=None, min_length=2, max_length=60, description="ISO3 code or name"
+    )
+    buyer_grade: str | None = Field(
+        default=None, description="insurer buyer grade A/B/C/D/unknown (default unknown)"
+    )
+    terms: PaymentTerms | None = Field(default=None, description="L/C, D/P, D/A or O/A")
+    credit_days: int | None = Field(default=None, ge=0, le=720, description="credit period, days")
     amount_usd: float = Field(gt=0, le=1e10, description="shipment / insured turnover, USD")
     cover: float | None = Field(
         default=None, gt=0, le=1, description="indemnity share; the product's default when omitted"
     )
 
 
+class QuoteInputError(ValueError):
+    """A quote request the product does not allow (``field``, ``message``, ``expected``)."""
+
+    def __init__(self, field: str, message: str, expected: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.expected = expected
+
+
+def shipment_terms(
+    product: Product, request: QuoteRequest, exporter_grade: str | None, table: CountryTable
+) -> tuple[str, str, int, str]:
+    """Buyer country, terms, credit days and buyer grade a quote uses.
+
+    Raises
+    ------
+    QuoteInputError
+        A field the product fixes was sent with another value, or a field an ordinary
+        product needs is missing.
+    """
+    assert product.insurance is not None
+    fixed = product.insurance.shipment
+    if fixed is None:
+        for name in ("buyer_country", "terms", "credit_days"):
+            if getattr(request, name) is None:
+                raise QuoteInputError(name, "is required for this product", _EXPECTED[name])
+        assert request.buyer_country is not None and request.terms is not None
+        assert request.credit_days is not None
+        grade = request.buyer_grade if request.buyer_grade is not None else "unknown"
+        return request.buyer_country, request.terms, request.credit_days, grade
+    mapping = product.insurance.buyer_grade_from_exporter or {}
+    grade = mapping.get(str(exporter_grade), "unknown")
+    wanted = {
+        "buyer_country": table.lookup(fixed.buyer_country).iso3,
+        "terms": fixed.terms,
+        "credit_days": fixed.credit_days,
+        "buyer_grade": grade,
+    }
+    for name, value in wanted.items():
+        given = getattr(request, name)
+        if name == "buyer_country" and given is not None and given in table:
+            given = table.lookup(given).iso3
+        if given is not None and given != value:
+            raise QuoteInputError(
+                name,
+                f"product {product.id!r} fixes {name} to {value!r} (the buyer is the firm "
+                f"itself); got {given!r}",
+                f"{value!r} or omitted",
+            )
+    return fixed.buyer_country, fixed.terms, fixed.credit_days, grade
+
+
+_EXPECTED = {
+    "buyer_country": "an ISO3 code or name of the OECD table (GET /v1/countries)",
+    "terms": "one of L/C, D/P, D/A, O/A",
+    "credit_days": "days, 0-720",
+}
+
+
 @dataclass
 class Decline:
-    """One reason cover is declined."""
+    """One reason cover is declined: a code, its parameters, and its texts from the catalog."""
 
     code: str
     message_en: str
     message_zh: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+def decline(code: str, **params: Any) -> Decline:
+    """Build a decline with the catalog texts ``decline.<code>`` filled from ``params``.
+
+    Parameters that need words per language (a country, a rule) are given as
+    ``{"zh": ..., "en": ...}`` and picked per language; ``params`` keeps the codes.
+    """
+    fields = {
+        lang: {k: (v[lang] if isinstance(v, dict) else v) for k, v in params.items()}
+        for lang in ("zh", "en")
+    }
+    plain_params = {k: v for k, v in params.items() if not isinstance(v, dict)}
+    return Decline(
+        code,
+        text(f"decline.{code}", "en", **fields["en"]),
+        text(f"decline.{code}", "zh", **fields["zh"]),
+        plain_params,
+    )
 
 
 @dataclass
@@ -219,6 +310,59 @@ def subsidy_share(product: Product, exports_12m_usd: float | None, pricing: Pric
     return s.share_above_threshold
 
 
+def _declines(
+    row: Mapping[str, Any],
+    trace: list[TraceRow],
+    spec: Any,
+    p: Any,
+    country: Country,
+    credit_days: int,
+    cover: float,
+    defaulted: bool,
+) -> list[Decline]:
+    """Every reason to decline cover (empty when the shipment can be quoted)."""
+    declines = []
+    if defaulted:
+        declines.append(decline("in_default"))
+    if country.category in p.declined_categories or country.category not in p.country_base_rate:
+        declines.append(
+            decline(
+                "country_category",
+                iso3=country.iso3,
+                category=country.category,
+                country={lang: country_name(country.iso3, lang, country.name) for lang in LANGS},
+            )
+        )
+    dishonest = row.get("dishonest_listed")
+    if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
+        declines.append(decline("dishonest_listed"))
+    max_days = min(spec.max_credit_days, p.max_credit_days)
+    if credit_days > max_days:
+        declines.append(decline("credit_days", credit_days=credit_days, max_days=max_days))
+    if cover > spec.cover_max or cover < p.min_cover:
+        declines.append(
+            decline(
+                "cover",
+                cover=percent(cover),
+                min_cover=percent(p.min_cover),
+                max_cover=percent(spec.cover_max),
+            )
+        )
+    failed = [
+        t for t in trace if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD)
+    ]
+    for t in failed:
+        declines.append(
+            decline(
+                "eligibility",
+                field_name=t.field,
+                rule={lang: t.text(lang) for lang in LANGS},
+                actual={lang: value_label(t.field, t.actual, lang) for lang in LANGS},
+            )
+        )
+    return declines
+
+
 def quote(
     *,
     row: Mapping[str, Any],
@@ -256,6 +400,8 @@ def quote(
     ------
     KeyError
         Unknown product or buyer country.
+    QuoteInputError
+        A shipment field the product fixes sent with another value, or a needed one missing.
     ValueError
         A non-insurance product, an unknown buyer grade.
     """
@@ -271,18 +417,11 @@ def quote(
         )
     table = countries if countries is not None else load_country_table(ref=p.country_table)
     spec = product.insurance
-    buyer_country = request.buyer_country
-    terms: str = request.terms
-    credit_days = request.credit_days
-    buyer_grade = request.buyer_grade
     exporter_grade = str(row["grade"])
     defaulted = in_default(row)
-    # A firm in default has no performing grade to map: it is declined below.
-    if spec.shipment is not None and spec.buyer_grade_from_exporter is not None and not defaulted:
-        # Upstream purchase cover: the "buyer" is the firm itself.
-        buyer_country, terms = spec.shipment.buyer_country, spec.shipment.terms
-        credit_days = spec.shipment.credit_days
-        buyer_grade = spec.buyer_grade_from_exporter[exporter_grade]
+    buyer_country, terms, credit_days, buyer_grade = shipment_terms(
+        product, request, exporter_grade, table
+    )
     if buyer_grade not in p.buyer_grades:
         raise ValueError(
             f"buyer_grade must be one of {sorted(p.buyer_grades)}; got {buyer_grade!r}"
@@ -302,60 +441,7 @@ def quote(
     trace = trace if trace is not None else evaluate_rules(product.rules, row, grades)
     q.trace = [t.as_dict() for t in trace]
 
-    declines = []
-    if defaulted:
-        declines.append(
-            Decline(
-                "in_default",
-                "exporter in default",
-                "出口企业已违约",
-            )
-        )
-    if country.category in p.declined_categories or country.category not in p.country_base_rate:
-        declines.append(
-            Decline(
-                "country_category",
-                f"{country.name} is OECD category {country.category}: no cover",
-                f"{country.name} 属于经合组织国家风险第{country.category}类，不予承保",
-            )
-        )
-    dishonest = row.get("dishonest_listed")
-    if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
-        declines.append(
-            Decline(
-                "dishonest_listed",
-                "the exporter is on the dishonest judgment-debtor list",
-                "出口企业被列入失信被执行人名单",
-            )
-        )
-    max_days = min(spec.max_credit_days, p.max_credit_days)
-    if credit_days > max_days:
-        declines.append(
-            Decline(
-                "credit_days",
-                f"credit period {credit_days} days is beyond the maximum {max_days} days",
-                f"信用期 {credit_days} 天超过最长 {max_days} 天",
-            )
-        )
-    if cover > spec.cover_max or cover < p.min_cover:
-        declines.append(
-            Decline(
-                "cover",
-                f"cover {cover:.0%} is outside {p.min_cover:.0%}-{spec.cover_max:.0%} for this product",
-                f"保障比例 {cover:.0%} 不在本产品 {p.min_cover:.0%}-{spec.cover_max:.0%} 范围内",
-            )
-        )
-    failed = [
-        t for t in trace if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD)
-    ]
-    for t in failed:
-        declines.append(
-            Decline(
-                "eligibility",
-                f"rule not met: {t.rule} (actual {t.actual})",
-                f"不满足条件：{t.rule}（实际 {t.actual}）",
-            )
-        )
+    declines = _declines(row, trace, spec, p, country, credit_days, cover, defaulted)
     if declines:
         q.declines = declines
         return q
@@ -371,20 +457,24 @@ def quote(
         params=p,
     )
     limit = p.buyer_limit_base_usd[country.category] * p.buyer_grades[buyer_grade].limit_share
-    insured = min(request.amount_usd, limit)
-    premium = max(pr.rate * insured, p.minimum_premium_usd)
     exports = row.get("exports_12m_usd")
     exports_usd = None if exports is None or is_missing(exports) else float(exports)
-    share = subsidy_share(product, exports_usd, cfg)
+    _fill_quoted(q, pr, limit, subsidy_share(product, exports_usd, cfg), p)
+    return q
+
+
+def _fill_quoted(q: Quote, pr: Any, limit: float, share: float, p: Any) -> None:
+    """Fill a quoted answer: premium on the insured part, liability, subsidy, net premium."""
+    insured = min(q.amount_usd, limit)
+    premium = max(pr.rate * insured, p.minimum_premium_usd)
     q.decision = "quoted"
     q.rate = pr.rate
     q.components = [c.__dict__ for c in pr.components]
     q.buyer_credit_limit_usd = limit
     q.insured_amount_usd = insured
-    q.uninsured_amount_usd = request.amount_usd - insured
+    q.uninsured_amount_usd = q.amount_usd - insured
     q.premium_usd = premium
-    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * cover)
+    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * q.cover)
     q.subsidy_share = share
     q.subsidy_usd = premium * share
     q.net_premium_usd = premium - q.subsidy_usd
-    return q

@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.labels import value_label
+from features.texts import text
 from tradefinance import insurance as ins
 from tradefinance.pricing import (
     PaymentTerms,
@@ -188,6 +190,10 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
             {
                 "field": t.field,
                 "rule": t.rule,
+                "text_zh": t.text("zh"),
+                "text_en": t.text("en"),
+                "actual_zh": value_label(t.field, t.actual, "zh"),
+                "actual_en": value_label(t.field, t.actual, "en"),
                 "required": t.required,
                 "actual": t.actual,
                 "change": what,
@@ -252,8 +258,9 @@ def match(
     Returns
     -------
     MatchResult
-        Financing and insurance lists ranked (eligible first, then fewest failed rules, then
-        cheapest) and the bundles.
+        Financing ranked eligible first, then those whose offer covers the whole need, then
+        fewest failed rules, then cheapest; insurance eligible first, fewest failed rules,
+        cheapest; and the bundles.
     """
     cfg = pricing or load_pricing_config()
     table = countries if countries is not None else ins.load_country_table()
@@ -268,20 +275,21 @@ def match(
         plan = recourse(product, trace) if recourse is not None and not defaulted else None
         return {"hints": _hints(trace, actionable), "plan": plan}
 
-    result = MatchResult(
-        financing=[
-            _financing_offer(product, row, need, grades, cfg, turnover, _recourse)
-            for product in catalog.financing
-        ],
-        insurance=[
-            _insurance_offer(product, row, need, grades, cfg, table, shipment, _recourse)
-            for product in catalog.insurance
-        ],
-        bundles=_bundles(row, need, catalog, grades, cfg, table, turnover, shipment),
-    )
+    result = MatchResult()
+    for product in catalog.financing:
+        result.financing.append(
+            _financing_match(product, row, need, grades, cfg, turnover, _recourse)
+        )
+    for product in catalog.insurance:
+        result.insurance.append(
+            _insurance_match(product, row, need, grades, cfg, table, shipment, _recourse)
+        )
+    result.bundles = _bundles(row, need, catalog, grades, cfg, table, turnover, shipment)
+    # An eligible loan that covers the whole need ranks before one that offers less.
     result.financing.sort(
         key=lambda m: (
             not m["eligible"],
+            not m["covers_need"],
             m["failed"],
             m["price"]["rate"] if m["price"] is not None else math.inf,
         )
@@ -296,19 +304,19 @@ def match(
     return result
 
 
-def _financing_offer(
+def _financing_match(
     product: Product,
     row: Mapping[str, Any],
     need: Need,
     grades: Sequence[str],
     cfg: PricingConfig,
     turnover: float | None,
-    recourse: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
+    recourse_of: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
 ) -> dict[str, Any]:
-    """One financing product for the firm and need: trace, limit, offer, price, recourse."""
-    assert product.pricing is not None
-    defaulted = in_default(row)
+    """One financing product for a firm and need: trace, limit, offer, price, recourse."""
     pd_ = float(row["pd"])
+    defaulted = in_default(row)
+    assert product.pricing is not None
     trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
     # A firm in default (PD 1) gets neither a limit nor a risk-based price.
     limit = 0.0 if defaulted else indicative_limit_cny(product, row, pd_, cfg)
@@ -338,11 +346,11 @@ def _financing_offer(
         "interest_cny": offer * price.rate * need.tenor_months / 12.0
         if eligible and price is not None
         else 0.0,
-        "recourse": recourse(product, trace),
+        "recourse": recourse_of(product, trace),
     }
 
 
-def _insurance_offer(
+def _insurance_match(
     product: Product,
     row: Mapping[str, Any],
     need: Need,
@@ -350,35 +358,43 @@ def _insurance_offer(
     cfg: PricingConfig,
     table: Any,
     shipment: Shipment,
-    recourse: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
+    recourse_of: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
 ) -> dict[str, Any]:
-    """One insurance product for the firm and need: trace, buyer limit, premium, recourse."""
+    """One insurance product for a firm and need: trace, indicative quote, recourse."""
     trace = evaluate_rules(product.rules, row, grades)
-    q = ins.quote(
-        row=row,
-        request=ins.QuoteRequest(
+    amount_usd = max(need.amount_cny / cfg.loan.cny_per_usd, 1.0)
+    # A product with its own fixed shipment (upstream purchase cover) sets the rest.
+    request = (
+        ins.QuoteRequest(product_id=product.id, amount_usd=amount_usd)
+        if product.insurance is not None and product.insurance.shipment is not None
+        else ins.QuoteRequest(
             product_id=product.id,
             buyer_country=shipment.buyer_country,
             buyer_grade=shipment.buyer_grade,
             terms=shipment.terms,
             credit_days=shipment.credit_days,
-            amount_usd=max(need.amount_cny / cfg.loan.cny_per_usd, 1.0),
-        ),
+            amount_usd=amount_usd,
+        )
+    )
+    q = ins.quote(
+        row=row,
+        request=request,
         product=product,
         grades=grades,
         pricing=cfg,
         countries=table,
         trace=trace,
     )
+    eligible = all(t.passed for t in trace)
     return {
         **_product_head(product),
-        "eligible": all(t.passed for t in trace),
+        "eligible": eligible,
         "requested": need.insurance_wanted,
         "trace": [t.as_dict() for t in trace],
         "failed": sum(not t.passed for t in trace),
         "limit_usd": limit_basis_usd(product, row) * product.limit.multiple,
         "quote": q.as_dict(),
-        "recourse": recourse(product, trace),
+        "recourse": recourse_of(product, trace),
     }
 
 
@@ -395,6 +411,8 @@ def _product_head(product: Product) -> dict[str, Any]:
         "provider_zh": product.provider.name_zh,
         "kind": product.kind,
         "policy_tags": list(product.policy_tags),
+        "policy_tag_names_zh": [text(f"policy_tag.{t}", "zh") for t in product.policy_tags],
+        "policy_tag_names_en": [text(f"policy_tag.{t}", "en") for t in product.policy_tags],
         "subsidies": list(product.subsidies),
     }
 

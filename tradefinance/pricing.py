@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.labels import oecd_category_label
+from features.texts import text
 
 PAYMENT_TERMS: tuple[str, ...] = ("L/C", "D/P", "D/A", "O/A")
 PaymentTerms = Literal["L/C", "D/P", "D/A", "O/A"]
@@ -48,18 +51,37 @@ class CapitalParams(_Strict):
     maturity_max_years: float = Field(gt=0)
 
 
+def model_pd_floor() -> float:
+    """Return the one PD floor: the model's (``training/config/model.yaml``)."""
+    from training.scale import PD_FLOOR
+
+    return PD_FLOOR
+
+
+@lru_cache(maxsize=1)
+def shipped_cny_per_usd() -> float:
+    """Return the one CNY-per-USD rate, ``usd_cny`` of ``features/config/feature_params.yaml``."""
+    from features.feature_availability import PARAMS_PATH
+
+    return float(yaml.safe_load(PARAMS_PATH.read_text(encoding="utf-8"))["usd_cny"])
+
+
 class LoanParams(_Strict):
-    """Loan pricing and limit-sizing parameters."""
+    """Loan pricing and limit-sizing parameters.
+
+    ``pd_floor`` and ``cny_per_usd`` default to the project's single values (the model's PD
+    floor, the features' exchange rate); a deployment's pricing file may still set them.
+    """
 
     reference_rate: float = Field(ge=0, lt=1)
     hurdle_roe: float = Field(ge=0, lt=1)
     opex: float = Field(ge=0, lt=1)
     margin: float = Field(ge=-1, lt=1)
-    pd_floor: float = Field(gt=0, lt=1)
+    pd_floor: float = Field(default_factory=lambda: model_pd_floor(), gt=0, lt=1)
     lgd_unsecured: float = Field(gt=0, le=1)
     lgd_insured_loading: float = Field(ge=0, le=1)
     capital: CapitalParams
-    cny_per_usd: float = Field(gt=0)
+    cny_per_usd: float = Field(default_factory=lambda: shipped_cny_per_usd(), gt=0)
     eur_per_usd: float = Field(gt=0)
     limit_pd_zero: float = Field(gt=0, le=1)
     limit_round_cny: float = Field(gt=0)
@@ -376,6 +398,90 @@ def loan_rate(
     )
 
 
+class _PricedProduct(Protocol):
+    """What :func:`loan_lgd` reads of a product (``tradefinance.products.Product``)."""
+
+    id: str
+    policy_assignment: bool
+
+    @property
+    def pricing(self) -> Any:
+        """The product's loan pricing (rate range, LGD) or None."""
+
+
+class PricingInputError(ValueError):
+    """A pricing request the product does not allow.
+
+    Attributes
+    ----------
+    field : str
+        The request field at fault (e.g. ``insured_cover``).
+    expected : str
+        What would have been accepted.
+    """
+
+    def __init__(self, field: str, message: str, expected: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.expected = expected
+
+
+def loan_lgd(
+    product: _PricedProduct | None,
+    *,
+    lgd: float | None = None,
+    insured_cover: float | None = None,
+    params: LoanParams | None = None,
+) -> float | None:
+    """Choose the LGD a loan is priced at: the product's, an explicit one, or a policy's.
+
+    ``lgd`` and ``insured_cover`` are two ways of saying the same thing, so at most one may be
+    given; a policy may only be assigned to a product that accepts assignment
+    (``policy_assignment: true``) or to a loan priced without a product.
+
+    Parameters
+    ----------
+    product : Product, optional
+        The financing product (its LGD is the default); None prices a generic loan.
+    lgd : float, optional
+        An explicit loss given default.
+    insured_cover : float, optional
+        Cover of an export-credit policy assigned to the bank (LGD from :func:`insured_lgd`).
+    params : LoanParams, optional
+
+    Returns
+    -------
+    float or None
+        The LGD; None means the configured unsecured LGD.
+
+    Raises
+    ------
+    PricingInputError
+        Both ``lgd`` and ``insured_cover``, or a cover on a product without assignment.
+    """
+    if lgd is not None and insured_cover is not None:
+        raise PricingInputError(
+            "insured_cover",
+            "lgd and insured_cover cannot both be given (the cover sets the LGD)",
+            "either lgd or insured_cover",
+        )
+    if insured_cover is not None:
+        if product is not None and not product.policy_assignment:
+            raise PricingInputError(
+                "insured_cover",
+                f"product {product.id!r} does not accept an assigned insurance policy",
+                "no insured_cover for this product, or a product with policy_assignment",
+            )
+        covered = insured_lgd(insured_cover, params)
+        if product is not None and product.pricing is not None:
+            return min(product.pricing.lgd, covered)
+        return covered
+    if lgd is not None:
+        return lgd
+    return product.pricing.lgd if product is not None and product.pricing is not None else None
+
+
 def turnover_meur(exports_12m_usd: float | None, params: LoanParams | None = None) -> float | None:
     """Annual turnover in EUR million from 12-month exports (``None`` when unknown)."""
     if exports_12m_usd is None or not math.isfinite(exports_12m_usd):
@@ -391,12 +497,18 @@ def turnover_meur(exports_12m_usd: float | None, params: LoanParams | None = Non
 
 @dataclass(frozen=True)
 class PremiumComponent:
-    """One multiplicative factor of the premium rate and the rate once it is applied."""
+    """One multiplicative factor of the premium rate and the rate once it is applied.
+
+    ``name`` is the code (country, buyer, terms, tenor, cover, exporter, product), ``basis``
+    the English basis kept for API users, ``label_zh`` / ``label_en`` the catalog texts.
+    """
 
     name: str
     basis: str
     factor: float
     rate_after: float
+    label_zh: str = ""
+    label_en: str = ""
 
 
 @dataclass(frozen=True)
@@ -492,9 +604,35 @@ def premium_rate(
         ("exporter", f"exporter grade {exporter_grade}", p.exporter_grade_factor[exporter_grade]),
         ("product", "product factor", product_factor),
     ]
+    fields: dict[str, dict[str, Any]] = {
+        "buyer": {"grade": buyer_grade},
+        "terms": {"terms": terms},
+        "tenor": {"credit_days": credit_days, "band": band},
+        "cover": {"cover": f"{cover:.0%}", "reference": f"{p.reference_cover:.0%}"},
+        "exporter": {"grade": exporter_grade},
+    }
+
+    def label(name: str, lang: str) -> str:
+        if name == "country":
+            return text(
+                "premium.country", lang, category=oecd_category_label(country_category, lang)
+            )
+        if name == "buyer" and buyer_grade == "unknown":
+            return text("premium.buyer_unknown", lang)
+        return text(f"premium.{name}", lang, **fields.get(name, {}))
+
     rate = 1.0
     components = []
     for name, basis, factor in steps:
         rate *= factor
-        components.append(PremiumComponent(name=name, basis=basis, factor=factor, rate_after=rate))
+        components.append(
+            PremiumComponent(
+                name=name,
+                basis=basis,
+                factor=factor,
+                rate_after=rate,
+                label_zh=label(name, "zh"),
+                label_en=label(name, "en"),
+            )
+        )
     return PremiumRate(rate=rate, components=components)

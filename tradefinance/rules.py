@@ -15,6 +15,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from features.labels import rule_text, value_label
 from features.values import is_missing, plain
 from tradefinance.products import IN_DEFAULT_FIELD, MODEL_FIELDS, Product, Rule
 
@@ -57,10 +58,18 @@ class TraceRow:
     passed: bool
     source: Literal["firm", "model", "need", "bundle"]
 
+    def text(self, lang: str) -> str:
+        """Say the rule as a sentence in ``lang`` (from the text and feature catalogs)."""
+        return rule_text(self.field, self.op, self.required, lang)
+
     def as_dict(self) -> dict[str, Any]:
-        """JSON form (``pass`` rather than ``passed``)."""
+        """JSON form (``pass`` rather than ``passed``), with the rule and value as sentences."""
         return {
             "rule": self.rule,
+            "text_zh": self.text("zh"),
+            "text_en": self.text("en"),
+            "actual_zh": value_label(self.field, self.actual, "zh"),
+            "actual_en": value_label(self.field, self.actual, "en"),
             "field": self.field,
             "op": self.op,
             "required": self.required,

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +25,13 @@ import pandas as pd
 import typer
 from tqdm import tqdm
 
+from features.default_status import (
+    DefaultStatus,
+    default_flags,
+    load_default_status,
+    serve_default,
+)
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -30,10 +39,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+@lru_cache(maxsize=1)
+def shipped_default_status() -> DefaultStatus:
+    """Read the in-default rules the service also reads, once per process.
+
+    ``KUAXIN_DEFAULT_STATUS`` (the service's setting) names another file; the shipped
+    ``features/config/default_status.yaml`` otherwise.
+    """
+    return load_default_status(os.environ.get("KUAXIN_DEFAULT_STATUS") or None)
+
+
 #: Key columns copied from the snapshot to the output when present.
 KEY_COLUMNS = ("usc_code", "as_of")
 #: Score columns of ``CreditModel.score``.
 SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
+#: Columns of the in-default rule (``features.default_status``), as the service serves them.
+DEFAULT_COLUMNS = ("in_default", "model_pd", "model_grade")
 #: Reasons per row by default (DOMAIN.md §5.3: up to four reason codes).
 DEFAULT_TOP = 4
 #: Output formats by file suffix.
@@ -54,7 +76,7 @@ def output_columns(top: int = DEFAULT_TOP) -> list[str]:
         Keys, scores, ``model_version``, then ``reason_<k>_code``, ``reason_<k>_feature`` and
         ``reason_<k>_contribution`` for ``k = 1..top``.
     """
-    cols = [*KEY_COLUMNS, *SCORE_COLUMNS, "model_version"]
+    cols = [*KEY_COLUMNS, *SCORE_COLUMNS, *DEFAULT_COLUMNS, "model_version"]
     for k in range(1, top + 1):
         cols += [f"reason_{k}_code", f"reason_{k}_feature", f"reason_{k}_contribution"]
     return cols
@@ -70,6 +92,9 @@ def empty_output(top: int = DEFAULT_TOP) -> pd.DataFrame:
         "score": "float64",
         "grade": "str",
         "supervision_class": "str",
+        "in_default": "bool",
+        "model_pd": "float64",
+        "model_grade": "str",
         "model_version": "str",
     }
     for k in range(1, top + 1):
@@ -79,8 +104,17 @@ def empty_output(top: int = DEFAULT_TOP) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in output_columns(top)})
 
 
-def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP) -> pd.DataFrame:
+def score_frame(
+    model: CreditModel,
+    frame: pd.DataFrame,
+    top: int = DEFAULT_TOP,
+    status: DefaultStatus | None = None,
+) -> pd.DataFrame:
     """Score and explain the rows of one frame.
+
+    A firm in default at its as-of date (the one rule, ``features.default_status``) gets what
+    the service answers for it: grade and class ``D``, PD 1, no score; the model's PD and grade
+    stay in ``model_pd`` and ``model_grade``.
 
     Parameters
     ----------
@@ -90,6 +124,8 @@ def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP)
         Snapshot rows: ``usc_code``, ``as_of`` and the model's features.
     top : int
         Reasons per row (features that raise the PD, largest first; missing when fewer).
+    status : DefaultStatus, optional
+        The in-default rules; the shipped ``features/config/default_status.yaml`` by default.
 
     Returns
     -------
@@ -100,13 +136,15 @@ def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP)
     if missing:
         raise ValueError(f"snapshot must have the columns {list(KEY_COLUMNS)}; missing {missing}")
     rows = frame.reset_index(drop=True)
-    scores = model.score(rows)
+    status = status if status is not None else shipped_default_status()
+    flagged, _ = default_flags(rows, status)
+    scores = serve_default(model.score(rows), flagged, status)
     reasons = model.reasons(rows, top=top)
     out: dict[str, Any] = {
         "usc_code": rows["usc_code"].astype("str").to_numpy(),
         "as_of": pd.to_datetime(rows["as_of"]).astype("datetime64[ns]").to_numpy(),
     }
-    for col in SCORE_COLUMNS:
+    for col in (*SCORE_COLUMNS, *DEFAULT_COLUMNS):
         out[col] = scores[col].to_numpy()
     out["model_version"] = np.full(len(rows), str(model.version), dtype=object)
     for k in range(top):

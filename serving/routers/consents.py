@@ -63,7 +63,15 @@ def grant_consent(
             granted_by=principal.key_id,
         )
     except ConsentError as exc:
-        field = "body.expires_at" if "expires_at" in str(exc) else "body"
+        message = str(exc)
+        field = next(
+            (
+                f"body.{f}"
+                for f in ("expires_at", "institution", "scopes", "purpose")
+                if message.startswith(f)
+            ),
+            "body",
+        )
         raise field_error(field, str(exc)) from exc
     _commit(session)
     return consent_out(row)

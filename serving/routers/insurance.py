@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 
+from features.labels import country_name, oecd_category_label
 from serving.deps import (
     CurrentKey,
     DbSession,
@@ -23,7 +24,7 @@ from serving.guards import require_known
 from serving.market import MarketDep, firm_row, grades_of
 from serving.problems import field_error, problem_responses
 from serving.schemas import CountriesResponse, QuoteResponse
-from tradefinance.insurance import QuoteRequest, quote
+from tradefinance.insurance import QuoteInputError, QuoteRequest, quote
 
 router = APIRouter(tags=["insurance"])
 
@@ -37,6 +38,10 @@ def countries(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
             {
                 "iso3": c.iso3,
                 "name": c.name,
+                "name_zh": country_name(c.iso3, "zh", c.name),
+                "name_en": country_name(c.iso3, "en", c.name),
+                "category_zh": oecd_category_label(c.category, "zh"),
+                "category_en": oecd_category_label(c.category, "en"),
                 "crc": c.crc,
                 "category": c.category,
                 "high_income_unclassified": c.high_income_unclassified,
@@ -71,28 +76,31 @@ def firm_quote(
         raise field_error(
             "body.product_id", f"{body.product_id!r} is a {product.kind}", "an insurance product id"
         )
-    if body.buyer_country not in market.countries:
+    if body.buyer_country is not None and body.buyer_country not in market.countries:
         raise field_error(
             "body.buyer_country",
             f"unknown country {body.buyer_country!r}",
             "an ISO3 code or name of the OECD table (GET /v1/countries)",
         )
     grades = market.pricing.insurance.buyer_grades
-    if body.buyer_grade not in grades:
+    if body.buyer_grade is not None and body.buyer_grade not in grades:
         raise field_error(
             "body.buyer_grade",
             f"unknown buyer grade {body.buyer_grade!r}",
             "one of " + ", ".join(grades),
         )
     row = firm_row(loaded, access.usc_code)
-    q = quote(
-        row=row,
-        request=body,
-        product=product,
-        grades=grades_of(loaded),
-        pricing=market.pricing,
-        countries=market.countries,
-    )
+    try:
+        q = quote(
+            row=row,
+            request=body,
+            product=product,
+            grades=grades_of(loaded),
+            pricing=market.pricing,
+            countries=market.countries,
+        )
+    except QuoteInputError as exc:
+        raise field_error(f"body.{exc.field}", exc.message, exc.expected) from exc
     audit_access(request, session, [access], loaded.model_version)
     return access.redact(
         {

@@ -30,11 +30,7 @@ from serving.problems import field_error, problem_responses
 from serving.schemas import LoanPriceResponse, MatchResponse, ProductsResponse
 from serving.state import Loaded
 from tradefinance.matching import Need, TraceRow, evaluate_rules, match
-from tradefinance.pricing import (
-    insured_lgd,
-    loan_rate,
-    turnover_meur,
-)
+from tradefinance.pricing import PricingInputError, loan_lgd, loan_rate, turnover_meur
 from tradefinance.products import Product
 from tradefinance.rules import failed_counts
 
@@ -74,9 +70,15 @@ class LoanPriceRequest(BaseModel):
 
     product_id: str | None = Field(default=None, description="financing product (range, LGD)")
     tenor_months: int = Field(default=12, ge=1, le=120)
-    lgd: float | None = Field(default=None, gt=0, le=1, description="override the LGD")
+    lgd: float | None = Field(
+        default=None, gt=0, le=1, description="override the LGD (not together with insured_cover)"
+    )
     insured_cover: float | None = Field(
-        default=None, gt=0, le=1, description="cover of an insurance policy assigned to the bank"
+        default=None,
+        gt=0,
+        le=1,
+        description="cover of an insurance policy assigned to the bank; only for products with "
+        "policy_assignment (or no product), and not together with lgd",
     )
 
 
@@ -183,6 +185,11 @@ def firm_matches(
     """Every product ranked for a firm and a need: rule-by-rule trace, limit, price, bundles, recourse."""
     require_known(loaded, access.usc_code)
     row = firm_row(loaded, access.usc_code)
+    purposes = market.products.purposes
+    if body.purpose not in purposes:
+        raise field_error(
+            "body.purpose", f"unknown purpose {body.purpose!r}", "one of " + ", ".join(purposes)
+        )
     if body.shipment is not None and body.shipment.buyer_country not in market.countries:
         raise field_error(
             "body.shipment.buyer_country",
@@ -244,7 +251,7 @@ def firm_loan_price(
     require_known(loaded, access.usc_code)
     require_performing(loaded, access.usc_code)
     rate_range = None
-    lgd = body.lgd
+    product = None
     if body.product_id is not None:
         if body.product_id not in market.products:
             raise field_error(
@@ -258,10 +265,12 @@ def firm_loan_price(
                 "a financing product id",
             )
         rate_range = (product.pricing.rate_min, product.pricing.rate_max)
-        lgd = lgd if lgd is not None else product.pricing.lgd
-    if body.insured_cover is not None:
-        covered = insured_lgd(body.insured_cover, market.pricing.loan)
-        lgd = covered if lgd is None else min(lgd, covered)
+    try:
+        lgd = loan_lgd(
+            product, lgd=body.lgd, insured_cover=body.insured_cover, params=market.pricing.loan
+        )
+    except PricingInputError as exc:
+        raise field_error(f"body.{exc.field}", exc.message, exc.expected) from exc
     row = firm_row(loaded, access.usc_code)
     price = loan_rate(
         row["pd"],

@@ -84,6 +84,7 @@ def world(module_db_url: str, svc_loaded: Any, svc_firms: Any) -> Any:
         svc = Service(client=client, app=app, db=Database(module_db_url), loaded=svc_loaded)
         a, b = svc_firms.a, svc_firms.b
         keys: dict[tuple[str, str], str] = {}
+        svc.key("bank", "New Bank")  # the institution the grant calls consent to
         for role, state in _callers():
             org = f"{role} {state}"
             if role == "enterprise":
