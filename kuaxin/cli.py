@@ -28,6 +28,7 @@ for _module in (
     "training.monitor_cli",
     "training.batch",
     "serving.cli",
+    "serving.apps_cli",
 ):
     try:
         importlib.import_module(_module).register(app)

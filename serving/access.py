@@ -95,6 +95,7 @@ def _consent(scope: str, own: bool = True, roles: Iterable[str] = ("bank", "insu
 _ANY_KEY = dict.fromkeys(ROLES, YES)
 _OWNER = {"enterprise": OWN, "admin": YES}
 _SUPERVISION = {"regulator": YES, "admin": YES}
+_PROVIDER = {"bank": YES, "insurer": YES}
 # The firm's raw feature values in rule traces, and model-based plans: the explanation scope.
 _FIRM_VALUE = "trace[source=firm].actual"
 _MATCH_FIELDS = {
@@ -188,6 +189,122 @@ TABLE: tuple[Access, ...] = (
     Access("GET", "/v1/admin/audit/verify", {"admin": YES}, note="check the audit chain"),
     Access("GET", "/portal/api/whoami", _ANY_KEY, note="the caller's role and firm"),
     Access("GET", "/portal/api/features", _ANY_KEY, note="feature labels (no firm data)"),
+    # Applications (serving/routers/applications.py, provider_*.py, application_stats.py):
+    # the role is checked here, ownership of the application or product in the route (403).
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/applications",
+        _OWNER,
+        audited=True,
+        note="apply for a product (grants the provider an application consent)",
+    ),
+    Access(
+        "GET",
+        "/v1/firms/{usc_code}/applications",
+        _OWNER,
+        note="the firm's applications (no score data)",
+    ),
+    Access(
+        "GET",
+        "/v1/firms/{usc_code}/applications/{application_id}",
+        _OWNER,
+        audited=True,
+        note="one application: frozen record, decision, notice",
+    ),
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/applications/{application_id}/withdraw",
+        _OWNER,
+        audited=True,
+        note="withdraw (revokes the consent)",
+    ),
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/applications/{application_id}/respond",
+        _OWNER,
+        audited=True,
+        note="reply to a request for information",
+    ),
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/needs",
+        _OWNER,
+        audited=True,
+        note="post a need to every eligible provider",
+    ),
+    Access(
+        "GET",
+        "/v1/provider/applications",
+        _PROVIDER,
+        note="inbox: applications to the caller's products (no score data)",
+    ),
+    Access(
+        "GET",
+        "/v1/provider/applications/{application_id}",
+        _PROVIDER,
+        audited=True,
+        note="frozen view; own products and active application consent only",
+    ),
+    Access(
+        "POST",
+        "/v1/provider/applications/{application_id}/decision",
+        _PROVIDER,
+        audited=True,
+        note="approve, approve with conditions, request information, decline",
+    ),
+    Access(
+        "POST",
+        "/v1/provider/applications/{application_id}/disbursement",
+        _PROVIDER,
+        audited=True,
+        note="record a disbursement",
+    ),
+    Access(
+        "POST",
+        "/v1/provider/applications/{application_id}/repayments",
+        _PROVIDER,
+        audited=True,
+        note="record a repayment status",
+    ),
+    Access(
+        "POST",
+        "/v1/provider/outcomes",
+        _PROVIDER,
+        note="outcome CSV upload (quarantine with reasons)",
+    ),
+    Access(
+        "GET",
+        "/v1/provider/outcomes/quarantine",
+        _PROVIDER,
+        note="the caller's quarantined outcome rows",
+    ),
+    Access("GET", "/v1/provider/products", _PROVIDER, note="the caller's products in force"),
+    Access(
+        "POST", "/v1/provider/products", _PROVIDER, note="create a product (validated as the YAML)"
+    ),
+    Access(
+        "PUT",
+        "/v1/provider/products/{product_id}",
+        _PROVIDER,
+        note="a new version of an own product",
+    ),
+    Access("DELETE", "/v1/provider/products/{product_id}", _PROVIDER, note="retire an own product"),
+    Access(
+        "GET",
+        "/v1/provider/products/{product_id}/versions",
+        _PROVIDER,
+        note="versions of an own product",
+    ),
+    Access(
+        "GET",
+        "/v1/regulator/applications",
+        _SUPERVISION,
+        note="application statistics, aggregates only",
+    ),
+    Access("GET", "/console", note="redirect to the provider console"),
+    Access(
+        "GET", "/console/*", note="provider console pages (data only through the API with a key)"
+    ),
     Access("GET", "/", note="redirect to the portal"),
     Access("GET", "/portal", note="redirect to the portal"),
     Access("GET", "/portal/*", note="portal pages (data only through the API with a key)"),

@@ -172,6 +172,15 @@ def upgrade(url: str, revision: str = "head") -> None:
     logger.info("database %s migrated to %s", sa.make_url(url).render_as_string(), revision)
 
 
+def head_revision() -> str:
+    """Return the newest revision of the packaged migrations (what ``upgrade`` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
+
+
 def current_revision(url: str) -> str | None:
     """Return the database's current migration revision (None for an empty database)."""
     from alembic.migration import MigrationContext

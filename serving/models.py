@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -114,3 +114,112 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     last_id: Mapped[int] = mapped_column(sa.Integer)
     last_hash: Mapped[str] = mapped_column(sa.String(64))
+
+
+# ---------------------------------------------------------------------------------------------
+# Applications, decisions, outcomes and provider-managed products (migration 0002)
+# ---------------------------------------------------------------------------------------------
+
+
+class Application(Base):
+    """A firm's application for one product; ``frozen`` is what the provider sees, as it was.
+
+    ``frozen`` is canonical JSON (``tradefinance.applications.canonical``) and ``frozen_sha256``
+    its hash, so the record reads later exactly as it was frozen. ``decision`` holds the last
+    decision (terms, conditions, information asked, notice) as JSON.
+    """
+
+    __tablename__ = "applications"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_usc: Mapped[str] = mapped_column(sa.String(18), index=True)
+    provider_org: Mapped[str] = mapped_column(sa.String(200), index=True)
+    product_id: Mapped[str] = mapped_column(sa.String(80))
+    product_version: Mapped[int] = mapped_column(sa.Integer)
+    product_kind: Mapped[str] = mapped_column(sa.String(40))
+    need_ref: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    grade: Mapped[str] = mapped_column(sa.String(8))
+    qualified_via_bundle: Mapped[bool] = mapped_column(sa.Boolean)
+    amount_cny: Mapped[float] = mapped_column(sa.Float)
+    model_version: Mapped[str] = mapped_column(sa.String(100))
+    consent_id: Mapped[int | None] = mapped_column(sa.Integer)
+    frozen: Mapped[str] = mapped_column(sa.Text)
+    frozen_sha256: Mapped[str] = mapped_column(sa.String(64))
+    decision: Mapped[str | None] = mapped_column(sa.Text)
+    approved_amount_cny: Mapped[float | None] = mapped_column(sa.Float)
+    disbursed_amount_cny: Mapped[float | None] = mapped_column(sa.Float)
+    disbursed_on: Mapped[date | None] = mapped_column(sa.Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class ApplicationEvent(Base):
+    """One step of an application's state machine (who, when, from, to, details)."""
+
+    __tablename__ = "application_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    ts: Mapped[datetime] = mapped_column(UTCDateTime())
+    action: Mapped[str] = mapped_column(sa.String(40))
+    from_status: Mapped[str | None] = mapped_column(sa.String(32))
+    to_status: Mapped[str] = mapped_column(sa.String(32))
+    key_id: Mapped[int | None] = mapped_column(sa.Integer)
+    role: Mapped[str] = mapped_column(sa.String(16))
+    org: Mapped[str] = mapped_column(sa.String(200))
+    details: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class OutcomeRecord(Base):
+    """A disbursement or repayment record of an application, as the provider reported it."""
+
+    __tablename__ = "outcome_records"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    application_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("applications.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(sa.String(16))
+    on_date: Mapped[date] = mapped_column(sa.Date)
+    amount_cny: Mapped[float | None] = mapped_column(sa.Float)
+    days_past_due: Mapped[int | None] = mapped_column(sa.Integer)
+    status: Mapped[str | None] = mapped_column(sa.String(16))
+    outstanding_cny: Mapped[float | None] = mapped_column(sa.Float)
+    upload_id: Mapped[str | None] = mapped_column(sa.String(40))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OutcomeQuarantine(Base):
+    """An uploaded outcome row that failed the contract or its application, with the reasons."""
+
+    __tablename__ = "outcome_quarantine"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    provider_org: Mapped[str] = mapped_column(sa.String(200), index=True)
+    upload_id: Mapped[str] = mapped_column(sa.String(40), index=True)
+    row_number: Mapped[int] = mapped_column(sa.Integer)
+    raw: Mapped[str] = mapped_column(sa.Text)
+    reason: Mapped[str] = mapped_column(sa.Text)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ProductVersionRow(Base):
+    """A version of a provider-managed product (``spec`` null: the product is retired)."""
+
+    __tablename__ = "product_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("product_id", "version", name="uq_product_versions_id_version"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    product_id: Mapped[str] = mapped_column(sa.String(80), index=True)
+    version: Mapped[int] = mapped_column(sa.Integer)
+    owner_org: Mapped[str] = mapped_column(sa.String(200), index=True)
+    spec: Mapped[str | None] = mapped_column(sa.Text)
+    effective_from: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[int | None] = mapped_column(sa.Integer)

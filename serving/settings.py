@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     pricing: Path | None = Field(
         default=None, description="pricing parameters YAML (default: the shipped one)"
     )
+    applications: Path | None = Field(
+        default=None,
+        description="applications settings YAML: consent, service level, owners, codes "
+        "(default: tradefinance/config/applications.yaml)",
+    )
     default_status: Path | None = Field(
         default=None,
         description="in-default rules YAML (default: features/config/default_status.yaml)",

@@ -25,7 +25,7 @@ from serving.deps import (
     require_firm_access,
 )
 from serving.guards import require_known, require_performing
-from serving.market import MarketDep, firm_row, grades_of, load_market
+from serving.market import MarketDep, effective_products, firm_row, grades_of, load_market
 from serving.problems import field_error, problem_responses
 from serving.schemas import LoanPriceResponse, MatchResponse, ProductsResponse
 from serving.state import Loaded
@@ -88,12 +88,10 @@ class LoanPriceRequest(BaseModel):
 
 
 @router.get("/products", response_model=ProductsResponse, responses=problem_responses(401))
-def list_products(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
-    """List the product catalog: eligibility rules, amounts, tenors, pricing, policy tags, subsidies."""
-    return {
-        "version": market.products.version,
-        "products": [p.summary() for p in market.products],
-    }
+def list_products(_: CurrentKey, market: MarketDep, session: DbSession) -> dict[str, Any]:
+    """List the product catalog in force: eligibility rules, amounts, tenors, pricing, policy tags, subsidies."""
+    catalog = effective_products(session, market)
+    return {"version": catalog.version, "products": [p.summary() for p in catalog]}
 
 
 def _recourse_fn(
@@ -209,7 +207,7 @@ def firm_matches(
     result = match(
         row,
         need,
-        market.products,
+        effective_products(session, market),
         grades=grades_of(loaded),
         pricing=market.pricing,
         countries=market.countries,

@@ -42,6 +42,7 @@ NAV = [
     ("matches", "matches"),
     ("whatif", "what-if"),
     ("quote", "quote"),
+    ("applications", "applications"),  # served by serving/routers/console.py
     ("access", "access-log"),
 ]
 PAGES = {
