@@ -79,14 +79,21 @@ def firm_quote(
 ) -> dict[str, Any]:
     """Premium rate and components, buyer limit, maximum liability, subsidy, net premium, or a decline."""
     require_known(loaded, access.usc_code)
-    if body.product_id not in market.products:
+    product_id = body.product_id or market.pricing.insurance.default_product
+    if product_id not in market.products:
         raise field_error(
             "body.product_id", f"unknown product {body.product_id!r}", "an insurance product id"
         )
-    product = market.products[body.product_id]
+    product = market.products[product_id]
     if product.insurance is None:
         raise field_error(
-            "body.product_id", f"{body.product_id!r} is a {product.kind}", "an insurance product id"
+            "body.product_id", f"{product_id!r} is a {product.kind}", "an insurance product id"
+        )
+    if body.buyer_country is None:
+        raise field_error(
+            "body.buyer_country",
+            f"buyer {body.buyer_id!r} is not a platform buyer",
+            "an ISO3 code or name of the OECD table (GET /v1/countries)",
         )
     if body.buyer_country not in market.countries:
         raise field_error(

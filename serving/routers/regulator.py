@@ -108,8 +108,8 @@ def measure19_simulation(
     loaded: LoadedDep,
     market: MarketDep,
     product_id: Annotated[
-        str, Query(description="insurance product")
-    ] = "sinosure_steci_comprehensive",
+        str | None, Query(description="insurance product; pricing.yaml's default when omitted")
+    ] = None,
     min_grade: Annotated[str | None, Query(description="accept firms down to this grade")] = None,
     cover: Annotated[float | None, Query(gt=0, le=1, description="new cover percentage")] = None,
 ) -> dict[str, Any]:
@@ -117,6 +117,7 @@ def measure19_simulation(
     frame, _ov = _overview(loaded, market)
     # Scenarios move the grade floor over performing grades: a firm in default is never covered.
     grades = list(loaded.model.master_scale.grades)
+    product_id = product_id or market.pricing.insurance.default_product
     if product_id not in market.products or market.products[product_id].insurance is None:
         names = ", ".join(p.id for p in market.products.insurance)
         raise field_error("query.product_id", f"not an insurance product: {product_id!r}", names)
