@@ -312,3 +312,24 @@ def buyer_experience(
             *[f"macro_{n}" for n in p["macro"]],
         ]
     ].sort_values("buyer_id", ignore_index=True)
+
+
+def country_categories(path: str | Path | None = None) -> dict[str, str]:
+    """ISO3 -> OECD country category (``"HI"`` for unclassified high income, else the digit).
+
+    Reads the OECD table ``features`` ships (the one ``tradefinance.insurance`` prices with),
+    with the same rule: a ``(6)`` note marks an unclassified high-income country; a country
+    neither classified nor high income is left out.
+    """
+    import csv
+
+    src = Path(path) if path else Path(__file__).parent / "config" / "oecd_country_risk_2026-01.csv"
+    out: dict[str, str] = {}
+    with src.open(encoding="utf-8") as fh:
+        for rec in csv.DictReader(fh):
+            crc = (rec.get("crc_as_parsed") or "").strip()
+            if "(6)" in (rec.get("notes") or ""):
+                out[rec["iso3"].strip().upper()] = "HI"
+            elif crc:
+                out[rec["iso3"].strip().upper()] = crc
+    return out

@@ -18,7 +18,14 @@ app = typer.Typer(
     add_completion=False,
 )
 
-for _module in ("simulator.cli", "features.cli", "training.cli", "training.batch", "serving.cli"):
+for _module in (
+    "simulator.cli",
+    "features.cli",
+    "training.cli",
+    "training.batch",
+    "training.buyer_cli",
+    "serving.cli",
+):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as exc:  # a package whose CLI is not written yet
