@@ -28,7 +28,7 @@ API_PREFIX = "/v1"
 #: Routers of other domains, included when their module exists. A module either exposes
 #: ``register(app)`` (full control, e.g. the portal's pages and static files) or a ``router``
 #: mounted under ``/v1``.
-OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal")
+OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal", "buyers", "insurer")
 
 DESCRIPTION = """
 Kuaxin (跨信) scores Shenzhen cross-border e-commerce firms for banks and insurers, and shows

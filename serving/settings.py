@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     snapshot: Path | None = Field(
         default=None, description="feature snapshot Parquet file to serve"
     )
+    buyer_grades: Path | None = Field(
+        default=None,
+        description="graded buyers Parquet (`kuaxin buyers score`); without it every buyer is unknown",
+    )
+    insurer: Path | None = Field(
+        default=None, description="insurer parameters YAML (default: the shipped insurer.yaml)"
+    )
     catalog: Path | None = Field(
         default=None,
         description="feature catalog YAML (default: the model's, else the packaged one)",

@@ -96,6 +96,12 @@ class Measure19Params(_Strict):
     scenarios: int = Field(ge=100, le=1_000_000)
 
 
+class PrivacyParams(_Strict):
+    """What of a buyer's payment experience may be shown."""
+
+    min_exporters_for_detail: int = Field(ge=1)
+
+
 class InsurerConfig(_Strict):
     """Everything the insurer's side uses."""
 
@@ -104,6 +110,7 @@ class InsurerConfig(_Strict):
     claims: ClaimParams
     portfolio: PortfolioParams
     measure19: Measure19Params
+    privacy: PrivacyParams
 
     @model_validator(mode="after")
     def _scale(self) -> InsurerConfig:

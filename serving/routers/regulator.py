@@ -24,6 +24,8 @@ from tradefinance.regulator import (
     eligibility_shares,
     grade_distribution,
     measure19,
+    measure19_curve,
+    measure19_tail,
 )
 
 router = APIRouter(prefix="/regulator", tags=["regulator"])
@@ -136,3 +138,63 @@ def measure19_simulation(
         pricing=market.pricing,
     )
     return {**result, "model_version": loaded.model_version, "as_of": loaded.as_of}
+
+
+class Measure19CurveResponse(BaseModel):
+    """Coverage against tail loss along a loosening path, and one loosening in detail."""
+
+    product_id: str
+    level: float
+    curve: list[dict[str, Any]]
+    tail: dict[str, Any]
+    model_version: str
+    as_of: Any
+
+
+@router.get(
+    "/measure19/tail",
+    response_model=Measure19CurveResponse,
+    responses=problem_responses(401, 403, 422, 503),
+)
+def measure19_tail_curve(
+    _: RegulatorKey,
+    loaded: LoadedDep,
+    market: MarketDep,
+    product_id: Annotated[str | None, Query(description="insurance product")] = None,
+    steps: Annotated[int | None, Query(ge=2, le=12, description="points on the curve")] = None,
+    min_grade: Annotated[str | None, Query(description="detail: grade floor")] = None,
+    cover: Annotated[float | None, Query(gt=0, le=1, description="detail: cover")] = None,
+    limit_factor: Annotated[float, Query(ge=1, le=5, description="detail: buyer limits x")] = 1.0,
+    premium_factor: Annotated[float, Query(gt=0, le=1, description="detail: premium x")] = 1.0,
+) -> dict[str, Any]:
+    """Measure 19 with the tail: newly covered firms and exports, EL, VaR/ES, claims ratio, headroom."""
+    frame, _ov = _overview(loaded, market)
+    grades = list(loaded.model.master_scale.grades)
+    product_id = product_id or market.pricing.insurance.default_product
+    if product_id not in market.products or market.products[product_id].insurance is None:
+        names = ", ".join(p.id for p in market.products.insurance)
+        raise field_error("query.product_id", f"not an insurance product: {product_id!r}", names)
+    if min_grade is not None and min_grade not in grades:
+        raise field_error("query.min_grade", f"unknown grade {min_grade!r}", ", ".join(grades))
+    max_cover = market.pricing.insurance.max_cover
+    if cover is not None and cover > max_cover:
+        raise field_error("query.cover", f"{cover} is above the maximum", f"at most {max_cover}")
+    kw = {"product_id": product_id, "grades": grades, "pricing": market.pricing}
+    curve = measure19_curve(frame, market.products, steps=steps, **kw)
+    tail = measure19_tail(
+        frame,
+        market.products,
+        min_grade=min_grade,
+        cover=cover,
+        limit_factor=limit_factor,
+        premium_factor=premium_factor,
+        **kw,
+    )
+    return {
+        "product_id": product_id,
+        "level": tail["level"],
+        "curve": curve.to_dict("records"),
+        "tail": tail,
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+    }
