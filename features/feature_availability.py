@@ -199,6 +199,8 @@ def availability_dates(table: str, df: pd.DataFrame, config: SnapshotConfig) -> 
             )
         )
     lag = pd.Timedelta(days=config.lag(table))
+    if spec.date_column is None:  # a static reference table (buyers): always known
+        return pd.Series(pd.Timestamp.min.normalize(), index=df.index)
     if spec.kind == "monthly":
         start = pd.to_datetime(df["period"], format="%Y-%m")
         return start + pd.offsets.MonthEnd(0) + lag

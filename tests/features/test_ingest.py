@@ -382,6 +382,8 @@ def test_cli_corrupt_data_pages(raw_world, tmp_path) -> None:
 def test_order_puts_references_first() -> None:
     assert ORDER[0] == "firms"
     assert ORDER.index("loans") < ORDER.index("loan_repayments")
+    assert ORDER.index("buyers") < ORDER.index("customs_declarations")
+    assert ORDER.index("insurance_policies") < ORDER.index("insurance_claims")
     assert sorted(ORDER) == sorted(TABLES)
 
 
@@ -396,6 +398,7 @@ FAULT_KINDS = {
     "out_of_range": lambda col: {f"{col}: range", f"{col}: allowed"},
     "bad_period": lambda col: {"period: format"},
     "duplicate": lambda col: {"duplicate"},
+    "late_arrival": lambda col: {"received_date: late"},
 }
 
 
