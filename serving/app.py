@@ -28,7 +28,15 @@ API_PREFIX = "/v1"
 #: Routers of other domains, included when their module exists. A module either exposes
 #: ``register(app)`` (full control, e.g. the portal's pages and static files) or a ``router``
 #: mounted under ``/v1``.
-OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal", "buyers", "insurer")
+OPTIONAL_ROUTERS = (
+    "matching",
+    "insurance",
+    "regulator",
+    "portal",
+    "buyers",
+    "insurer",
+    "insurer_console",
+)
 
 DESCRIPTION = """
 Kuaxin (跨信) scores Shenzhen cross-border e-commerce firms for banks and insurers, and shows
