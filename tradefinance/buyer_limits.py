@@ -273,6 +273,7 @@ class LimitBook:
         rec = self.recommend(buyer, country_category, c, pricing)
         others = self.aggregate(buyer.buyer_id, excluding=usc_code)
         free = _round_down(max(rec.limit_usd - others, 0.0), c.limits.round_usd)
+        decision: Literal["granted", "reduced", "refused"]
         if rec.limit_usd <= 0:
             decision, granted = "refused", 0.0
             reason = rec.reasons[-1] if rec.reasons else Reason.make("no_limit")

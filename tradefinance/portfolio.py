@@ -309,7 +309,7 @@ def portfolio_loss(
     )
     n = dist.losses.size
     se = float(dist.losses.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-    tail = []
+    tail: list[dict[str, Any]] = []
     for q in qs:
         var = dist.var(q)
         lo, hi = dist.var_interval(q)
@@ -324,7 +324,7 @@ def portfolio_loss(
         )
     head = p.headline_level if p.headline_level in qs else max(qs)
     worst = next(t for t in tail if t["level"] == head)
-    converged = worst["var_relative_half_width"] <= p.convergence_tolerance
+    converged = float(worst["var_relative_half_width"]) <= p.convergence_tolerance
     contrib = tail_contributions(pos, dist, head)
     counts, edges = np.histogram(dist.losses, bins=histogram_bins)
     return {

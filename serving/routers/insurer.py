@@ -224,8 +224,8 @@ def _assess(row: ClaimNoticeRow, cfg: Any, as_of: dt.date) -> dict[str, Any]:
         dt.date.fromisoformat(row.due_date),
         dt.date.fromisoformat(row.notified_date),
         row.loss_usd,
-        row.kind,
-    )  # type: ignore[arg-type]
+        "insolvency" if row.kind == "insolvency" else "non_payment",
+    )
     a = assess_claim(
         notice,
         cover=row.cover,

@@ -179,16 +179,24 @@ def measure19_tail_curve(
     max_cover = market.pricing.insurance.max_cover
     if cover is not None and cover > max_cover:
         raise field_error("query.cover", f"{cover} is above the maximum", f"at most {max_cover}")
-    kw = {"product_id": product_id, "grades": grades, "pricing": market.pricing}
-    curve = measure19_curve(frame, market.products, steps=steps, **kw)
+    curve = measure19_curve(
+        frame,
+        market.products,
+        product_id=product_id,
+        grades=grades,
+        steps=steps,
+        pricing=market.pricing,
+    )
     tail = measure19_tail(
         frame,
         market.products,
+        product_id=product_id,
+        grades=grades,
         min_grade=min_grade,
         cover=cover,
         limit_factor=limit_factor,
         premium_factor=premium_factor,
-        **kw,
+        pricing=market.pricing,
     )
     return {
         "product_id": product_id,
