@@ -111,7 +111,7 @@ def main() -> None:
     lines += [
         "",
         "The panel (one as-of date per month, every buyer with history) dominates: it grows with "
-        "buyers x months; fitting the scorecard or LightGBM on it takes well under a second.",
+        "buyers x months; fitting is a small part of it.",
     ]
     Path(args.out).write_text("\n".join(lines) + "\n", encoding="utf-8")
 
