@@ -210,3 +210,39 @@ def test_the_shared_simulated_world_trains_and_reports_auc_and_oracle_gap(
     )
     assert gate["passed"] == expected
     assert model.kind in ("scorecard", "lightgbm")
+
+
+def test_a_claim_enters_the_experience_when_known_and_its_payment_after_the_decision(world) -> None:
+    cfg = SnapshotConfig.load()
+    lag = cfg.lag("insurance_claims")
+    decision_lag = cfg.lag("insurance_claims", "decision_lag_days")
+    buyer = buyer_experience(world, dt.date(2023, 3, 1))["buyer_id"].iloc[0]
+    claim = pd.DataFrame(
+        {
+            "claim_id": ["C1"],
+            "policy_id": ["P1"],
+            "usc_code": ["X"],
+            "buyer_id": [buyer],
+            "notified_date": [pd.Timestamp("2023-03-10")],
+            "loss_usd": [9000.0],
+            "paid_usd": [5000.0],
+            "decision_date": [pd.Timestamp("2023-06-01")],
+            "status": ["paid"],
+        }
+    )
+    tables = {**world, "insurance_claims": claim}
+
+    def at(day: dt.date) -> pd.Series:
+        f = buyer_experience(tables, day)
+        return f.set_index("buyer_id").loc[buyer]
+
+    before = at(dt.date(2023, 3, 10) + dt.timedelta(days=lag - 1))
+    assert before["claims_24m"] == 0
+    known = at(dt.date(2023, 3, 10) + dt.timedelta(days=lag))
+    assert (
+        known["claims_24m"] == 1
+        and known["claims_pending_24m"] == 1
+        and known["claims_paid_usd_24m"] == 0
+    )
+    decided = at(dt.date(2023, 6, 1) + dt.timedelta(days=decision_lag))
+    assert decided["claims_pending_24m"] == 0 and decided["claims_paid_usd_24m"] == 5000.0
