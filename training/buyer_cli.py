@@ -79,10 +79,21 @@ def score_cmd(
     ] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
     insurer_config: Annotated[Path | None, typer.Option(help="insurer.yaml (buyer scale)")] = None,
+    extra_claims: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON of GET /v1/insurer/claims: the service's claims join the platform's"
+        ),
+    ] = None,
 ) -> None:
     """Grade every buyer with platform history at AS_OF into a Parquet file."""
     from training.buyer_model import BuyerModel
-    from training.buyer_registry import load_champion, read_buyer_tables, score_buyers
+    from training.buyer_registry import (
+        load_champion,
+        read_buyer_tables,
+        score_buyers,
+        with_extra_claims,
+    )
 
     try:
         day = date.fromisoformat(as_of)
@@ -92,6 +103,13 @@ def score_cmd(
         tables = read_buyer_tables(clean)
     except FileNotFoundError as exc:
         _fail(str(exc))
+    if extra_claims is not None:
+        try:
+            tables["insurance_claims"] = with_extra_claims(
+                tables.get("insurance_claims"), extra_claims
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            _fail(f"--extra-claims {extra_claims}: {exc}")
     model = BuyerModel.load(model_dir) if model_dir else load_champion(tracking_uri)
     graded = score_buyers(model, tables, day, _scale(insurer_config))
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -204,3 +204,32 @@ def score_buyers(
     out["grade"] = out["pd"].map(lambda v: grade_on_scale(v, scale))
     out["model_version"] = model.version
     return out
+
+
+CLAIM_COLUMNS = (
+    "claim_id",
+    "policy_id",
+    "usc_code",
+    "buyer_id",
+    "notified_date",
+    "loss_usd",
+    "paid_usd",
+    "decision_date",
+    "status",
+)
+
+
+def with_extra_claims(platform: pd.DataFrame | None, path: str | Path) -> pd.DataFrame:
+    """Return the platform's claims plus the service's (``platform_row`` of ``GET /v1/insurer/claims``).
+
+    Rows whose ``claim_id`` is already in the platform's table are not added twice.
+    """
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    rows = [c["platform_row"] for c in data["claims"]] if isinstance(data, dict) else list(data)
+    extra = pd.DataFrame(rows, columns=list(CLAIM_COLUMNS))
+    for col in ("notified_date", "decision_date"):
+        extra[col] = pd.to_datetime(extra[col])
+    if platform is None or not len(platform):
+        return extra
+    extra = extra[~extra["claim_id"].isin(set(platform["claim_id"]))]
+    return pd.concat([platform, extra], ignore_index=True)

@@ -234,11 +234,34 @@ def _assess(row: ClaimNoticeRow, cfg: Any, as_of: dt.date) -> dict[str, Any]:
         as_of=as_of,
         params=cfg.claims,
     )
-    return {
+    out = {
         "claim_id": row.id,
         "insurer": row.insurer,
         "filed_at": row.filed_at.isoformat(),
         **a.as_dict(),
+    }
+    out["platform_row"] = _platform_row(row, out)
+    return out
+
+
+def _platform_row(row: ClaimNoticeRow, assessed: dict[str, Any]) -> dict[str, Any]:
+    """Return the claim as a row of the ``insurance_claims`` contract (feeds the buyer experience).
+
+    ``kuaxin buyers score --extra-claims FILE`` reads these rows (the JSON of
+    ``GET /v1/insurer/claims``), so a claim's outcome moves the buyer's grade at the next as-of.
+    """
+    status = {"waiting": "pending", "paid": "paid", "declined": "declined"}[assessed["status"]]
+    decided = {"paid": assessed["payable_from"], "declined": row.notified_date}.get(status)
+    return {
+        "claim_id": f"KX{row.id:010d}",
+        "policy_id": row.policy_id,
+        "usc_code": row.firm_usc,
+        "buyer_id": row.buyer_id,
+        "notified_date": row.notified_date,
+        "loss_usd": row.loss_usd,
+        "paid_usd": assessed["indemnity_usd"] if status == "paid" else 0.0,
+        "decision_date": decided,
+        "status": status,
     }
 
 
@@ -282,14 +305,15 @@ def file_claim(
         filed_at=dt.datetime.now(dt.UTC),
         key_id=access.principal.key_id,
     )
+    session.add(row)
+    session.flush()  # the claim's id names its platform row
     try:
         out = _assess(row, cfg, today)
     except ValueError as exc:
+        session.rollback()
         raise field_error(
             "body", str(exc), "due_date on or before notified_date, loss_usd > 0"
         ) from exc
-    session.add(row)
-    session.flush()
     audit_access(request, session, [access], buyers.source)
     return {**out, "claim_id": row.id}
 

@@ -98,7 +98,7 @@ def test_limit_requests_never_exceed_the_buyer_limit_in_aggregate(
 
 
 def test_claim_indemnity_is_cover_times_loss_within_the_approved_limit(
-    client: TestClient, w: InsurerWorld
+    client: TestClient, w: InsurerWorld, tmp_path: Any
 ) -> None:
     buyer = "BYDEU000002"
     lim = client.post(
