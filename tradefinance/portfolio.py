@@ -392,3 +392,44 @@ def single_factor_default_quantile(n: int, pd: float, rho: float, level: float) 
     ks = np.arange(n + 1)
     cdf = (stats.binom.cdf(ks[:, None], n, pz[None, :]) * w[None, :]).sum(axis=1)
     return int(np.searchsorted(cdf, level - 1e-12))
+
+
+def estimate_rho(default_rates: Sequence[float], at_risk: Sequence[int]) -> float:
+    """Asset correlation of the single-factor model from default rates over periods (moments).
+
+    In the Vasicek model the period default rate has variance
+    ``Phi2(Phi^-1(p), Phi^-1(p); rho) - p^2`` around its mean ``p``; the binomial noise of a
+    finite cohort (``p (1 - p) / n`` on average) is removed first, then ``rho`` is found by
+    bisection. Returns 0 when the rates vary no more than the noise.
+
+    Parameters
+    ----------
+    default_rates : sequence of float
+        Default rate of each period (e.g. each year's share of buyers at risk that defaulted).
+    at_risk : sequence of int
+        Buyers at risk in each period.
+    """
+    r = np.asarray(default_rates, dtype=float)
+    n = np.asarray(at_risk, dtype=float)
+    if r.size < 3 or r.size != n.size or (n <= 0).any():
+        raise ValueError("need at least 3 periods with at_risk > 0, one rate per period")
+    p = float(np.average(r, weights=n))
+    if not 0 < p < 1:
+        raise ValueError(f"mean default rate must be in (0, 1); got {p}")
+    noise = float(np.mean(p * (1 - p) / n))
+    target = max(float(np.var(r, ddof=1)) - noise, 0.0)
+    if target == 0.0:
+        return 0.0
+    t = stats.norm.ppf(p)
+
+    def excess(rho: float) -> float:
+        cov = [[1.0, rho], [rho, 1.0]]
+        return float(stats.multivariate_normal(mean=[0, 0], cov=cov).cdf([t, t])) - p * p - target
+
+    lo, hi = 0.0, 0.99
+    if excess(hi) < 0:
+        return hi
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if excess(mid) < 0 else (lo, mid)
+    return (lo + hi) / 2

@@ -136,3 +136,19 @@ def test_bad_policies_name_the_column(column: str, value: float) -> None:
         buyer_positions(book)
     with pytest.raises(ValueError, match="buyer_id"):
         buyer_positions(book.drop(columns="buyer_id"))
+
+
+def test_rho_is_recovered_from_default_rates_of_a_vasicek_world() -> None:
+    from tradefinance.portfolio import estimate_rho, vasicek_conditional_pd
+
+    rng = np.random.default_rng(4)
+    n, periods = 5000, 3000
+    for rho in (0.05, 0.15, 0.30):
+        z = rng.standard_normal(periods)
+        rates = rng.binomial(n, vasicek_conditional_pd(0.02, rho, z)) / n
+        assert estimate_rho(rates, [n] * periods) == pytest.approx(rho, abs=0.05)
+    # Rates that vary only by binomial noise carry no correlation.
+    flat = rng.binomial(n, 0.02, periods) / n
+    assert estimate_rho(flat, [n] * periods) < 0.01
+    with pytest.raises(ValueError, match="periods"):
+        estimate_rho([0.01, 0.02], [100, 100])
