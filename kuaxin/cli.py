@@ -27,6 +27,7 @@ for _module in (
     "training.cli",
     "training.monitor_cli",
     "training.batch",
+    "training.buyer_cli",
     "serving.cli",
     "serving.apps_cli",
 ):
