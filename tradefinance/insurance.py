@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from features.texts import text
 from tradefinance.pricing import (
     CountryTableRef,
     PaymentTerms,
@@ -224,7 +225,8 @@ class Quote:
     buyer_grade_source: str | None = None
     buyer_grade_as_of: str | None = None
     buyer_pd: float | None = None
-    notes: list[str] = field(default_factory=list)
+    # Where the buyer grade came from: {code, message_en, message_zh} (texts ins_note_*).
+    notes: list[dict[str, str]] = field(default_factory=list)
     rate: float | None = None
     components: list[dict[str, Any]] = field(default_factory=list)
     buyer_credit_limit_usd: float | None = None
@@ -343,19 +345,26 @@ def _declines(
     return out
 
 
+def _note(code: str, **fields: str) -> dict[str, str]:
+    key = f"ins_note_{code}"
+    return {
+        "code": code,
+        "message_en": text(key, "en", **fields),
+        "message_zh": text(key, "zh", **fields),
+    }
+
+
 def _note_buyer(
     q: Quote, request: QuoteRequest, buyer: PlatformBuyer | None, limit_usd: float | None
 ) -> float | None:
     """Say where the buyer grade came from; return the buyer limit to use (None: the table's)."""
     if q.buyer_grade_source == "platform" and buyer is not None:
         q.buyer_grade_as_of, q.buyer_pd = buyer.as_of, buyer.pd
-        q.notes.append(
-            f"buyer grade {buyer.grade} from the platform ({buyer.source}, as of {buyer.as_of})"
-        )
+        q.notes.append(_note("platform", grade=buyer.grade, source=buyer.source, as_of=buyer.as_of))
         return buyer.limit_usd if limit_usd is None else limit_usd
     if q.buyer_grade_source == "caller":
-        who = "not a platform buyer" if request.buyer_id else "no buyer_id given"
-        q.notes.append(f"unknown buyer ({who}): the caller's buyer grade {q.buyer_grade} is used")
+        code = "unknown_buyer" if request.buyer_id else "no_buyer_id"
+        q.notes.append(_note(code, grade=str(q.buyer_grade)))
     return limit_usd
 
 
