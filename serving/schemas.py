@@ -359,9 +359,8 @@ class QuoteNoteOut(Open):
     """Where a quote's buyer grade came from (code, parameters, both languages)."""
 
     code: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    text_en: str
-    text_zh: str
+    message_en: str
+    message_zh: str
 
 
 class QuoteOut(Open):

@@ -56,9 +56,20 @@ class Reason:
 
     @classmethod
     def make(cls, code: str, value: float | str | None = None, **fields: Any) -> Reason:
-        """Render the reason's texts from the catalog."""
+        """Render the reason's texts from the catalog (a :class:`Label` field is translated)."""
         key = f"ins_reason_{code}"
-        return cls(code, value, text(key, "en", **fields), text(key, "zh", **fields))
+
+        def filled(lang: str) -> dict[str, Any]:
+            return {k: text(v.key, lang) if isinstance(v, Label) else v for k, v in fields.items()}
+
+        return cls(code, value, text(key, "en", **filled("en")), text(key, "zh", **filled("zh")))
+
+
+@dataclass(frozen=True)
+class Label:
+    """A field of a reason that is itself a catalog text (e.g. a size band's name)."""
+
+    key: str
 
 
 @dataclass
@@ -147,13 +158,14 @@ def recommend_limit(
         )
         return out
     base = p.buyer_limit_base_usd[country_category]
-    reasons.append(Reason.make("base", base, category=country_category, usd=f"{base:,.0f}"))
+    cat = Label("ins_category_hi") if country_category == "HI" else country_category
+    reasons.append(Reason.make("base", base, category=cat, usd=f"{base:,.0f}"))
     share = p.buyer_grades[buyer.grade].limit_share
     size = buyer.size_band if buyer.size_band in lim.size_multiplier else "unknown"
     mult = lim.size_multiplier[size]
     amount = base * share * mult
     reasons.append(Reason.make("grade", share, grade=buyer.grade, share=f"{share:.0%}"))
-    reasons.append(Reason.make("size", mult, size=size, factor=f"{mult:g}"))
+    reasons.append(Reason.make("size", mult, size=Label(f"ins_size_{size}"), factor=f"{mult:g}"))
     caps = [
         ("cap_buyer", lim.appetite.max_buyer_limit_usd),
         (

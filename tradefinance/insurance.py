@@ -257,7 +257,8 @@ class Quote:
     buyer_grade_source: str | None = None
     buyer_grade_as_of: str | None = None
     buyer_pd: float | None = None
-    notes: list[dict[str, Any]] = field(default_factory=list)
+    # Where the buyer grade came from: {code, message_en, message_zh} (texts ins_note_*).
+    notes: list[dict[str, str]] = field(default_factory=list)
     rate: float | None = None
     components: list[dict[str, Any]] = field(default_factory=list)
     buyer_credit_limit_usd: float | None = None
@@ -401,12 +402,12 @@ def _declines(
     return out
 
 
-def _note(code: str, **params: Any) -> dict[str, Any]:
-    """Build a quote note: its code, parameters and the catalog texts ``quote_note.<code>``."""
+def _note(code: str, **fields: str) -> dict[str, str]:
+    key = f"ins_note_{code}"
     return {
         "code": code,
-        "params": params,
-        **{f"text_{lang}": text(f"quote_note.{code}", lang, **params) for lang in LANGS},
+        "message_en": text(key, "en", **fields),
+        "message_zh": text(key, "zh", **fields),
     }
 
 
@@ -416,13 +417,11 @@ def _note_buyer(
     """Say where the buyer grade came from; return the buyer limit to use (None: the table's)."""
     if q.buyer_grade_source == "platform" and buyer is not None:
         q.buyer_grade_as_of, q.buyer_pd = buyer.as_of, buyer.pd
-        q.notes.append(
-            _note("platform_grade", grade=buyer.grade, source=buyer.source, as_of=buyer.as_of)
-        )
+        q.notes.append(_note("platform", grade=buyer.grade, source=buyer.source, as_of=buyer.as_of))
         return buyer.limit_usd if limit_usd is None else limit_usd
     if q.buyer_grade_source == "caller":
-        why = "not_platform" if request.buyer_id else "no_buyer_id"
-        q.notes.append(_note(f"caller_grade_{why}", grade=q.buyer_grade))
+        code = "unknown_buyer" if request.buyer_id else "no_buyer_id"
+        q.notes.append(_note(code, grade=str(q.buyer_grade)))
     return limit_usd
 
 

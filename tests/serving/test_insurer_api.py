@@ -42,14 +42,14 @@ def test_quote_uses_the_platform_grade_for_a_known_buyer(
         "platform",
         "2025-07-01",
     )
-    assert q["buyer_country"] == "DEU" and any("platform" in n["text_en"] for n in q["notes"])
+    assert q["buyer_country"] == "DEU" and any("platform" in n["message_en"] for n in q["notes"])
     unknown = client.post(
         url,
         json={"buyer_id": "BYDEU999999", "buyer_country": "DEU", "buyer_grade": "A", **SHIP},
         headers=w.headers("insurer"),
     ).json()["quote"]
     assert unknown["buyer_grade_source"] == "caller" and unknown["buyer_grade"] == "A"
-    assert any("unknown buyer" in n["text_en"] for n in unknown["notes"])
+    assert any(n["code"] == "unknown_buyer" for n in unknown["notes"])
     missing = client.post(
         url, json={"buyer_id": "BYDEU999999", **SHIP}, headers=w.headers("insurer")
     )

@@ -136,7 +136,9 @@ def test_console_buyer_book_and_claims(
     expect(row).to_have_count(1)
     status = row.locator("td").nth(3).inner_text()
     assert status in {t["ins_status_paid"], t["ins_status_waiting"], t["ins_status_declined"]}
-    page.screenshot(path=str(tmp_path / f"insurer-console-{lang}.png"), full_page=True)
+    shots = Path(os.environ.get("KUAXIN_SCREENSHOT_DIR") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(shots / f"insurer-console-{lang}.png"), full_page=True)
     assert not errors, errors
     page.close()
 

@@ -61,7 +61,7 @@ def test_unknown_buyer_uses_the_callers_grade_and_says_so() -> None:
         grades=GRADES,
     )
     assert q.buyer_grade == "C" and q.buyer_grade_source == "caller" and q.buyer_grade_as_of is None
-    assert any("unknown buyer" in n["text_en"] for n in q.notes)
+    assert any("unknown buyer" in n["message_en"] and n["message_zh"] for n in q.notes)
     with pytest.raises(ValueError, match="buyer_country"):
         QuoteRequest(terms="O/A", credit_days=60, amount_usd=1.0)
     with pytest.raises(KeyError, match="buyer_country"):

@@ -82,11 +82,11 @@
       r.setAttribute("x", x(edges[i])); r.setAttribute("width", Math.max(x(edges[i + 1]) - x(edges[i]) - 1, 1));
       r.setAttribute("y", H - P - h); r.setAttribute("height", h); r.setAttribute("class", "bar"); svg.appendChild(r);
     });
-    tail.forEach(function (t) {
+    tail.forEach(function (t, i) {
       var l = document.createElementNS(ns, "line");
       l.setAttribute("x1", x(t.var_usd)); l.setAttribute("x2", x(t.var_usd)); l.setAttribute("y1", P / 2); l.setAttribute("y2", H - P);
       l.setAttribute("class", "var"); svg.appendChild(l);
-      var tx = document.createElementNS(ns, "text"); tx.setAttribute("x", x(t.var_usd) + 3); tx.setAttribute("y", P / 2 + 10);
+      var tx = document.createElementNS(ns, "text"); tx.setAttribute("x", x(t.var_usd) + 3); tx.setAttribute("y", P / 2 + 10 + 13 * i);  // stacked: levels can share a VaR
       tx.textContent = T.ins_var + " " + pct.format(t.level); svg.appendChild(tx);
     });
     var axis = document.createElementNS(ns, "text"); axis.setAttribute("x", P); axis.setAttribute("y", H - 8);
