@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.manifest import write_manifest
 from training.metrics import binary_metrics
 from training.model import MODEL_FILE, CreditModel
 from training.scale import load_config
@@ -265,19 +266,27 @@ def load_version(
     version: str | None = None,
     alias: str | None = None,
     tracking_uri: str | None = None,
+    isolated: bool = False,
 ) -> CreditModel:
-    """Load a registered version (by number or alias) as a :class:`CreditModel`."""
+    """Load a registered version (by number or alias) as a :class:`CreditModel`.
+
+    ``isolated`` parses the booster in a child process first (see :meth:`CreditModel.load`).
+    """
     if (version is None) == (alias is None):
         raise ValueError("give exactly one of version or alias")
     uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
     with tempfile.TemporaryDirectory() as tmp:
-        return CreditModel.load(_download_model_dir(uri, tracking_uri, Path(tmp)))
+        return CreditModel.load(_download_model_dir(uri, tracking_uri, Path(tmp)), isolated)
 
 
 def load_champion(
-    name: str = MODEL_NAME, tracking_uri: str | None = None, alias: str = CHAMPION
+    name: str = MODEL_NAME,
+    tracking_uri: str | None = None,
+    alias: str = CHAMPION,
+    isolated: bool = False,
 ) -> CreditModel:
-    """Load the registered model's ``champion`` version (or the version another alias names).
+    """Load the registered model's ``champion`` version (or the version another alias names;
+    ``isolated``: see :func:`load_version`).
 
     Raises
     ------
@@ -287,7 +296,7 @@ def load_champion(
     if _alias_version(_client(tracking_uri), name, alias) is None:
         hint = "run kuaxin promote" if alias == CHAMPION else "set it in the registry"
         raise GateError(f"registered model {name!r} has no {alias!r} alias; {hint}")
-    return load_version(name, alias=alias, tracking_uri=tracking_uri)
+    return load_version(name, alias=alias, tracking_uri=tracking_uri, isolated=isolated)
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:
@@ -428,7 +437,8 @@ def export(
 ) -> Path:
     """Write the champion as a self-contained model package ``dest/<name>/``.
 
-    The folder (``booster.txt``, ``model.json``, ``catalog.yaml``, ``registry.json``) loads
+    The folder (``booster.txt``, ``model.json``, ``catalog.yaml``, ``registry.json`` and the
+    ``manifest.json`` listing their SHA-256) loads
     with :meth:`CreditModel.load` without the tracking store.
 
     Returns
@@ -460,6 +470,7 @@ def export(
         ),
         encoding="utf-8",
     )
+    write_manifest(staging)  # the package's files, registry.json included
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

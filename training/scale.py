@@ -17,11 +17,11 @@ from typing import Any, overload
 import numpy as np
 import yaml
 
-#: Basel III final PD floor for corporate exposures (0.05 %); the model applies the floor from
-#: its configuration, which defaults to this value.
-PD_FLOOR = 0.0005
-
 CONFIG_PATH = Path(__file__).parent / "config" / "model.yaml"
+
+#: The PD floor (Basel III final for corporate exposures, 0.05 %): ``pd_floor`` of
+#: ``training/config/model.yaml``, the one place it is set (pricing uses it too).
+PD_FLOOR: float = float(yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))["pd_floor"])
 
 
 def load_config(path: Path | str | None = None) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 
 from training.model import CreditModel
 from training.registry import (
+    MODEL_NAME,
     GateError,
     export,
     load_champion,
@@ -74,6 +75,10 @@ def test_gate_promotion_refusal_rollback_and_export(
     # the registry, the exported package and the pyfunc give identical outputs
     champion = load_champion(NAME, uri)
     package = export(tmp_path / "models", NAME, uri)
+    # models/README.md describes exactly this layout
+    readme = (Path(__file__).resolve().parents[2] / "models" / "README.md").read_text("utf-8")
+    assert f"models/{MODEL_NAME}/" in readme and package.name == NAME
+    assert all(f"`{p.name}`" in readme for p in package.iterdir())
     assert sorted(p.name for p in package.iterdir()) == [
         "booster.txt",
         "catalog.yaml",
