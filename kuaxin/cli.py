@@ -16,9 +16,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Typer's rich help shows a value placeholder ("<bool>") even for flags such as --help;
+    # Click's plain help lists options without one.
+    rich_markup_mode=None,
 )
 
-for _module in ("simulator.cli", "features.cli", "training.cli", "training.batch", "serving.cli"):
+for _module in (
+    "simulator.cli",
+    "features.cli",
+    "training.cli",
+    "training.monitor_cli",
+    "training.batch",
+    "training.buyer_cli",
+    "serving.cli",
+    "serving.apps_cli",
+):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as exc:  # a package whose CLI is not written yet
