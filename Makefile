@@ -20,7 +20,7 @@ DATASET_TO ?= 2025-01-01
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench fuzz clean mlflow-server ui
+.PHONY: help venv browser data features dataset train promote monitor demo serve run buyers test test-fast lint bench fuzz clean mlflow-server ui
 
 help:
 	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
@@ -86,7 +86,13 @@ $(DATA)/.trained: $(DATA)/features/train.parquet
 
 train: $(DATA)/.trained
 
-demo: $(DATA)/.trained $(DATA)/features/snapshot.parquet
+# The champion backtested on the quarterly snapshots of the training set (data/monitor/report.html).
+$(DATA)/monitor/report.html: $(DATA)/.trained
+	$(KX) monitor --model models:/kuaxin-credit@champion --snapshots $(DATA)/features/train.parquet --outcomes $(DATA)/clean --out $(DATA)/monitor
+
+monitor: $(DATA)/monitor/report.html
+
+demo: $(DATA)/.trained $(DATA)/monitor/report.html $(DATA)/features/snapshot.parquet
 	$(KX) db upgrade
 	$(KX) demo --snapshot $(DATA)/features/snapshot.parquet --out $(DATA)/demo-keys.json
 
@@ -111,6 +117,13 @@ mlflow-server: $(STAMP)
 # report and its plots under each run's artifacts, the registry's champion/previous aliases).
 ui: $(STAMP)
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+# Buyer grades: train, register and gate the buyer model, then grade every buyer as of AS_OF
+# (serve with KUAXIN_BUYER_GRADES=$(DATA)/buyer_grades.parquet).
+buyers: $(DATA)/buyer_grades.parquet
+
+$(DATA)/buyer_grades.parquet: $(DATA)/clean/.done
+	$(KX) buyers train --clean $(DATA)/clean --oracle $(DATA)/oracle --metrics-out $(DATA)/buyer_metrics.json
+	$(KX) buyers score --clean $(DATA)/clean --as-of $(AS_OF) --out $@
 
 # pytest exit code 5 means no test ran: that must fail, not pass.
 test: $(TEST_STAMP) browser

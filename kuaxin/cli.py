@@ -25,7 +25,9 @@ for _module in (
     "simulator.cli",
     "features.cli",
     "training.cli",
+    "training.monitor_cli",
     "training.batch",
+    "training.buyer_cli",
     "serving.cli",
     "serving.apps_cli",
 ):

@@ -301,6 +301,65 @@ TABLE: tuple[Access, ...] = (
         _SUPERVISION,
         note="application statistics, aggregates only",
     ),
+    # The insurer's side (serving/routers/buyers.py, insurer.py, regulator.py): a buyer's grade
+    # is the insurer's business data built from exporters' records, so firms and insurers see
+    # grades and limits but never another exporter's records; per-firm actions need the firm's
+    # quote consent (insurers) or its own key.
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/buyer-limits",
+        _consent("quote", roles=("insurer",)),
+        audited=True,
+        note="request a buyer credit limit for this exporter (granted, reduced or refused)",
+    ),
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/quote-plan",
+        _consent("quote", roles=("insurer",)),
+        audited=True,
+        note="quotes for a shipment plan (several buyers) with the exporter's grade",
+    ),
+    Access(
+        "POST",
+        "/v1/firms/{usc_code}/claims",
+        _consent("quote", roles=("insurer",)),
+        audited=True,
+        note="notify a non-payment; the claim's assessment",
+    ),
+    Access(
+        "GET",
+        "/v1/buyers",
+        {"insurer": YES, "enterprise": YES, "admin": YES},
+        note="platform buyers with grade and limit (no exporter records)",
+    ),
+    Access(
+        "GET",
+        "/v1/buyers/{buyer_id}",
+        {"insurer": YES, "enterprise": YES, "admin": YES},
+        note="one buyer's grade, reasons and limit; payment experience only in aggregate",
+    ),
+    Access("GET", "/v1/insurer/limits", {"insurer": YES, "admin": YES}, note="the caller's limits"),
+    Access("GET", "/v1/insurer/claims", {"insurer": YES, "admin": YES}, note="the caller's claims"),
+    Access(
+        "GET",
+        "/v1/insurer/book",
+        {"insurer": YES, "admin": YES},
+        note="the caller's book: exposure, loss distribution, VaR/ES, concentration",
+    ),
+    Access(
+        "GET",
+        "/v1/regulator/measure19/tail",
+        _SUPERVISION,
+        note="coverage against tail loss along a loosening path, aggregates only",
+    ),
+    Access(
+        "GET",
+        "/insurer-console/*",
+        note="insurer console pages (data only through the API with a key)",
+    ),
+    Access("GET", "/docs", note="OpenAPI docs (Swagger UI, served offline)"),
+    Access("GET", "/docs/oauth2-redirect", note="Swagger UI's OAuth2 redirect page"),
+    Access("GET", "/redoc", note="OpenAPI docs (ReDoc, served offline)"),
     Access("GET", "/console", note="redirect to the provider console"),
     Access(
         "GET", "/console/*", note="provider console pages (data only through the API with a key)"

@@ -42,6 +42,9 @@ OPTIONAL_ROUTERS = (
     "provider_products",
     "application_stats",
     "console",
+    "buyers",
+    "insurer",
+    "insurer_console",
 )
 
 DESCRIPTION = """

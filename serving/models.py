@@ -223,3 +223,44 @@ class ProductVersionRow(Base):
     effective_from: Mapped[datetime] = mapped_column(UTCDateTime())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[int | None] = mapped_column(sa.Integer)
+
+
+class BuyerLimitDecision(Base):
+    """One decided buyer-limit request: the latest row per (insurer, firm, buyer) is in force."""
+
+    __tablename__ = "buyer_limit_decisions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    insurer: Mapped[str] = mapped_column(sa.String(200), index=True)
+    firm_usc: Mapped[str] = mapped_column(sa.String(18), index=True)
+    buyer_id: Mapped[str] = mapped_column(sa.String(40), index=True)
+    country_iso3: Mapped[str] = mapped_column(sa.String(3))
+    requested_usd: Mapped[float] = mapped_column(sa.Float)
+    granted_usd: Mapped[float] = mapped_column(sa.Float)
+    decision: Mapped[str] = mapped_column(sa.String(16))
+    reason_code: Mapped[str] = mapped_column(sa.String(40))
+    buyer_grade: Mapped[str] = mapped_column(sa.String(16))
+    grade_as_of: Mapped[str | None] = mapped_column(sa.String(32))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[int | None] = mapped_column(sa.Integer)
+
+
+class ClaimNoticeRow(Base):
+    """An exporter's notice of non-payment to an insurer (assessed again whenever read)."""
+
+    __tablename__ = "claim_notices"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    insurer: Mapped[str] = mapped_column(sa.String(200), index=True)
+    firm_usc: Mapped[str] = mapped_column(sa.String(18), index=True)
+    policy_id: Mapped[str] = mapped_column(sa.String(40))
+    buyer_id: Mapped[str] = mapped_column(sa.String(40), index=True)
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    due_date: Mapped[str] = mapped_column(sa.String(10))  # ISO dates: same text on every database
+    notified_date: Mapped[str] = mapped_column(sa.String(10))
+    loss_usd: Mapped[float] = mapped_column(sa.Float)
+    cover: Mapped[float] = mapped_column(sa.Float)
+    approved_limit_usd: Mapped[float] = mapped_column(sa.Float)
+    country_category: Mapped[str] = mapped_column(sa.String(4))
+    filed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    key_id: Mapped[int | None] = mapped_column(sa.Integer)

@@ -352,6 +352,15 @@ class DeclineOut(Open):
     code: str
     message_en: str
     message_zh: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class QuoteNoteOut(Open):
+    """Where a quote's buyer grade came from (code, parameters, both languages)."""
+
+    code: str
+    message_en: str
+    message_zh: str
 
 
 class QuoteOut(Open):
@@ -365,6 +374,12 @@ class QuoteOut(Open):
     credit_days: int
     cover: float
     amount_usd: float
+    buyer_id: str | None = None
+    buyer_grade: str | None = None
+    buyer_grade_source: Literal["platform", "caller", "product"] | None = None
+    buyer_grade_as_of: str | None = None
+    buyer_pd: float | None = None
+    notes: list[QuoteNoteOut] = Field(default_factory=list)
     rate: float | None = None
     components: list[PremiumComponentOut] = Field(default_factory=list)
     buyer_credit_limit_usd: float | None = None
@@ -686,3 +701,14 @@ class Measure19Response(Strict):
     financing_unlocked: list[UnlockedOut]
     model_version: str
     as_of: date
+
+
+class Measure19CurveResponse(Strict):
+    """Coverage against tail loss along a loosening path, and one loosening in detail."""
+
+    product_id: str
+    level: float
+    curve: list[dict[str, Any]]
+    tail: dict[str, Any]
+    model_version: str
+    as_of: Any

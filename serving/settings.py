@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         default_factory=list,
         description="folders an admin may reload snapshots from (default: snapshot's folder)",
     )
+    buyer_grades: Path | None = Field(
+        default=None,
+        description="graded buyers Parquet (`kuaxin buyers score`); without it every buyer is unknown",
+    )
+    insurer: Path | None = Field(
+        default=None, description="insurer parameters YAML (default: the shipped insurer.yaml)"
+    )
     catalog: Path | None = Field(
         default=None,
         description="feature catalog YAML (default: the model's, else the packaged one)",

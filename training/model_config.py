@@ -7,7 +7,7 @@ fails at load with the key's path instead of deep inside a training run.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -143,6 +143,27 @@ class RegistryConfig(_Strict):
     default_tracking_uri: str
 
 
+class CalibrationConfig(BaseModel):
+    """``calibration`` section of ``training/config/model.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["point_in_time", "through_the_cycle"] = "point_in_time"
+    #: bound on the TTC intercept shift in log-odds (a larger one means a data problem)
+    max_shift: float = Field(default=3.0, gt=0)
+
+
+class CycleConfig(BaseModel):
+    """``cycle`` section of ``training/config/model.yaml``: per-year report settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibration_bins: int = Field(default=10, ge=2)
+    #: years with fewer rows or defaults get no AUC / ECE (too noisy to read)
+    min_year_rows: int = Field(default=50, ge=1)
+    min_year_defaults: int = Field(default=3, ge=1)
+
+
 class ModelConfig(_Strict):
     """The whole of ``training/config/model.yaml``."""
 
@@ -156,6 +177,8 @@ class ModelConfig(_Strict):
     report: ReportConfig
     gate: GateConfig
     registry: RegistryConfig
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    cycle: CycleConfig = Field(default_factory=CycleConfig)
 
 
 def validate_config(raw: dict[str, Any], source: str = "model.yaml") -> dict[str, Any]:

@@ -15,6 +15,7 @@ import pandas as pd
 from training.boosting import fit_booster, lgb_params
 from training.calibration import platt
 from training.challenger import challenger_pd, fit_challenger
+from training.cycle import apply_calibration_mode
 from training.metrics import binary_metrics
 from training.model import features_from_catalog
 from training.result import TrainResult, _labels, _model_version, _stub, _window, fingerprint
@@ -82,8 +83,8 @@ def train_time_split(
         x[tr], y[tr], x[va], y[va], features, search, budget, num_threads, progress
     )
     search_seconds = time.perf_counter() - t0
-    model, valid_pd, fit_rows, final_rounds = _fit_calibrate_refit(
-        model, df, x, y, (tr, va), params, rounds, cfg, num_threads
+    model, valid_pd, fit_rows, final_rounds, calibration_mode = _fit_calibrate_refit(
+        model, df, x, y, times, (tr, va), params, rounds, cfg, num_threads
     )
     refit = bool(cfg["split"].get("refit_on_validation", False))
     test_pd = model.predict_pd(df.loc[te], num_threads)
@@ -103,6 +104,7 @@ def train_time_split(
         "params": params,
         "rounds": final_rounds,
         "refit_on_validation": refit,
+        "calibration_mode": calibration_mode,
         "test_metrics": {k: lgb_test[k] for k in ("auc", "ece", "brier", "log_loss", "ks")},
     }
     metrics: dict[str, Any] = {
@@ -119,6 +121,7 @@ def train_time_split(
         "lightgbm_beats_challenger": lgb_test["auc"] > chall_test["auc"],
         "params": {**params, "rounds": final_rounds, "rounds_on_train": rounds},
         "calibration": model.calibration,
+        "calibration_mode": calibration_mode,
         "data_fingerprint": fp,
         "model_version": model.version,
     }
@@ -139,15 +142,16 @@ def _fit_calibrate_refit(
     df: pd.DataFrame,
     x: np.ndarray,
     y: np.ndarray,
+    times: pd.Series,
     masks: tuple[np.ndarray, np.ndarray],
     params: dict[str, Any],
     rounds: int,
     cfg: dict[str, Any],
     num_threads: int,
-) -> tuple[Any, np.ndarray, np.ndarray, int]:
-    """Fit on train, calibrate on validation, refit on both when configured.
+) -> tuple[Any, np.ndarray, np.ndarray, int, dict[str, Any]]:
+    """Fit on train, calibrate on validation (PIT or TTC), refit on both when configured.
 
-    Returns ``(model, validation PD, rows of the final fit, final rounds)``.
+    Returns ``(model, validation PD, rows of the final fit, final rounds, calibration mode)``.
     """
     tr, va = masks
     features = model.features
@@ -155,6 +159,8 @@ def _fit_calibrate_refit(
     model.booster = fit_booster(x[tr], y[tr], features, full_params, rounds)
     # Platt map on the validation window, out of sample for the train-window booster.
     model.calibration = platt(model.margin(df.loc[va], num_threads), y[va])
+    # PIT keeps this map; TTC shifts it to the long-run default rate (training/cycle.py).
+    calibration_mode = apply_calibration_mode(model, df, y, times, tr | va, va, cfg, num_threads)
     valid_pd = model.predict_pd(df.loc[va], num_threads)
     refit = bool(cfg["split"].get("refit_on_validation", False))
     fit_rows = tr | va if refit else tr
@@ -165,7 +171,7 @@ def _fit_calibrate_refit(
         # (its fit on the test window is checked by the test-window ECE, not assumed).
         final_rounds = max(1, round(rounds * fit_rows.sum() / tr.sum()))
         model.booster = fit_booster(x[fit_rows], y[fit_rows], features, full_params, final_rounds)
-    return model, valid_pd, fit_rows, final_rounds
+    return model, valid_pd, fit_rows, final_rounds, calibration_mode
 
 
 def _check_windows(y: np.ndarray, *masks: np.ndarray) -> None:
