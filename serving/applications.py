@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from features.values import plain
 from serving.auth import Principal
-from serving.consent import grant, revoke, state_of
+from serving.consent import grant, known_institutions, revoke, state_of
 from serving.market import Market, as_utc, firm_row, grades_of, product_versions
 from serving.models import Application, ApplicationEvent, Consent, OutcomeQuarantine, OutcomeRecord
 from serving.problems import FieldError, ProblemError
@@ -206,6 +206,13 @@ def create_application(
             f"product {product_id!r} has no owner",
             "a product of GET /v1/products",
         )
+    if provider not in known_institutions(session):
+        raise ApplyError(
+            "body.product_id",
+            f"{provider}, the provider of {product_id!r}, has no active key on the platform "
+            "and could never read the application",
+            "a product of an institution on the platform",
+        )
     version = latest(product_versions(session), product_id, at)
     app = Application(
         firm_usc=usc_code,
@@ -246,9 +253,19 @@ def create_application(
 
 
 def eligible_products(
-    loaded: Loaded, market: Market, catalog: ProductCatalog, usc_code: str, need: Need
+    session: Session,
+    loaded: Loaded,
+    market: Market,
+    catalog: ProductCatalog,
+    cfg: ApplicationsConfig,
+    usc_code: str,
+    need: Need,
 ) -> list[str]:
-    """Financing products (and, when insurance is wanted, insurance products) the firm is eligible for."""
+    """Return the products the firm is eligible for whose provider is on the platform.
+
+    Financing products, and insurance products when the need wants insurance; a provider is on
+    the platform when it has an active key (otherwise no consent to it can be granted).
+    """
     result = match(
         firm_row(loaded, usc_code),
         need,
@@ -260,7 +277,8 @@ def eligible_products(
     ids = [e["product_id"] for e in result.financing if e["eligible"]]
     if need.insurance_wanted:
         ids += [e["product_id"] for e in result.insurance if e["eligible"]]
-    return ids
+    known = set(known_institutions(session))
+    return [i for i in ids if product_owner(session, market, i, cfg) in known]
 
 
 def new_need_ref() -> str:

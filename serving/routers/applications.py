@@ -186,16 +186,17 @@ def post_need(
     require_known(loaded, usc_code)
     catalog = effective_products(session, market)
     need = Need(**body.model_dump())
-    ids = eligible_products(loaded, market, catalog, usc_code, need)
+    cfg = config_for(settings)
+    ids = eligible_products(session, loaded, market, catalog, cfg, usc_code, need)
     if not ids:
         raise ProblemError(
             409,
-            f"firm {usc_code} is eligible for no product for this need; see POST "
+            f"firm {usc_code} is eligible for no product of a provider on the platform for "
+            "this need; see POST "
             f"/v1/firms/{usc_code}/matches for what would change that",
             kind="no-eligible-product",
         )
     ref = new_need_ref()
-    cfg = config_for(settings)
     apps = [
         create_application(
             session,

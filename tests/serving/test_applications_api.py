@@ -254,7 +254,13 @@ def test_post_a_need_to_every_eligible_provider(world: AppsWorld, svc_loaded: An
     r = c.post(
         f"/v1/firms/{world.a}/matches", json={**NEED, "recourse": False}, headers=world.h("firm_a")
     )
-    eligible = {m["product_id"] for m in r.json()["financing"] if m["eligible"]}
+    on_platform = {"Pengcheng Commercial Bank", "Nanhai Trade Bank", "Sinosure Shenzhen"}
+    owners = {"pcb": "Pengcheng Commercial Bank", "nhb": "Nanhai Trade Bank"}
+    eligible = {
+        m["product_id"]
+        for m in r.json()["financing"]
+        if m["eligible"] and owners.get(m["product_id"][:3]) in on_platform
+    }
     r = c.post(f"/v1/firms/{world.a}/needs", json=NEED, headers=world.h("firm_a"))
     if not eligible:
         assert r.status_code == 409
@@ -264,6 +270,16 @@ def test_post_a_need_to_every_eligible_provider(world: AppsWorld, svc_loaded: An
     assert {a["product_id"] for a in apps} == eligible
     assert len({a["consent_id"] for a in apps}) == len(apps)
     assert len({a["need_ref"] for a in apps}) == 1
+
+
+def test_a_provider_without_a_key_cannot_receive_an_application(world: AppsWorld) -> None:
+    r = world.apply(product_id="qmb_inclusive_micro_loan")  # Qianhai Micro Bank has no key here
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.product_id"
+    assert "no active key" in r.json()["detail"]
+    assert (
+        world.svc.client.get(f"/v1/firms/{world.a}/applications", headers=world.h("firm_a")).json()
+        == []
+    )
 
 
 def test_regulator_statistics_are_aggregates(world: AppsWorld) -> None:

@@ -29,6 +29,11 @@ def test_demo_seeds_applications_in_several_states(
     url = f"sqlite:///{tmp_path / 'kuaxin.db'}"
     upgrade(url)
     db = Database(url)
+    from serving.auth import create_key
+
+    with db.session() as s:  # kuaxin demo creates these keys before it seeds
+        create_key(s, "bank", "Demo Bank")
+        create_key(s, "insurer", "Demo Insurer")
     seeded = seed_applications(db, svc_loaded, load_market(), ORGS, svc_firms.a)
     assert len(seeded) == len(DEMO_APPLICATIONS)
     assert {a["status"] for a in seeded} == {

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from apps_world import APPROVE, BANK, NEED, PRODUCT, build
 from typer.testing import CliRunner
 
-N_FIRMS, N_DEFAULTS = 60, 15
+N_FIRMS, N_DEFAULTS = 90, 25
 
 
 def test_outcome_export_trains_through_kuaxin_train_table(

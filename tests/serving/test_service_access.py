@@ -49,6 +49,27 @@ BODIES: dict[str, Any] = {
         "credit_days": 90,
     },
     "POST /v1/admin/reload": "skip",  # reloads every firm: covered by test_service_reload
+    # Applications: the role is the table's, ownership of the application or product the
+    # route's (403); tests/serving/test_applications_access.py walks endpoint x role x ownership.
+    **dict.fromkeys(
+        [
+            "POST /v1/firms/{usc_code}/applications",
+            "GET /v1/firms/{usc_code}/applications/{application_id}",
+            "POST /v1/firms/{usc_code}/applications/{application_id}/withdraw",
+            "POST /v1/firms/{usc_code}/applications/{application_id}/respond",
+            "POST /v1/firms/{usc_code}/needs",
+            "GET /v1/provider/applications/{application_id}",
+            "POST /v1/provider/applications/{application_id}/decision",
+            "POST /v1/provider/applications/{application_id}/disbursement",
+            "POST /v1/provider/applications/{application_id}/repayments",
+            "POST /v1/provider/outcomes",
+            "POST /v1/provider/products",
+            "PUT /v1/provider/products/{product_id}",
+            "DELETE /v1/provider/products/{product_id}",
+            "GET /v1/provider/products/{product_id}/versions",
+        ],
+        "skip",
+    ),
     "POST /portal/": None,
 }
 #: Path parameters other than the firm.

@@ -172,7 +172,7 @@
       var old = card.querySelector(".app-detail");
       if (old) old.remove();
       var box = el("div", { class: "app-detail" }, [decisionBlock(app), historyBlock(app),
-        el("p", { class: "muted", text: T.app_consent + ": " + app.consent_state })]);
+        el("p", { class: "muted", text: T.app_consent + ": " + (T["app_consent_" + app.consent_state] || app.consent_state) })]);
       if (app.allowed_actions.indexOf("respond") >= 0) {
         var note = el("input", { id: "respond-note-" + id, type: "text", maxlength: "2000" });
         var form = el("form", { class: "form respond" }, [el("label", { for: "respond-note-" + id, text: T.app_note }), note,
@@ -247,7 +247,7 @@
         [T.app_tenor, f.need.tenor_months], [T.app_purpose, f.need.purpose], [T.app_grade, s.grade], [T.app_score, s.score === null ? "–" : Math.round(s.score)],
         [T.app_pd, pct(s.pd)], [T.app_limit, money(m.limit_cny)], [T.app_price, m.price ? pct(m.price.rate) : "–"],
         [T.app_model_version, f.model_version], [T.app_as_of, f.as_of], [T.app_frozen_at, when(f.frozen_at)],
-        [T.app_consent, app.consent_state]]),
+        [T.app_consent, T["app_consent_" + app.consent_state] || app.consent_state]]),
       f.qualified_via_bundle ? el("p", { class: "badge ok", text: T.app_bundle_only }) : null,
       el("p", { class: "muted hash", text: "SHA-256 " + app.frozen_sha256 })
     ]);
