@@ -608,8 +608,12 @@ class CountryOut(Strict):
 
     iso3: str
     name: str
+    name_zh: str
+    name_en: str
     crc: int | None
     category: str
+    category_zh: str
+    category_en: str
     high_income_unclassified: bool
     declined: bool
 
