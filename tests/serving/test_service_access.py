@@ -70,10 +70,20 @@ BODIES: dict[str, Any] = {
         ],
         "skip",
     ),
+    # The insurer's per-firm actions: tests/serving/test_insurer_access.py walks them per role,
+    # consent and insurer (their answers are the insurer's own records, not the firm's row).
+    **dict.fromkeys(
+        [
+            "POST /v1/firms/{usc_code}/buyer-limits",
+            "POST /v1/firms/{usc_code}/quote-plan",
+            "POST /v1/firms/{usc_code}/claims",
+        ],
+        "skip",
+    ),
     "POST /portal/": None,
 }
 #: Path parameters other than the firm.
-PATH_VALUES = {"consent_id": "999999"}
+PATH_VALUES = {"consent_id": "999999", "buyer_id": "BYUSA000001"}
 
 
 def _callers() -> list[tuple[str, str]]:
