@@ -19,7 +19,7 @@ from pathlib import Path
 
 from training.cli import run_training
 
-POLISH = Path("/work/shared/data/polish_bankruptcy_year1.csv")
+POLISH = Path(__file__).resolve().parents[1] / "tests" / "data" / "polish_bankruptcy_year1.csv.gz"
 RESULTS = Path(__file__).with_name("results_train.md")
 
 

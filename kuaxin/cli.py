@@ -16,6 +16,9 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Typer's rich help shows a value placeholder ("<bool>") even for flags such as --help;
+    # Click's plain help lists options without one.
+    rich_markup_mode=None,
 )
 
 for _module in (
@@ -24,7 +27,9 @@ for _module in (
     "training.cli",
     "training.monitor_cli",
     "training.batch",
+    "training.buyer_cli",
     "serving.cli",
+    "serving.apps_cli",
 ):
     try:
         importlib.import_module(_module).register(app)

@@ -7,11 +7,14 @@ line on stderr with a non-zero exit.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
+
+T = TypeVar("T")
 
 #: Institutions the demo creates keys for (their earlier demo keys are revoked on a re-run).
 DEMO_ORGS = {
@@ -53,6 +56,62 @@ def _database(database_url: str | None) -> Any:
     return Database(settings.database_url)
 
 
+def _seed_demo_applications(
+    database: Any, settings: Any, snapshot: Path, info: dict[str, Any]
+) -> Any:
+    """Seed applications in several states (serving.demo.seed_applications); skipped without a model."""
+    from serving.demo import applications_seeded, seed_applications
+    from serving.market import load_market
+    from serving.state import ServingState
+
+    if applications_seeded(database, DEMO_ORGS):
+        return []
+    typer.echo(
+        "seeding demo applications (loads the model and scores the snapshot once) ...", err=True
+    )
+    try:
+        loaded = ServingState().load(settings.model_copy(update={"snapshot": snapshot}))
+    except Exception as exc:  # no model yet: the keys still work, the pages start empty
+        typer.echo(f"warning: no demo applications: {exc}", err=True)
+        return []
+    return seed_applications(
+        database, loaded, load_market(settings), DEMO_ORGS, info["firm"]["usc_code"]
+    )
+
+
+def _while_waiting(what: str, call: Callable[[], T]) -> T:
+    """Run ``call`` while a progress line on stderr counts the seconds (a reload takes a while).
+
+    The line shows only on a terminal; piped output stays clean.
+    """
+    import threading
+    import time
+
+    from tqdm import tqdm
+
+    done = threading.Event()
+    result: list[T] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(call())
+        except BaseException as exc:  # re-raised in the caller's thread
+            failure.append(exc)
+        finally:
+            done.set()
+
+    worker = threading.Thread(target=work, daemon=True)
+    start = time.monotonic()
+    worker.start()
+    with tqdm(desc=what, unit="s", bar_format="{desc}: {elapsed}", disable=None) as bar:
+        while not done.wait(0.5):
+            bar.update(time.monotonic() - start - bar.n)
+    if failure:
+        raise failure[0]
+    return result[0]
+
+
 def _parse_expiry(expires: str | None, days: int | None) -> datetime:
     if expires is not None:
         try:
@@ -64,24 +123,8 @@ def _parse_expiry(expires: str | None, days: int | None) -> datetime:
     return datetime.now(UTC) + timedelta(days=days if days is not None else 365)
 
 
-def register(app: typer.Typer) -> None:
-    """Add the service's commands to the ``kuaxin`` app.
-
-    Parameters
-    ----------
-    app : typer.Typer
-        The top-level app.
-    """
-    keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
-    consent = typer.Typer(
-        help="Consents of firms to institutions: grant, revoke, list.", no_args_is_help=True
-    )
-    audit = typer.Typer(help="The audit log.", no_args_is_help=True)
-    db = typer.Typer(help="The service database.", no_args_is_help=True)
-    app.add_typer(keys, name="keys")
-    app.add_typer(consent, name="consent")
-    app.add_typer(audit, name="audit")
-    app.add_typer(db, name="db")
+def _serve_commands(app: typer.Typer) -> None:
+    """Add ``kuaxin serve``."""
 
     @app.command()
     def serve(
@@ -94,23 +137,28 @@ def register(app: typer.Typer) -> None:
         database_url: DatabaseOpt = None,
         log_level: Annotated[str, typer.Option(help="log level")] = "info",
         access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=1, max=64, help="processes sharing the port (scores precomputed once)"
+            ),
+        ] = 1,
     ) -> None:
-        """Run the scoring service (uvicorn)."""
+        """Run the scoring service (uvicorn; several workers with --workers N)."""
         import logging
 
-        import uvicorn
+        from serving.workers import LOG_FORMAT
+        from serving.workers import serve as run_service
 
-        from serving.app import create_app
-
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
         settings = _settings(snapshot=snapshot, model_dir=model_dir, database_url=database_url)
         if settings.snapshot is None:
             _fail("no snapshot: pass --snapshot FILE or set KUAXIN_SNAPSHOT")
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log
-        )
+        run_service(settings, host, port, workers, log_level=log_level, access_log=access_log)
+
+
+def _key_commands(keys: typer.Typer) -> None:
+    """Add ``kuaxin keys create|list|revoke``."""
 
     @keys.command("create")
     def keys_create(
@@ -170,6 +218,10 @@ def register(app: typer.Typer) -> None:
         finally:
             database.dispose()
         typer.echo(f"revoked key {key_id}")
+
+
+def _consent_commands(consent: typer.Typer) -> None:
+    """Add ``kuaxin consent grant|revoke|list``."""
 
     @consent.command("grant")
     def consent_grant(
@@ -240,6 +292,10 @@ def register(app: typer.Typer) -> None:
                 )
         database.dispose()
 
+
+def _audit_and_db_commands(audit: typer.Typer, db: typer.Typer) -> None:
+    """Add ``kuaxin audit verify`` and ``kuaxin db upgrade``."""
+
     @audit.command("verify")
     def audit_verify(database_url: DatabaseOpt = None) -> None:
         """Check the audit hash chain; exit 1 naming the first broken row."""
@@ -265,6 +321,10 @@ def register(app: typer.Typer) -> None:
         _database(database_url).dispose()
         typer.echo(f"database at revision {current_revision(settings.database_url)}")
 
+
+def _reload_command(app: typer.Typer) -> None:
+    """Add ``kuaxin reload``."""
+
     @app.command()
     def reload(
         url: Annotated[
@@ -286,11 +346,14 @@ def register(app: typer.Typer) -> None:
             "snapshot": str(snapshot.resolve()) if snapshot else None,
         }
         try:
-            resp = httpx.post(
-                f"{url.rstrip('/')}/v1/admin/reload",
-                json=body,
-                headers={"X-API-Key": key},
-                timeout=600,
+            resp = _while_waiting(
+                "reloading (the service scores and explains every firm)",
+                lambda: httpx.post(
+                    f"{url.rstrip('/')}/v1/admin/reload",
+                    json=body,
+                    headers={"X-API-Key": key},
+                    timeout=600,
+                ),
             )
         except httpx.HTTPError as exc:
             _fail(f"service at {url} unreachable: {exc}")
@@ -301,6 +364,10 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"serving model {info['model_version']} on {info['snapshot']} as of {info['as_of']} ({info['firms']} firms)"
         )
+
+
+def _demo_command(app: typer.Typer) -> None:
+    """Add ``kuaxin demo``."""
 
     @app.command()
     def demo(
@@ -327,6 +394,7 @@ def register(app: typer.Typer) -> None:
             info = create_demo(
                 database, snapshot, base_url=base_url, orgs=DEMO_ORGS, settings=settings
             )
+            info["applications"] = _seed_demo_applications(database, settings, snapshot, info)
         except ValueError as exc:
             _fail(str(exc))
             raise
@@ -340,8 +408,40 @@ def register(app: typer.Typer) -> None:
         )
         typer.echo(f"demo keys written to {out} and {env} (source it: `source {env}`)")
         typer.echo(f"demo firm {info['firm']['usc_code']} {info['firm']['name'] or ''}")
+        seeded = info.get("applications") or []
+        if seeded:
+            states = ", ".join(sorted({a["status"] for a in seeded}))
+            typer.echo(
+                f"seeded {len(seeded)} applications ({states}); console: {base_url}/console/"
+            )
         for role, k in info["keys"].items():
             typer.echo(f"  {role:<10} {k['org']:<22} {k['key']}")
         typer.echo("try (after `make serve` or while `make run` serves):")
         for line in info["curl"]:
             typer.echo(f"  {line}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the service's commands to the ``kuaxin`` app.
+
+    Parameters
+    ----------
+    app : typer.Typer
+        The top-level app.
+    """
+    keys = typer.Typer(help="API keys: create, list, revoke.", no_args_is_help=True)
+    consent = typer.Typer(
+        help="Consents of firms to institutions: grant, revoke, list.", no_args_is_help=True
+    )
+    audit = typer.Typer(help="The audit log.", no_args_is_help=True)
+    db = typer.Typer(help="The service database.", no_args_is_help=True)
+    app.add_typer(keys, name="keys")
+    app.add_typer(consent, name="consent")
+    app.add_typer(audit, name="audit")
+    app.add_typer(db, name="db")
+    _serve_commands(app)
+    _key_commands(keys)
+    _consent_commands(consent)
+    _audit_and_db_commands(audit, db)
+    _reload_command(app)
+    _demo_command(app)

@@ -9,7 +9,10 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from features.uscc import validate as validate_uscc
-from serving.models import SCOPES, Consent
+from serving.models import SCOPES, ApiKey, Consent
+
+#: Roles whose institutions a firm may open its data to.
+CONSENT_ROLES = ("bank", "insurer")
 
 
 class ConsentError(ValueError):
@@ -24,17 +27,12 @@ class ConsentState(StrEnum):
     revoked = "revoked"
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; every stored time is UTC.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def state_of(consent: Consent, now: datetime | None = None) -> ConsentState:
     """Return whether ``consent`` is active, expired or revoked at ``now``."""
     now = now or datetime.now(UTC)
     if consent.revoked_at is not None:
         return ConsentState.revoked
-    if _aware(consent.expires_at) <= now:
+    if consent.expires_at <= now:
         return ConsentState.expired
     return ConsentState.active
 
@@ -62,7 +60,8 @@ def grant(
     firm_usc : str
         The granting firm.
     institution : str
-        The institution (an API key's ``org``) that may read.
+        The institution that may read: the ``org`` of an active bank or insurer API key (an
+        institution without a key could never read, and a misspelt name would grant nothing).
     scopes : list of str
         Subset of ``serving.models.SCOPES``.
     purpose : str
@@ -80,7 +79,8 @@ def grant(
     Raises
     ------
     ConsentError
-        Invalid firm, unknown scope, empty purpose or institution, expiry not in the future.
+        Invalid firm, unknown scope, empty purpose, an institution without an active bank or
+        insurer key, expiry not in the future.
     """
     check = validate_uscc(firm_usc)
     if not check.valid:
@@ -92,6 +92,12 @@ def grant(
         )
     if not institution.strip():
         raise ConsentError("institution must be a non-empty name")
+    known = known_institutions(session)
+    if institution.strip() not in known:
+        raise ConsentError(
+            f"institution must be a bank or insurer with an active API key; got {institution!r}"
+            + (f" (known: {', '.join(known)})" if known else " (none registered)")
+        )
     if not purpose.strip():
         raise ConsentError("purpose must be a non-empty text")
     if expires_at.tzinfo is None:
@@ -111,6 +117,16 @@ def grant(
     session.add(row)
     session.flush()
     return row
+
+
+def known_institutions(session: Session) -> list[str]:
+    """Institutions a firm may consent to: orgs of active bank and insurer keys, sorted."""
+    rows = session.scalars(
+        sa.select(ApiKey.org)
+        .where(ApiKey.role.in_(CONSENT_ROLES), ApiKey.revoked_at.is_(None))
+        .distinct()
+    )
+    return sorted(set(rows))
 
 
 def revoke(session: Session, consent_id: int, firm_usc: str | None = None) -> Consent:
@@ -176,6 +192,38 @@ def active_consent(
     for row in rows:
         if scope in scopes_of(row):
             return row
+    return None
+
+
+_CONSENTS = Consent.__table__
+_ACTIVE = (
+    sa.select(_CONSENTS.c.id, _CONSENTS.c.purpose, _CONSENTS.c.scopes)
+    .where(
+        _CONSENTS.c.firm_usc == sa.bindparam("firm"),
+        _CONSENTS.c.institution == sa.bindparam("institution"),
+        _CONSENTS.c.revoked_at.is_(None),
+        _CONSENTS.c.expires_at > sa.bindparam("now", type_=Consent.expires_at.type),
+    )
+    .order_by(_CONSENTS.c.expires_at.desc())
+)
+
+
+def active_grant(
+    session: Session, firm_usc: str, institution: str, scope: str
+) -> tuple[int, str, tuple[str, ...]] | None:
+    """Return ``(id, purpose, scopes)`` of :func:`active_consent`'s consent, as one prepared
+    statement.
+
+    The per-request form of :func:`active_consent` (the same rows in the same order; no ORM
+    object is built).
+    """
+    rows = session.connection().execute(
+        _ACTIVE, {"firm": firm_usc, "institution": institution, "now": datetime.now(UTC)}
+    )
+    for row in rows:
+        scopes = tuple(row.scopes.split(","))
+        if scope in scopes:
+            return int(row.id), str(row.purpose), scopes
     return None
 
 

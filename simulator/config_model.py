@@ -34,6 +34,7 @@ class Episode(_Strict):
     start: str
     end: str
     level: float
+    build: float = Field(default=0.85, ge=0, lt=1)
     regions: dict[str, float] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -170,6 +171,7 @@ class Delinquency(_Strict):
 class Sudden(_Strict):
     """Defaults without warning."""
 
+    max_state: int = Field(ge=0)
     share_of_defaults: Prob = Field(ge=0, lt=1)
     reference_monthly_default_rate: Prob = Field(ge=0, le=1)
     causes: dict[str, float] = Field(min_length=1)
@@ -231,7 +233,7 @@ class SimulatorConfig(BaseModel):
     claims: Claims
     hazard: dict[str, Any]
     margins: dict[str, float]
-    fx: dict[str, float]
+    fx: dict[str, float | list[float]]
     operations: dict[str, Any]
     warehouses: dict[str, Any]
     loans: dict[str, Any]

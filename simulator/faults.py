@@ -164,43 +164,9 @@ def inject(
     copies = df.iloc[src].reset_index(drop=True).copy()
     column = np.full(n_f, "", dtype=object)
 
-    def rows_of(k: str) -> np.ndarray:
-        return np.nonzero(kind == k)[0]
-
     if TABLES[table].firm_keyed:
         _recode(copies, kind, column, rng, unknown_codes)
-
-    neg = rows_of("negative_amount")
-    if len(neg):
-        col = _amount_column(table)
-        assert col is not None
-        vals = copies[col].to_numpy(dtype=float).copy()
-        vals[neg] = -np.round(np.abs(vals[neg]) + 1.0, 2)
-        copies[col] = vals
-        column[neg] = col
-
-    oor = rows_of("out_of_range")
-    if len(oor):
-        options = cfg["out_of_range"][table]
-        names = list(options)
-        pick = rng.integers(0, len(names), len(oor))
-        for name_i, name in enumerate(names):
-            rows = oor[pick == name_i]
-            if len(rows):
-                values = copies[name].to_numpy(dtype=object).copy()
-                values[rows] = options[name]
-                copies[name] = pd.Series(values).astype(df[name].dtype)
-                column[rows] = name
-
-    bad = rows_of("bad_period")
-    if len(bad):
-        fmts = cfg["bad_periods"]
-        periods = copies["period"].to_numpy(dtype=object).copy()
-        which = rng.integers(0, len(fmts), len(bad))
-        for r, f in zip(bad, which, strict=True):
-            periods[r] = datetime.strptime(periods[r], "%Y-%m").strftime(fmts[f])
-        copies["period"] = pd.Series(periods, dtype="str")
-        column[bad] = "period"
+    _spoil_values(copies, kind, column, table, cfg, rng, df.dtypes)
 
     order = np.argsort(np.concatenate([np.arange(n) * 2, src * 2 + 1]), kind="stable")
     out = pd.concat([df, copies], ignore_index=True).iloc[order].reset_index(drop=True)
@@ -249,3 +215,50 @@ def _recode(
         usc[unk] = unknown_codes(len(unk))
         column[unk] = "usc_code"
     copies["usc_code"] = pd.Series(usc, dtype="str")
+
+
+def _spoil_values(
+    copies: pd.DataFrame,
+    kind: np.ndarray,
+    column: np.ndarray,
+    table: str,
+    cfg: dict[str, Any],
+    rng: np.random.Generator,
+    dtypes: pd.Series,
+) -> None:
+    """Apply the value faults (negative amount, out of range, bad period) in place."""
+
+    def rows_of(k: str) -> np.ndarray:
+        return np.nonzero(kind == k)[0]
+
+    neg = rows_of("negative_amount")
+    if len(neg):
+        col = _amount_column(table)
+        assert col is not None
+        vals = copies[col].to_numpy(dtype=float).copy()
+        vals[neg] = -np.round(np.abs(vals[neg]) + 1.0, 2)
+        copies[col] = vals
+        column[neg] = col
+
+    oor = rows_of("out_of_range")
+    if len(oor):
+        options = cfg["out_of_range"][table]
+        names = list(options)
+        pick = rng.integers(0, len(names), len(oor))
+        for name_i, name in enumerate(names):
+            rows = oor[pick == name_i]
+            if len(rows):
+                values = copies[name].to_numpy(dtype=object).copy()
+                values[rows] = options[name]
+                copies[name] = pd.Series(values).astype(dtypes[name])
+                column[rows] = name
+
+    bad = rows_of("bad_period")
+    if len(bad):
+        fmts = cfg["bad_periods"]
+        periods = copies["period"].to_numpy(dtype=object).copy()
+        which = rng.integers(0, len(fmts), len(bad))
+        for r, f in zip(bad, which, strict=True):
+            periods[r] = datetime.strptime(periods[r], "%Y-%m").strftime(fmts[f])
+        copies["period"] = pd.Series(periods, dtype="str")
+        column[bad] = "period"

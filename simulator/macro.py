@@ -7,9 +7,9 @@ firms move together. The state of region ``r`` in month ``t`` is
 
 where ``a`` is an AR(1) index (``rho``, innovation ``sigma``) and each episode ``e`` (the 2020
 demand and logistics shock, the 2021 freight-cost squeeze, the 2022-23 Western demand
-slowdown; ``simulator/config/simulator.yaml``) is an AR(1) with the same ``rho`` whose
-innovation is ``level * (1 - rho)`` in the episode's months, so it builds up towards ``level``
-and then fades. Positive values are bad times. A firm sees the mix of its destination
+slowdown; ``simulator/config/simulator.yaml``) moves towards its ``level`` at the rate
+``build`` while it runs (``e = build * e + (1 - build) * level``) and fades at ``rho`` after
+its end. Positive values are bad times. A firm sees the mix of its destination
 regions, scaled by its industry's loading (:func:`firm_factor`).
 
 What the oracle knows: at the start of month ``T`` the factor up to ``T - 1``; it forecasts
@@ -118,9 +118,10 @@ def draw_macro(cfg: dict[str, Any], rng: np.random.Generator, month0: int, n_mon
         # Episodes that began before the window are run from their start.
         span = np.arange(min(lo, month0), month0 + n_months)
         level = 0.0
+        build = float(e.get("build", rho))
         for m in span:
             on = lo <= m <= hi
-            level = rho * level + (1 - rho) * e["level"] * on
+            level = build * level + (1 - build) * e["level"] if on else rho * level
             if m >= month0:
                 ep[k, m - month0] = level
                 if on:

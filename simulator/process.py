@@ -12,7 +12,8 @@ macro_i(t) + buyer_i(t))``. A firm at 30 days rolls to 60 the next month with pr
 ``roll_30_60`` (else it cures), at 60 to 90 with ``roll_60_90`` (else it cures, some by a
 restructuring); 90 days past due is the default (court route: an enforcement or
 dishonest-debtor record in that month). A cured firm goes back to the chain in
-``cure_state``. Independently, a performing firm outside the distressed state defaults
+``cure_state``. Independently, a performing firm in a healthy state (``sudden.max_state`` or
+better) defaults
 without warning (fraud, loss of a key buyer, a platform ban) with a small monthly probability.
 Otherwise it may deregister voluntarily, otherwise it moves one state down or up.
 The firm effects ``x_i`` carry the nonlinear drivers (thin margin x high leverage, FX-receipt
@@ -534,7 +535,7 @@ def _chain_month(w: World, ch: _Chain, t: int, u: np.ndarray, p: dict[str, Any])
         + w.buyer_logit[:, t]
     )
     onset = performing & (u[0] < h)
-    sudden = performing & ~onset & (ch.cur < S - 1) & (u[1] < p["sudden"])
+    sudden = performing & ~onset & (ch.cur <= p["sudden_max"]) & (u[1] < p["sudden"])
     roll1 = live & (ch.dq == 1) & (u[3] < dl["roll_30_60"])
     roll2 = live & (ch.dq == 2) & (u[3] < dl["roll_60_90"])
     cured = live & (ch.dq > 0) & ~roll1 & ~roll2
@@ -588,6 +589,7 @@ def run_chain(
     p = {
         "a_s": np.asarray(hh["hazard_logit"], np.float32),
         "sudden": sudden_prob(w.cfg),
+        "sudden_max": w.cfg["sudden"]["max_state"],
         "cause": _sudden_cause(w, rng),
     }
     state = np.full((n, M), -1, np.int8)
@@ -704,7 +706,7 @@ def oracle_pd(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         new2 = r2 + (1 - r2) * v[c]
         for s_ in range(S):
             h = 1 / (1 + c_s[s_] * e)
-            ps = p_sud if s_ < S - 1 else 0.0
+            ps = p_sud if s_ <= w.cfg["sudden"]["max_state"] else 0.0
             v[s_] = h * v1 + (1 - h) * (ps + (1 - ps) * stay * cont[s_])
         v1, v2 = new1, new2
     # Live at the start of T: registered before T, not deregistered before T, not defaulted.

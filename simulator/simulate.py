@@ -464,3 +464,34 @@ def _summary(
         "faults": totals.faults,
         "seconds": seconds,
     }
+
+
+def simulate_latent(
+    n_firms: int, seed: int, start: str, end: str, config: dict[str, Any] | None = None
+) -> World:
+    """Run only the latent process of a world as one chunk (no tables, nothing written).
+
+    For checks on a large world that need the chain, not the data: roll rates, default
+    shares, the oracle. Same streams as :func:`simulate` with one chunk of ``n_firms``.
+
+    Parameters
+    ----------
+    n_firms, seed, start, end, config
+        As for :func:`simulate`.
+
+    Returns
+    -------
+    World
+        The chunk after the health and delinquency chain ran.
+    """
+    month0, n_months = _check_args(n_firms, seed, start, end, 0.0, n_firms)
+    cfg = validate_config(config) if config is not None else load_config()
+    sh = _shared(n_firms, seed, month0, n_months, cfg, 0.0, Path("."), Path("."))
+    streams = np.random.SeedSequence(seed, spawn_key=(1, 0)).spawn(6)
+    rng_firms, rng_wave, rng_chain, _, _, rng_buyers = (np.random.default_rng(s) for s in streams)
+    w = make_world(cfg, sh.countries, rng_firms, sh.codes, sh.district, 0, month0, n_months)
+    draw_wave(w, rng_wave, sh.wave_t)
+    attach_world_state(w, sh.macro, sh.buyers, rng_buyers)
+    hazard_inputs(w)
+    run_chain(w, rng_chain)
+    return w

@@ -220,7 +220,7 @@ class ChunkTables:
         t3 = self.t[None, :, None]
         # A store never reinstated stops reporting six months after its suspension.
         closed = (w.store_wave_back[:, None, :] == NEVER) & (
-            t3 >= w.store_wave_susp[:, None, :] + 6
+            t3 >= w.store_wave_susp[:, None, :] + sc["closed_after_months"]
         )
         exists = (
             w.store_present[:, None, :]
@@ -318,25 +318,30 @@ class ChunkTables:
                 + tc["score_state"] * mean_state
                 + tc["score_sd"] * rng.standard_normal(w.n)
             )
-            score = np.where(distressed, 30.0, score)
-            grade = np.select([score >= 90, score >= 70, score >= 40], [0, 1, 3], 4)
+            score = np.where(distressed, tc["distressed_score"], score)
+            a_, b_, m_ = tc["grade_score_thresholds"]  # A, B and C-or-better cut-offs
+            grade = np.select([score >= a_, score >= b_, score >= m_], [0, 1, 3], 4)
             age_end = hi - w.reg_m
-            young = (age_end < tc["new_firm_years"] * 12) & (score >= 70)
+            young = (age_end < tc["new_firm_years"] * 12) & (score >= b_)
             grade = np.where(young, 2, grade)
             sales_cny = sales * cny
             tax_paid = (
                 sales_cny
                 * (w.margin * tc["income_tax"] + tc["other_taxes_of_sales"])
-                * rng.uniform(0.8, 1.2, w.n)
+                * rng.uniform(*tc["paid_noise"], w.n)
             )
-            rebate = sales_cny * tc["rebate_rate"] * rebate_share * rng.uniform(0.5, 1.0, w.n)
+            rebate = (
+                sales_cny * tc["rebate_rate"] * rebate_share * rng.uniform(*tc["rebate_noise"], w.n)
+            )
             big = sales > np.median(sales) if len(sales) else np.zeros(0, bool)
             rclass = np.select([(grade == 0) & big, grade <= 1, grade <= 3], [1, 2, 3], 4)
             state_idx = np.clip(np.round(mean_state).astype(int), 0, len(tc["arrears_prob"]) - 1)
             arrears_p = np.asarray(tc["arrears_prob"])[state_idx]
-            arrears_p = np.where(distressed, 0.8, arrears_p)
+            arrears_p = np.where(distressed, tc["distressed_arrears_prob"], arrears_p)
             arrears = np.where(
-                rng.random(w.n) < arrears_p, sales_cny * rng.uniform(0.005, 0.03, w.n), 0.0
+                rng.random(w.n) < arrears_p,
+                sales_cny * rng.uniform(*tc["arrears_share_of_sales"], w.n),
+                0.0,
             )
             idx = np.nonzero(ok)[0]
             frames.append(
@@ -366,14 +371,17 @@ class ChunkTables:
         oc = cfg["operations"]
         lag_state = _lagged(w.state, oc["headcount_lag"]).clip(0)
         act = np.asarray(cfg["health"]["activity"])[lag_state]
-        act = np.where(self.t[None, :] >= w.onset_m[:, None] + oc["headcount_lag"], act * 0.6, act)
+        after = self.t[None, :] >= w.onset_m[:, None] + oc["headcount_lag"]
+        act = np.where(after, act * oc["post_onset_headcount"], act)
         noise = np.exp(oc["headcount_noise_sd"] * rng.standard_normal((w.n, self.M)))
         growth = np.sqrt(self.capacity / np.maximum(self.act * w.scale[:, None], 1e-9))
         head = np.maximum(np.round(w.headcount0[:, None] * act**1.5 * growth * noise), 1)
         self.headcount = head
         p_arr = np.asarray(oc["si_arrears_prob"])[lag_state]
         arrears = np.where(
-            rng.random((w.n, self.M)) < p_arr, head * 1100 * rng.uniform(0.5, 2.0, (w.n, self.M)), 0
+            rng.random((w.n, self.M)) < p_arr,
+            head * oc["si_arrears_cny_per_head"] * rng.uniform(0.5, 2.0, (w.n, self.M)),
+            0,
         )
         i, t = np.nonzero(self.live & self.reporting("social_insurance"))
         df = pd.DataFrame(
@@ -465,11 +473,14 @@ class ChunkTables:
         cc = cfg["customs_credit"]
         n = w.n
         first = w.reg_m + cc["first_record_delay_months"]
-        p_aeo = cc["aeo_prob"] * np.exp(0.6 * w.z_cap + 0.6 * w.quality)
-        aeo = rng.random(n) < np.minimum(p_aeo, 0.9)
+        p_aeo = cc["aeo_prob"] * np.exp(
+            cc["aeo_size_effect"] * w.z_cap + cc["aeo_quality_effect"] * w.quality
+        )
+        aeo = rng.random(n) < np.minimum(p_aeo, cc["aeo_max_prob"])
         cat = np.where(aeo, CUSTOMS_CREDIT.index("aeo"), CUSTOMS_CREDIT.index("general"))
         day1 = rng.integers(1, 29, n)
-        dishonest_m = w.default_m + rng.integers(1, 7, n)
+        lo_d, hi_d = cc["dishonest_after_months"]
+        dishonest_m = w.default_m + rng.integers(lo_d, hi_d + 1, n)
         dis = (
             (w.default_m < NEVER)
             & (rng.random(n) < cfg["defaults"]["customs_dishonest_prob"])
@@ -504,7 +515,8 @@ class ChunkTables:
             + fx["state_slope"] * np.maximum(self.obs - 1, 0)
             + fx["noise_sd"] * self.rng.standard_normal((w.n, self.M))
         )
-        return np.clip(np.where(self.t[None, :] >= w.onset_m[:, None], short + 0.3, short), 0, 1)
+        onset = self.t[None, :] >= w.onset_m[:, None]
+        return np.clip(np.where(onset, short + fx["post_onset_shortfall"], short), 0, 1)
 
     def _fx_buyer_rows(self, short: np.ndarray, cls: np.ndarray) -> pd.DataFrame:
         """One bank receipt row per firm, month and buyer with something due that month."""
@@ -553,7 +565,7 @@ class ChunkTables:
         )
         main = np.where(rng.random(n) < pi_share, 1, 0)  # index into FX_CHANNELS
         second = rng.random(n) < fx["second_channel_prob"]
-        split = np.where(second, rng.uniform(0.6, 0.8, n), 1.0)
+        split = np.where(second, rng.uniform(*fx["main_channel_share"], n), 1.0)
         fx_class = np.select(
             [w.fx_shortfall > fx["class_c_shortfall"], w.fx_shortfall > fx["class_b_shortfall"]],
             [2, 1],
@@ -670,7 +682,8 @@ class ChunkTables:
         first_dest = w.dest[:, 0]
         c0 = np.where(np.isin(first_dest, countries), first_dest, countries[0])
         c1 = countries[rng.integers(0, len(countries), n)]
-        two = (rng.random(n) < 0.3) & (c1 != c0)
+        two = (rng.random(n) < wc["second_prob"]) & (c1 != c0)
+        s2 = wc["second_share"]
         cover = rng.uniform(wc["cover_months"][0], wc["cover_months"][1], n)
         stock = (
             self.capacity
@@ -680,10 +693,11 @@ class ChunkTables:
         stock = stock * rng.lognormal(0, 0.1, stock.shape)
         frames = []
         for slot, (cc, share) in enumerate(
-            [(c0, np.where(two, 0.7, 1.0)), (c1, np.where(two, 0.3, 0.0))]
+            [(c0, np.where(two, 1 - s2, 1.0)), (c1, np.where(two, s2, 0.0))]
         ):
             has = w.has_wh & (share > 0)
-            mask = self.live & has[:, None] & (self.t[None, :] >= w.reg_m[:, None] + 6)
+            first = w.reg_m[:, None] + wc["first_stock_after_months"]
+            mask = self.live & has[:, None] & (self.t[None, :] >= first)
             mask &= self.reporting("overseas_warehouses")
             i, t = np.nonzero(mask)
             frames.append(
@@ -743,6 +757,12 @@ class ChunkTables:
             np.minimum(w.default_m[firm] + lc["rows_after_default_months"], w.dereg_m[firm] - 1),
             np.minimum(start + term, w.dereg_m[firm] - 1),
         )
+        # A loan that matures in arrears stays on the books until it is current again.
+        mature = np.clip(start + term, 0, M - 1)
+        clear = self._next_current()[firm, mature]
+        last = np.where(
+            covers_onset, last, np.minimum(np.maximum(last, clear), w.dereg_m[firm] - 1)
+        )
         last = np.minimum(last, M - 1)
         keep = last >= np.maximum(start + 1, 0)
         firm, j, start, last, covers_onset = (
@@ -779,7 +799,30 @@ class ChunkTables:
                 "maturity_date": maturity,
             }
         )
-        # Repayment rows: months start+1 .. last, within the window.
+        reps = self._repayments(firm, start, last, principal, loan_id)
+        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+
+    def _next_current(self) -> np.ndarray:
+        """First month at or after each month with no arrears (firm x month; M if none)."""
+        dq = self.w.dq
+        out = np.full(dq.shape, self.M, np.int64)
+        nxt = np.full(dq.shape[0], self.M, np.int64)
+        for t in range(self.M - 1, -1, -1):
+            nxt = np.where(dq[:, t] == 0, t, nxt)
+            out[:, t] = nxt
+        return out
+
+    def _repayments(
+        self,
+        firm: np.ndarray,
+        start: np.ndarray,
+        last: np.ndarray,
+        principal: np.ndarray,
+        loan_id: np.ndarray,
+    ) -> pd.DataFrame:
+        """Monthly repayment rows of the loans (months ``start + 1 .. last``)."""
+        w, rng, lc = self.w, self.rng, self.cfg["loans"]
+        term = lc["term_months"]
         first = np.maximum(start + 1, 0)
         nrows = last - first + 1
         li = np.repeat(np.arange(len(firm)), nrows)
@@ -797,15 +840,15 @@ class ChunkTables:
         delinquent = (bucket > 0) & ~in_default
         restructured = w.restructured[f, month] & ~in_default
         late = (rng.random(len(li)) < np.asarray(lc["late_prob"])[self.obs[f, month]]) & (due > 0)
-        late &= ~delinquent & ~in_default
+        # A cure pays the missed instalments with this month's; a restructuring only this one.
+        cure = (prev_bucket > 0) & (bucket == 0) & ~restructured & ~in_default
+        late &= ~delinquent & ~in_default & ~restructured & ~cure
         past_default = np.where(w.sudden[f] > 0, 1, 3) + month - dm
         dpd = np.select(
             [in_default, delinquent, late],
             [30 * past_default, 30 * bucket, rng.integers(1, 30, len(li))],
             0,
         )
-        # A cure pays the missed instalments with this month's; a restructuring only this one.
-        cure = (prev_bucket > 0) & (bucket == 0) & ~restructured & ~in_default
         paid = np.select(
             [in_default | delinquent, late, cure],
             [0.0, due * rng.uniform(0.0, 0.8, len(li)), due * (1 + prev_bucket)],
@@ -826,7 +869,7 @@ class ChunkTables:
                 "restructured": restructured,
             }
         )
-        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+        return reps
 
     def court_records(self, loan_route: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """Judgments, enforcement cases and dishonest listings; returns each firm's default date.
@@ -874,12 +917,12 @@ class ChunkTables:
             enf,
         )
         add(
-            court_route & ~listed & ok_later & (rng.random(n) < 0.4),
+            court_route & ~listed & ok_later & (rng.random(n) < dc["dishonest_later_prob"]),
             later,
             rng.integers(1, 29, n),
             dis,
         )
-        before = w.default_m - rng.integers(0, 3, n)
+        before = w.default_m - rng.integers(0, dc["judgment_before_months"] + 1, n)
         add(
             defaulted & (before >= 0) & (rng.random(n) < dc["judgment_before_default"]),
             before,
@@ -902,7 +945,7 @@ class ChunkTables:
         amount = (
             self.capacity[firm, np.clip(month, 0, M - 1)]
             * cfg["loans"]["cny_per_usd"]
-            * rng.uniform(0.5, 4, len(firm))
+            * rng.uniform(*dc["court_amount_multiple"], len(firm))
         )
         closes = rng.random(len(firm)) < dc["close_prob"]
         close_m = month + rng.integers(
@@ -1037,8 +1080,10 @@ class ChunkTables:
                     }
                 )
             )
-        df = pd.concat(rows, ignore_index=True).sort_values(
-            ["firm", "notified", "slot"], kind="stable"
+        df = (
+            pd.concat(rows, ignore_index=True)
+            .sort_values(["firm", "notified", "slot"], kind="stable")
+            .reset_index(drop=True)
         )
         k = len(df)
         decided = df["notified"].to_numpy() + rng.integers(

@@ -24,6 +24,17 @@ POSTGRES_HELP = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _tracking_in_a_temporary_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Point MLflow at a temporary store, so no test touches a developer's ``mlflow.db``.
+
+    Tests that need a registry still pass their own URI (``mlflow_tracking_uri``); this only
+    catches code that falls back to the environment or the default in the working directory.
+    """
+    store = tmp_path_factory.mktemp("mlflow-default") / "mlflow.db"
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{store}"
+
+
 @pytest.fixture(scope="session")
 def sim_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """Raw tables and oracle of the shared small world."""

@@ -20,6 +20,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.labels import value_label
+from features.texts import text
 from tradefinance import insurance as ins
 from tradefinance.pricing import (
     PaymentTerms,
@@ -188,6 +190,10 @@ def _hints(trace: Sequence[TraceRow], actionable: set[str] | None) -> list[dict[
             {
                 "field": t.field,
                 "rule": t.rule,
+                "text_zh": t.text("zh"),
+                "text_en": t.text("en"),
+                "actual_zh": value_label(t.field, t.actual, "zh"),
+                "actual_en": value_label(t.field, t.actual, "en"),
                 "required": t.required,
                 "actual": t.actual,
                 "change": what,
@@ -252,15 +258,14 @@ def match(
     Returns
     -------
     MatchResult
-        Financing and insurance lists ranked (eligible first, then fewest failed rules, then
-        cheapest) and the bundles.
+        Financing ranked eligible first, then those whose offer covers the whole need, then
+        fewest failed rules, then cheapest; insurance eligible first, fewest failed rules,
+        cheapest; and the bundles.
     """
     cfg = pricing or load_pricing_config()
     table = countries if countries is not None else ins.load_country_table()
-    pd_ = float(row["pd"])
     turnover = turnover_meur(_num(row.get("exports_12m_usd")), cfg.loan)
     shipment = need.shipment or Shipment(**cfg.default_shipment.model_dump())
-    result = MatchResult()
     defaulted = in_default(row)
 
     def _recourse(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
@@ -270,76 +275,21 @@ def match(
         plan = recourse(product, trace) if recourse is not None and not defaulted else None
         return {"hints": _hints(trace, actionable), "plan": plan}
 
+    result = MatchResult()
     for product in catalog.financing:
-        assert product.pricing is not None
-        trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
-        # A firm in default (PD 1) gets neither a limit nor a risk-based price.
-        limit = 0.0 if defaulted else indicative_limit_cny(product, row, pd_, cfg)
-        price = (
-            None
-            if defaulted
-            else loan_rate(
-                pd_,
-                lgd=product.pricing.lgd,
-                tenor_months=need.tenor_months,
-                turnover_meur=turnover,
-                rate_range=(product.pricing.rate_min, product.pricing.rate_max),
-                params=cfg.loan,
-            )
-        )
-        eligible = all(t.passed for t in trace)
-        offer = min(need.amount_cny, limit)
         result.financing.append(
-            {
-                **_product_head(product),
-                "eligible": eligible,
-                "trace": [t.as_dict() for t in trace],
-                "failed": sum(not t.passed for t in trace),
-                "limit_cny": limit,
-                "offer_cny": offer if eligible else 0.0,
-                "covers_need": eligible and limit >= need.amount_cny,
-                "price": price.as_dict() if price is not None else None,
-                "interest_cny": offer * price.rate * need.tenor_months / 12.0
-                if eligible and price is not None
-                else 0.0,
-                "recourse": _recourse(product, trace),
-            }
+            _financing_match(product, row, need, grades, cfg, turnover, _recourse)
         )
     for product in catalog.insurance:
-        trace = evaluate_rules(product.rules, row, grades)
-        q = ins.quote(
-            row=row,
-            request=ins.QuoteRequest(
-                product_id=product.id,
-                buyer_country=shipment.buyer_country,
-                buyer_grade=shipment.buyer_grade,
-                terms=shipment.terms,
-                credit_days=shipment.credit_days,
-                amount_usd=max(need.amount_cny / cfg.loan.cny_per_usd, 1.0),
-            ),
-            product=product,
-            grades=grades,
-            pricing=cfg,
-            countries=table,
-            trace=trace,
-        )
-        eligible = all(t.passed for t in trace)
         result.insurance.append(
-            {
-                **_product_head(product),
-                "eligible": eligible,
-                "requested": need.insurance_wanted,
-                "trace": [t.as_dict() for t in trace],
-                "failed": sum(not t.passed for t in trace),
-                "limit_usd": limit_basis_usd(product, row) * product.limit.multiple,
-                "quote": q.as_dict(),
-                "recourse": _recourse(product, trace),
-            }
+            _insurance_match(product, row, need, grades, cfg, table, shipment, _recourse)
         )
     result.bundles = _bundles(row, need, catalog, grades, cfg, table, turnover, shipment)
+    # An eligible loan that covers the whole need ranks before one that offers less.
     result.financing.sort(
         key=lambda m: (
             not m["eligible"],
+            not m["covers_need"],
             m["failed"],
             m["price"]["rate"] if m["price"] is not None else math.inf,
         )
@@ -352,6 +302,100 @@ def match(
         )
     )
     return result
+
+
+def _financing_match(
+    product: Product,
+    row: Mapping[str, Any],
+    need: Need,
+    grades: Sequence[str],
+    cfg: PricingConfig,
+    turnover: float | None,
+    recourse_of: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
+) -> dict[str, Any]:
+    """One financing product for a firm and need: trace, limit, offer, price, recourse."""
+    pd_ = float(row["pd"])
+    defaulted = in_default(row)
+    assert product.pricing is not None
+    trace = evaluate_rules(product.rules, row, grades) + need_rules(product, need)
+    # A firm in default (PD 1) gets neither a limit nor a risk-based price.
+    limit = 0.0 if defaulted else indicative_limit_cny(product, row, pd_, cfg)
+    price = (
+        None
+        if defaulted
+        else loan_rate(
+            pd_,
+            lgd=product.pricing.lgd,
+            tenor_months=need.tenor_months,
+            turnover_meur=turnover,
+            rate_range=(product.pricing.rate_min, product.pricing.rate_max),
+            params=cfg.loan,
+        )
+    )
+    eligible = all(t.passed for t in trace)
+    offer = min(need.amount_cny, limit)
+    return {
+        **_product_head(product),
+        "eligible": eligible,
+        "trace": [t.as_dict() for t in trace],
+        "failed": sum(not t.passed for t in trace),
+        "limit_cny": limit,
+        "offer_cny": offer if eligible else 0.0,
+        "covers_need": eligible and limit >= need.amount_cny,
+        "price": price.as_dict() if price is not None else None,
+        "interest_cny": offer * price.rate * need.tenor_months / 12.0
+        if eligible and price is not None
+        else 0.0,
+        "recourse": recourse_of(product, trace),
+    }
+
+
+def _insurance_match(
+    product: Product,
+    row: Mapping[str, Any],
+    need: Need,
+    grades: Sequence[str],
+    cfg: PricingConfig,
+    table: Any,
+    shipment: Shipment,
+    recourse_of: Callable[[Product, list[TraceRow]], dict[str, Any] | None],
+) -> dict[str, Any]:
+    """One insurance product for a firm and need: trace, indicative quote, recourse."""
+    trace = evaluate_rules(product.rules, row, grades)
+    amount_usd = max(need.amount_cny / cfg.loan.cny_per_usd, 1.0)
+    # A product with its own fixed shipment (upstream purchase cover) sets the rest.
+    request = (
+        ins.QuoteRequest(product_id=product.id, amount_usd=amount_usd)
+        if product.insurance is not None and product.insurance.shipment is not None
+        else ins.QuoteRequest(
+            product_id=product.id,
+            buyer_country=shipment.buyer_country,
+            buyer_grade=shipment.buyer_grade,
+            terms=shipment.terms,
+            credit_days=shipment.credit_days,
+            amount_usd=amount_usd,
+        )
+    )
+    q = ins.quote(
+        row=row,
+        request=request,
+        product=product,
+        grades=grades,
+        pricing=cfg,
+        countries=table,
+        trace=trace,
+    )
+    eligible = all(t.passed for t in trace)
+    return {
+        **_product_head(product),
+        "eligible": eligible,
+        "requested": need.insurance_wanted,
+        "trace": [t.as_dict() for t in trace],
+        "failed": sum(not t.passed for t in trace),
+        "limit_usd": limit_basis_usd(product, row) * product.limit.multiple,
+        "quote": q.as_dict(),
+        "recourse": recourse_of(product, trace),
+    }
 
 
 def _num(value: Any) -> float | None:
@@ -367,6 +411,8 @@ def _product_head(product: Product) -> dict[str, Any]:
         "provider_zh": product.provider.name_zh,
         "kind": product.kind,
         "policy_tags": list(product.policy_tags),
+        "policy_tag_names_zh": [text(f"policy_tag.{t}", "zh") for t in product.policy_tags],
+        "policy_tag_names_en": [text(f"policy_tag.{t}", "en") for t in product.policy_tags],
         "subsidies": list(product.subsidies),
     }
 

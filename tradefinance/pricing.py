@@ -21,10 +21,13 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from statistics import NormalDist
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from features.labels import oecd_category_label
+from features.texts import text
 
 PAYMENT_TERMS: tuple[str, ...] = ("L/C", "D/P", "D/A", "O/A")
 PaymentTerms = Literal["L/C", "D/P", "D/A", "O/A"]
@@ -46,20 +49,44 @@ class CapitalParams(_Strict):
     sme_correlation_cut: float = Field(ge=0, lt=0.12)
     maturity_min_years: float = Field(gt=0)
     maturity_max_years: float = Field(gt=0)
+    correlation_low: float = Field(gt=0, lt=1)
+    correlation_high: float = Field(gt=0, lt=1)
+    correlation_pd_decay: float = Field(gt=0)
+    maturity_b: tuple[float, float]
+    maturity_centre_years: float = Field(gt=0)
+
+
+def model_pd_floor() -> float:
+    """Return the one PD floor: the model's (``training/config/model.yaml``)."""
+    from training.scale import PD_FLOOR
+
+    return PD_FLOOR
+
+
+@lru_cache(maxsize=1)
+def shipped_cny_per_usd() -> float:
+    """Return the one CNY-per-USD rate, ``usd_cny`` of ``features/config/feature_params.yaml``."""
+    from features.feature_availability import PARAMS_PATH
+
+    return float(yaml.safe_load(PARAMS_PATH.read_text(encoding="utf-8"))["usd_cny"])
 
 
 class LoanParams(_Strict):
-    """Loan pricing and limit-sizing parameters."""
+    """Loan pricing and limit-sizing parameters.
+
+    ``pd_floor`` and ``cny_per_usd`` default to the project's single values (the model's PD
+    floor, the features' exchange rate); a deployment's pricing file may still set them.
+    """
 
     reference_rate: float = Field(ge=0, lt=1)
     hurdle_roe: float = Field(ge=0, lt=1)
     opex: float = Field(ge=0, lt=1)
     margin: float = Field(ge=-1, lt=1)
-    pd_floor: float = Field(gt=0, lt=1)
+    pd_floor: float = Field(default_factory=lambda: model_pd_floor(), gt=0, lt=1)
     lgd_unsecured: float = Field(gt=0, le=1)
     lgd_insured_loading: float = Field(ge=0, le=1)
     capital: CapitalParams
-    cny_per_usd: float = Field(gt=0)
+    cny_per_usd: float = Field(default_factory=lambda: shipped_cny_per_usd(), gt=0)
     eur_per_usd: float = Field(gt=0)
     limit_pd_zero: float = Field(gt=0, le=1)
     limit_round_cny: float = Field(gt=0)
@@ -83,6 +110,7 @@ class CountryTableRef(_Strict):
 class InsuranceParams(_Strict):
     """STECI premium parameters."""
 
+    default_product: str
     country_table: CountryTableRef
     country_base_rate: dict[str, float]
     declined_categories: list[str]
@@ -90,6 +118,7 @@ class InsuranceParams(_Strict):
     terms: dict[str, float]
     credit_day_bands: list[int]
     tenor_loading: float = Field(ge=0, lt=1)
+    tenor_year_days: int = Field(gt=0)
     max_credit_days: int = Field(gt=0)
     reference_cover: float = Field(gt=0, le=1)
     min_cover: float = Field(gt=0, le=1)
@@ -218,8 +247,9 @@ def irb_correlation(
         Correlation ``R`` between 0.08 and 0.24.
     """
     p = params or load_pricing_config().loan.capital
-    w = (1.0 - math.exp(-50.0 * pd)) / (1.0 - math.exp(-50.0))
-    r = 0.12 * w + 0.24 * (1.0 - w)
+    k = p.correlation_pd_decay
+    w = (1.0 - math.exp(-k * pd)) / (1.0 - math.exp(-k))
+    r = p.correlation_low * w + p.correlation_high * (1.0 - w)
     if turnover_meur is not None and turnover_meur < p.sme_turnover_max_meur:
         s = min(max(turnover_meur, p.sme_turnover_min_meur), p.sme_turnover_max_meur)
         span = p.sme_turnover_max_meur - p.sme_turnover_min_meur
@@ -264,11 +294,12 @@ def irb_capital(
     p = params or load_pricing_config().loan.capital
     m = min(max(maturity_years, p.maturity_min_years), p.maturity_max_years)
     r = irb_correlation(pd, turnover_meur, p)
-    b = (0.11852 - 0.05478 * math.log(pd)) ** 2
+    b = (p.maturity_b[0] - p.maturity_b[1] * math.log(pd)) ** 2
     conditional = _NORMAL.cdf(
         (_NORMAL.inv_cdf(pd) + math.sqrt(r) * _NORMAL.inv_cdf(p.confidence)) / math.sqrt(1.0 - r)
     )
-    k = (lgd * conditional - pd * lgd) * (1.0 + (m - 2.5) * b) / (1.0 - 1.5 * b)
+    mc = p.maturity_centre_years
+    k = (lgd * conditional - pd * lgd) * (1.0 + (m - mc) * b) / (1.0 - (mc - 1.0) * b)
     return max(k, 0.0) * p.scaler
 
 
@@ -376,6 +407,90 @@ def loan_rate(
     )
 
 
+class _PricedProduct(Protocol):
+    """What :func:`loan_lgd` reads of a product (``tradefinance.products.Product``)."""
+
+    id: str
+    policy_assignment: bool
+
+    @property
+    def pricing(self) -> Any:
+        """The product's loan pricing (rate range, LGD) or None."""
+
+
+class PricingInputError(ValueError):
+    """A pricing request the product does not allow.
+
+    Attributes
+    ----------
+    field : str
+        The request field at fault (e.g. ``insured_cover``).
+    expected : str
+        What would have been accepted.
+    """
+
+    def __init__(self, field: str, message: str, expected: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+        self.expected = expected
+
+
+def loan_lgd(
+    product: _PricedProduct | None,
+    *,
+    lgd: float | None = None,
+    insured_cover: float | None = None,
+    params: LoanParams | None = None,
+) -> float | None:
+    """Choose the LGD a loan is priced at: the product's, an explicit one, or a policy's.
+
+    ``lgd`` and ``insured_cover`` are two ways of saying the same thing, so at most one may be
+    given; a policy may only be assigned to a product that accepts assignment
+    (``policy_assignment: true``) or to a loan priced without a product.
+
+    Parameters
+    ----------
+    product : Product, optional
+        The financing product (its LGD is the default); None prices a generic loan.
+    lgd : float, optional
+        An explicit loss given default.
+    insured_cover : float, optional
+        Cover of an export-credit policy assigned to the bank (LGD from :func:`insured_lgd`).
+    params : LoanParams, optional
+
+    Returns
+    -------
+    float or None
+        The LGD; None means the configured unsecured LGD.
+
+    Raises
+    ------
+    PricingInputError
+        Both ``lgd`` and ``insured_cover``, or a cover on a product without assignment.
+    """
+    if lgd is not None and insured_cover is not None:
+        raise PricingInputError(
+            "insured_cover",
+            "lgd and insured_cover cannot both be given (the cover sets the LGD)",
+            "either lgd or insured_cover",
+        )
+    if insured_cover is not None:
+        if product is not None and not product.policy_assignment:
+            raise PricingInputError(
+                "insured_cover",
+                f"product {product.id!r} does not accept an assigned insurance policy",
+                "no insured_cover for this product, or a product with policy_assignment",
+            )
+        covered = insured_lgd(insured_cover, params)
+        if product is not None and product.pricing is not None:
+            return min(product.pricing.lgd, covered)
+        return covered
+    if lgd is not None:
+        return lgd
+    return product.pricing.lgd if product is not None and product.pricing is not None else None
+
+
 def turnover_meur(exports_12m_usd: float | None, params: LoanParams | None = None) -> float | None:
     """Annual turnover in EUR million from 12-month exports (``None`` when unknown)."""
     if exports_12m_usd is None or not math.isfinite(exports_12m_usd):
@@ -391,12 +506,18 @@ def turnover_meur(exports_12m_usd: float | None, params: LoanParams | None = Non
 
 @dataclass(frozen=True)
 class PremiumComponent:
-    """One multiplicative factor of the premium rate and the rate once it is applied."""
+    """One multiplicative factor of the premium rate and the rate once it is applied.
+
+    ``name`` is the code (country, buyer, terms, tenor, cover, exporter, product), ``basis``
+    the English basis kept for API users, ``label_zh`` / ``label_en`` the catalog texts.
+    """
 
     name: str
     basis: str
     factor: float
     rate_after: float
+    label_zh: str = ""
+    label_en: str = ""
 
 
 @dataclass(frozen=True)
@@ -420,10 +541,10 @@ def credit_day_band(credit_days: int, params: InsuranceParams | None = None) -> 
 
 
 def tenor_factor(credit_days: int, params: InsuranceParams | None = None) -> float:
-    """Return the tenor factor, a fixed loading plus time at risk: ``loading + (1 - loading) x band / 360``."""
+    """Return the tenor factor, a fixed loading plus time at risk: ``loading + (1 - loading) x band / year``."""
     p = params or load_pricing_config().insurance
     band = credit_day_band(credit_days, p)
-    return p.tenor_loading + (1.0 - p.tenor_loading) * band / 360.0
+    return p.tenor_loading + (1.0 - p.tenor_loading) * band / p.tenor_year_days
 
 
 def premium_rate(
@@ -492,9 +613,35 @@ def premium_rate(
         ("exporter", f"exporter grade {exporter_grade}", p.exporter_grade_factor[exporter_grade]),
         ("product", "product factor", product_factor),
     ]
+    fields: dict[str, dict[str, Any]] = {
+        "buyer": {"grade": buyer_grade},
+        "terms": {"terms": terms},
+        "tenor": {"credit_days": credit_days, "band": band},
+        "cover": {"cover": f"{cover:.0%}", "reference": f"{p.reference_cover:.0%}"},
+        "exporter": {"grade": exporter_grade},
+    }
+
+    def label(name: str, lang: str) -> str:
+        if name == "country":
+            return text(
+                "premium.country", lang, category=oecd_category_label(country_category, lang)
+            )
+        if name == "buyer" and buyer_grade == "unknown":
+            return text("premium.buyer_unknown", lang)
+        return text(f"premium.{name}", lang, **fields.get(name, {}))
+
     rate = 1.0
     components = []
     for name, basis, factor in steps:
         rate *= factor
-        components.append(PremiumComponent(name=name, basis=basis, factor=factor, rate_after=rate))
+        components.append(
+            PremiumComponent(
+                name=name,
+                basis=basis,
+                factor=factor,
+                rate_after=rate,
+                label_zh=label(name, "zh"),
+                label_en=label(name, "en"),
+            )
+        )
     return PremiumRate(rate=rate, components=components)

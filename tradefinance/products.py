@@ -271,6 +271,11 @@ class ProductCatalog:
         """The insurance products."""
         return [p for p in self.products if p.is_insurance]
 
+    @property
+    def purposes(self) -> list[str]:
+        """Every financing purpose some financing product serves, sorted (a need's vocabulary)."""
+        return sorted({purpose for p in self.financing for purpose in p.purposes})
+
     def rule_fields(self) -> set[str]:
         """Every field a rule reads."""
         return {r.field for p in self.products for r in p.rules}

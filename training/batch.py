@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import time
 import warnings
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +25,13 @@ import pandas as pd
 import typer
 from tqdm import tqdm
 
+from features.default_status import (
+    DefaultStatus,
+    default_flags,
+    load_default_status,
+    serve_default,
+)
+
 if TYPE_CHECKING:
     from distributed import Client
 
@@ -30,10 +39,23 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+@lru_cache(maxsize=1)
+def shipped_default_status() -> DefaultStatus:
+    """Read the in-default rules the service also reads, once per process.
+
+    ``KUAXIN_DEFAULT_STATUS`` (the service's setting) names another file; the shipped
+    ``features/config/default_status.yaml`` otherwise.
+    """
+    return load_default_status(os.environ.get("KUAXIN_DEFAULT_STATUS") or None)
+
+
 #: Key columns copied from the snapshot to the output when present.
 KEY_COLUMNS = ("usc_code", "as_of")
 #: Score columns of ``CreditModel.score``.
 SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
+#: Columns of the in-default rule (``features.default_status``), as the service serves them.
+DEFAULT_COLUMNS = ("in_default", "model_pd", "model_grade")
 #: Reasons per row by default (DOMAIN.md §5.3: up to four reason codes).
 DEFAULT_TOP = 4
 #: Output formats by file suffix.
@@ -54,7 +76,7 @@ def output_columns(top: int = DEFAULT_TOP) -> list[str]:
         Keys, scores, ``model_version``, then ``reason_<k>_code``, ``reason_<k>_feature`` and
         ``reason_<k>_contribution`` for ``k = 1..top``.
     """
-    cols = [*KEY_COLUMNS, *SCORE_COLUMNS, "model_version"]
+    cols = [*KEY_COLUMNS, *SCORE_COLUMNS, *DEFAULT_COLUMNS, "model_version"]
     for k in range(1, top + 1):
         cols += [f"reason_{k}_code", f"reason_{k}_feature", f"reason_{k}_contribution"]
     return cols
@@ -70,6 +92,9 @@ def empty_output(top: int = DEFAULT_TOP) -> pd.DataFrame:
         "score": "float64",
         "grade": "str",
         "supervision_class": "str",
+        "in_default": "bool",
+        "model_pd": "float64",
+        "model_grade": "str",
         "model_version": "str",
     }
     for k in range(1, top + 1):
@@ -79,8 +104,17 @@ def empty_output(top: int = DEFAULT_TOP) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in output_columns(top)})
 
 
-def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP) -> pd.DataFrame:
+def score_frame(
+    model: CreditModel,
+    frame: pd.DataFrame,
+    top: int = DEFAULT_TOP,
+    status: DefaultStatus | None = None,
+) -> pd.DataFrame:
     """Score and explain the rows of one frame.
+
+    A firm in default at its as-of date (the one rule, ``features.default_status``) gets what
+    the service answers for it: grade and class ``D``, PD 1, no score; the model's PD and grade
+    stay in ``model_pd`` and ``model_grade``.
 
     Parameters
     ----------
@@ -90,6 +124,8 @@ def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP)
         Snapshot rows: ``usc_code``, ``as_of`` and the model's features.
     top : int
         Reasons per row (features that raise the PD, largest first; missing when fewer).
+    status : DefaultStatus, optional
+        The in-default rules; the shipped ``features/config/default_status.yaml`` by default.
 
     Returns
     -------
@@ -100,13 +136,15 @@ def score_frame(model: CreditModel, frame: pd.DataFrame, top: int = DEFAULT_TOP)
     if missing:
         raise ValueError(f"snapshot must have the columns {list(KEY_COLUMNS)}; missing {missing}")
     rows = frame.reset_index(drop=True)
-    scores = model.score(rows)
+    status = status if status is not None else shipped_default_status()
+    flagged, _ = default_flags(rows, status)
+    scores = serve_default(model.score(rows), flagged, status)
     reasons = model.reasons(rows, top=top)
     out: dict[str, Any] = {
         "usc_code": rows["usc_code"].astype("str").to_numpy(),
         "as_of": pd.to_datetime(rows["as_of"]).astype("datetime64[ns]").to_numpy(),
     }
-    for col in SCORE_COLUMNS:
+    for col in (*SCORE_COLUMNS, *DEFAULT_COLUMNS):
         out[col] = scores[col].to_numpy()
     out["model_version"] = np.full(len(rows), str(model.version), dtype=object)
     for k in range(top):
@@ -277,6 +315,97 @@ def score_batch_dask(
         model_future.release()
     non_empty = [f for f in frames if len(f)] or [empty_output(top)]
     return pd.concat(non_empty, ignore_index=True)
+
+
+def explain_frame(model: CreditModel, frame: pd.DataFrame, num_threads: int = 1) -> pd.DataFrame:
+    """Calibrated log-odds, base value and every SHAP contribution of the rows of one frame.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``log_odds``, ``base`` and ``c_0`` .. ``c_{k-1}`` (model feature order), float64, on a
+        fresh 0..n-1 index. What a served snapshot keeps of the model's work per firm.
+    """
+    rows = frame.reset_index(drop=True)
+    x = model.matrix(rows)
+    contrib, base = model.explain(rows, num_threads=num_threads)
+    out = pd.DataFrame(contrib, columns=[f"c_{j}" for j in range(contrib.shape[1])])
+    out.insert(0, "base", base)
+    out.insert(0, "log_odds", model.calibrate(model.margin_matrix(x, num_threads=num_threads)))
+    return out
+
+
+def explain_batch(
+    model: CreditModel,
+    snapshot: pd.DataFrame,
+    chunk_size: int = 10_000,
+    client: Client | None = None,
+    progress: bool = False,
+    num_threads: int = 1,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-odds, SHAP contributions and base values of a whole snapshot, in chunks or on Dask.
+
+    Parameters
+    ----------
+    model : CreditModel
+    snapshot : pandas.DataFrame
+        Rows with the model's features.
+    chunk_size : int
+        Rows per chunk (and per Dask partition).
+    client : distributed.Client, optional
+        Map :func:`explain_frame` over partitions on this cluster instead of in this process.
+    progress : bool
+        Show a progress bar.
+    num_threads : int
+        LightGBM threads in this process (0: all); Dask workers use one each.
+
+    Returns
+    -------
+    tuple of ndarray
+        ``log_odds`` (n,), ``contrib`` (n, k), ``base`` (n,), rows in the snapshot's order.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1; got {chunk_size}")
+    k = len(model.features)
+    if client is not None:
+        import dask.dataframe as dd
+
+        parts = max(1, -(-len(snapshot) // chunk_size))
+        bounds = np.linspace(0, len(snapshot), parts + 1).astype(int)
+        pieces = [snapshot.iloc[a:b] for a, b in itertools.pairwise(bounds)]
+        ddf = dd.from_delayed(client.scatter(pieces), meta=snapshot.iloc[:0], verify_meta=False)
+        model_future = client.scatter(model, broadcast=True, hash=False)
+        meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in ["log_odds", "base"]})
+        meta = meta.assign(**{f"c_{j}": pd.Series(dtype="float64") for j in range(k)})
+        try:
+            frames = client.gather(
+                client.compute(
+                    ddf.map_partitions(
+                        _explain_partition, model_future, meta=meta, align_dataframes=False
+                    ).to_delayed()
+                )
+            )
+        finally:
+            model_future.release()
+        out = pd.concat([f for f in frames if len(f)] or [meta], ignore_index=True)
+    else:
+        parts_out = []
+        with tqdm(total=len(snapshot), desc="explaining", unit="row", disable=not progress) as bar:
+            for start in range(0, len(snapshot), chunk_size):
+                chunk = snapshot.iloc[start : start + chunk_size]
+                parts_out.append(explain_frame(model, chunk, num_threads))
+                bar.update(len(chunk))
+        out = (
+            pd.concat(parts_out, ignore_index=True)
+            if parts_out
+            else explain_frame(model, snapshot, num_threads)
+        )
+    contrib = out[[f"c_{j}" for j in range(k)]].to_numpy(np.float64)
+    return out["log_odds"].to_numpy(np.float64), contrib, out["base"].to_numpy(np.float64)
+
+
+def _explain_partition(frame: pd.DataFrame, model: CreditModel) -> pd.DataFrame:
+    return explain_frame(model, frame)
 
 
 def train_booster_dask(

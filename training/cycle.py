@@ -22,37 +22,16 @@ Two things live here so that :mod:`training.train` only calls them:
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import brentq
 
 from training.metrics import calibration_table, expected_calibration_error, safe_auc
+from training.model_config import CalibrationConfig, CycleConfig
 
 PIT, TTC = "point_in_time", "through_the_cycle"
-
-
-class CalibrationConfig(BaseModel):
-    """``calibration`` section of ``training/config/model.yaml``."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["point_in_time", "through_the_cycle"] = "point_in_time"
-    #: bound on the TTC intercept shift in log-odds (a larger one means a data problem)
-    max_shift: float = Field(default=3.0, gt=0)
-
-
-class CycleConfig(BaseModel):
-    """``cycle`` section of ``training/config/model.yaml``: per-year report settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    calibration_bins: int = Field(default=10, ge=2)
-    #: years with fewer rows or defaults get no AUC / ECE (too noisy to read)
-    min_year_rows: int = Field(default=50, ge=1)
-    min_year_defaults: int = Field(default=3, ge=1)
 
 
 def calibration_config(config: dict[str, Any]) -> CalibrationConfig:

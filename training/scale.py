@@ -17,11 +17,11 @@ from typing import Any, overload
 import numpy as np
 import yaml
 
-#: Basel III final PD floor for corporate exposures (0.05 %); the model applies the floor from
-#: its configuration, which defaults to this value.
-PD_FLOOR = 0.0005
-
 CONFIG_PATH = Path(__file__).parent / "config" / "model.yaml"
+
+#: The PD floor (Basel III final for corporate exposures, 0.05 %): ``pd_floor`` of
+#: ``training/config/model.yaml``, the one place it is set (pricing uses it too).
+PD_FLOOR: float = float(yaml.safe_load(CONFIG_PATH.read_text(encoding="utf-8"))["pd_floor"])
 
 
 def load_config(path: Path | str | None = None) -> dict[str, Any]:
@@ -35,11 +35,19 @@ def load_config(path: Path | str | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        The parsed configuration.
+        The parsed configuration, validated by :class:`training.model_config.ModelConfig`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the offending keys when the configuration is invalid.
     """
-    with open(path or CONFIG_PATH, encoding="utf-8") as fh:
-        config: dict[str, Any] = yaml.safe_load(fh)
-    return config
+    from training.model_config import validate_config
+
+    source = Path(path or CONFIG_PATH)
+    with open(source, encoding="utf-8") as fh:
+        raw: dict[str, Any] = yaml.safe_load(fh)
+    return validate_config(raw, str(source))
 
 
 @dataclass(frozen=True)

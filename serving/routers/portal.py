@@ -22,6 +22,9 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import BaseModel
 
+from features.labels import has_text, value_label
+from features.texts import text
+from features.values import is_missing
 from serving.deps import CurrentKey, LoadedDep
 from serving.market import MarketDep
 from serving.portal.texts import LANGS, texts_for
@@ -39,6 +42,7 @@ NAV = [
     ("matches", "matches"),
     ("whatif", "what-if"),
     ("quote", "quote"),
+    ("applications", "applications"),  # served by serving/routers/console.py
     ("access", "access-log"),
 ]
 PAGES = {
@@ -123,11 +127,17 @@ def sign_in(request: Request, lang: LangQuery = None) -> Response:
     return _render(request, "signin", "signin.html", "signin_title", pick_lang(request, lang))
 
 
+@router.post(f"{PREFIX}/", response_class=HTMLResponse)
+def sign_in_without_script(request: Request, lang: LangQuery = None) -> Response:
+    """Answer the sign-in form sent without JavaScript with the page (the key is never sent)."""
+    return _render(request, "signin", "signin.html", "signin_title", pick_lang(request, lang))
+
+
 def _page(name: str) -> Any:
     template, title = PAGES[name]
 
     def page(request: Request, market: MarketDep, lang: LangQuery = None) -> Response:
-        purposes = sorted({p for prod in market.products.financing for p in prod.purposes})
+        purposes = market.products.purposes
         return _render(
             request,
             name,
@@ -152,11 +162,12 @@ for _name in PAGES:
 
 
 class WhoAmI(BaseModel):
-    """The caller behind a key."""
+    """The caller behind a key (an enterprise key also names its firm as registered)."""
 
     role: str
     org: str
     firm_usc: str | None
+    firm_name: str | None = None
 
 
 class FeatureLabel(BaseModel):
@@ -166,12 +177,16 @@ class FeatureLabel(BaseModel):
     description_en: str
     description_zh: str
     unit: str | None
+    unit_zh: str | None
+    unit_en: str | None
     dtype: str
     actionable: bool
     lower: float | None
     upper: float | None
     step: float | None
     categories: list[str] | None
+    category_labels_zh: dict[str, str] | None
+    category_labels_en: dict[str, str] | None
 
 
 class FeatureLabels(BaseModel):
@@ -181,9 +196,20 @@ class FeatureLabels(BaseModel):
 
 
 @api_router.get("/whoami", response_model=WhoAmI, responses=problem_responses(401))
-def whoami(principal: CurrentKey) -> dict[str, Any]:
-    """Role, institution and (for an enterprise key) firm of the caller."""
-    return {"role": principal.role, "org": principal.org, "firm_usc": principal.firm_usc}
+def whoami(principal: CurrentKey, request: Request) -> dict[str, Any]:
+    """Role, institution and (for an enterprise key) firm and its registered name."""
+    name = None
+    current = request.app.state.serving.current
+    if principal.firm_usc and current is not None and principal.firm_usc in current.position:
+        row = current.snapshot.iloc[current.position[principal.firm_usc]]
+        raw = row.get("name") if "name" in row.index else None
+        name = None if raw is None or is_missing(raw) else str(raw)
+    return {
+        "role": principal.role,
+        "org": principal.org,
+        "firm_usc": principal.firm_usc,
+        "firm_name": name,
+    }
 
 
 @api_router.get("/features", response_model=FeatureLabels, responses=problem_responses(401, 503))
@@ -204,15 +230,30 @@ def features(_: CurrentKey, loaded: LoadedDep) -> dict[str, Any]:
                 "description_en": spec.description_en,
                 "description_zh": spec.description_zh,
                 "unit": spec.unit,
+                "unit_zh": _unit(spec.unit, "zh"),
+                "unit_en": _unit(spec.unit, "en"),
                 "dtype": spec.dtype,
                 "actionable": name in actionable,
                 "lower": spec.lower,
                 "upper": spec.upper,
                 "step": spec.step,
                 "categories": [str(c) for c in spec.categories] if spec.categories else None,
+                **{
+                    f"category_labels_{lang}": {
+                        str(c): value_label(name, str(c), lang) for c in spec.categories
+                    }
+                    if spec.categories
+                    else None
+                    for lang in LANGS
+                },
             }
         )
     return {"features": out}
+
+
+def _unit(unit: str | None, lang: str) -> str | None:
+    key = f"unit.{unit}"
+    return text(key, lang) if unit and has_text(key) else unit
 
 
 def register(app: FastAPI) -> None:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from kx_browser import require_chromium
 from kx_service import ServedWorld, served_world  # noqa: F401  (fixture)
 
 from features.default_status import DefaultStatusError, default_flags, load_default_status
@@ -172,6 +173,21 @@ def test_constructed_snapshot_one_rule_per_firm(served_world: ServedWorld) -> No
         assert pay["grade"] == loaded.score_payload(code)["grade"]
 
 
+def test_batch_scoring_grades_firms_in_default_as_the_api(served_world: ServedWorld) -> None:
+    """`kuaxin score-batch` and the service give one answer per firm (one in-default rule)."""
+    from training.batch import score_batch
+
+    loaded = served_world.loaded
+    batch = score_batch(loaded.model, loaded.snapshot, chunk_size=250).set_index("usc_code")
+    served = loaded.scores.loc[batch.index]
+    assert batch["in_default"].any()
+    assert (batch["in_default"] == served["in_default"].astype(bool)).all()
+    assert (batch["grade"] == served["grade"].astype(str)).all()
+    assert (batch["supervision_class"] == served["supervision_class"].astype(str)).all()
+    np.testing.assert_allclose(batch["pd"], served["pd"].astype(float), rtol=1e-12)
+    assert batch.loc[batch["in_default"], "score"].isna().all()
+
+
 def test_grade_d_ranks_below_c(served_world: ServedWorld) -> None:
     grades = served_world.loaded.grades
     assert grades.index("D") == grades.index("C") + 1
@@ -280,15 +296,13 @@ CHROMIUM = "/usr/bin/chromium"
 def test_portal_shows_a_red_in_default_badge(
     served_world: ServedWorld, defaulted: dict[str, str]
 ) -> None:
-    import os
     import socket
     import threading
     import time
 
     import uvicorn
 
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(f"{CHROMIUM} missing: install Debian's chromium (make browser)")
+    require_chromium()
     from playwright.sync_api import expect, sync_playwright
 
     _firm, h = _firm_key(defaulted["enforcement_open"])
@@ -314,7 +328,7 @@ def test_portal_shows_a_red_in_default_badge(
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url("**/portal/grade")
             badge = page.locator("#grade-value .badge.default")
-            expect(badge).to_have_text("in default / 违约")
+            expect(badge).to_have_text("in default")
             color = badge.evaluate("e => getComputedStyle(e).backgroundColor")
             assert color == "rgb(164, 22, 26)"
             assert page.locator("#default-box").is_visible()

@@ -128,6 +128,67 @@ def test_loan_price_rises_with_lgd_and_falls_with_cover(
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body.product_id"
 
 
+def _problem_field(r: Any) -> tuple[str, str]:
+    assert r.status_code == 422, r.text
+    err = r.json()["errors"][0]
+    return err["field"], err.get("expected") or ""
+
+
+def test_pricing_refuses_what_the_product_forbids(
+    client: TestClient, served_world: ServedWorld
+) -> None:
+    firm, h = served_world.firm, served_world.headers("bank")
+    url = f"/v1/firms/{firm}/loan-price"
+    # pcb_cbec_credit_loan has no policy assignment: a cover cannot lower its LGD.
+    r = client.post(
+        url, json={"product_id": "pcb_cbec_credit_loan", "insured_cover": 0.9}, headers=h
+    )
+    assert _problem_field(r)[0] == "body.insured_cover"
+    assert "does not accept" in r.json()["errors"][0]["message"]
+    # lgd and insured_cover together are refused, not one of them silently dropped.
+    r = client.post(url, json={"lgd": 0.3, "insured_cover": 0.9}, headers=h)
+    assert _problem_field(r)[0] == "body.insured_cover"
+    # A product that accepts assignment does take the cover.
+    plain = client.post(url, json={"product_id": "pcb_export_order_financing"}, headers=h).json()
+    covered = client.post(
+        url, json={"product_id": "pcb_export_order_financing", "insured_cover": 0.9}, headers=h
+    ).json()
+    assert covered["price"]["lgd"] < plain["price"]["lgd"]
+    # A purpose outside the catalog's vocabulary is refused, listing the ones there are.
+    r = client.post(f"/v1/firms/{firm}/matches", json={**NEED, "purpose": "holiday"}, headers=h)
+    field, expected = _problem_field(r)
+    assert field == "body.purpose" and "working_capital" in expected and "inventory" in expected
+
+
+def test_upstream_quote_never_replaces_the_buyer_country(
+    client: TestClient, served_world: ServedWorld
+) -> None:
+    url = f"/v1/firms/{served_world.firm}/quote"
+    h = served_world.headers("insurer")
+    upstream = {"product_id": "sinosure_upstream_purchase_cover", "amount_usd": 50000}
+    r = client.post(url, json={**upstream, "buyer_country": "USA"}, headers=h)
+    field, expected = _problem_field(r)
+    assert field == "body.buyer_country" and "CHN" in expected
+    ok = client.post(url, json=upstream, headers=h)
+    assert ok.status_code == 200 and ok.json()["quote"]["buyer_country"] == "CHN"
+    r = client.post(url, json={"amount_usd": 50000, "terms": "O/A", "credit_days": 60}, headers=h)
+    assert _problem_field(r)[0] == "body.buyer_country"
+
+
+def test_consent_to_an_unknown_institution_is_refused(
+    client: TestClient, served_world: ServedWorld
+) -> None:
+    url = f"/v1/firms/{served_world.firm}/consents"
+    body = {"scopes": ["score"], "purpose": "loan", "expires_at": "2099-01-01T00:00:00Z"}
+    h = served_world.headers("enterprise")
+    r = client.post(url, json={**body, "institution": "No Such Bank"}, headers=h)
+    assert _problem_field(r)[0] == "body.institution"
+    assert "Pengcheng Commercial Bank" in r.json()["errors"][0]["message"]
+    assert (
+        client.post(url, json={**body, "institution": "Other Bank"}, headers=h).status_code == 201
+    )
+
+
 def test_insurer_quote_and_decline(client: TestClient, served_world: ServedWorld) -> None:
     url = f"/v1/firms/{served_world.firm}/quote"
     h = served_world.headers("insurer")

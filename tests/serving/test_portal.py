@@ -7,9 +7,6 @@ log, language switch and a phone-width screen; a screenshot of each page is save
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,19 +14,8 @@ from typing import Any
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from kx_browser import browser, serve_in_thread  # noqa: F401
 from kx_service import ServedWorld, served_world  # noqa: F401
-
-CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def test_pages_render_in_both_languages_without_firm_data(served_world: ServedWorld) -> None:
@@ -47,7 +33,15 @@ def test_pages_render_in_both_languages_without_firm_data(served_world: ServedWo
         client.get("/portal/grade?lang=en")
         assert '<html lang="en">' in client.get("/portal/matches").text
         who = client.get("/portal/api/whoami", headers=served_world.headers("enterprise")).json()
-        assert who == {"role": "enterprise", "org": "the firm", "firm_usc": served_world.firm}
+        name = str(
+            served_world.loaded.snapshot.set_index("usc_code").loc[served_world.firm, "name"]
+        )
+        assert who == {
+            "role": "enterprise",
+            "org": "the firm",
+            "firm_usc": served_world.firm,
+            "firm_name": name,
+        }
         assert client.get("/portal/api/whoami").status_code == 401
         feats = client.get(
             "/portal/api/features", headers=served_world.headers("enterprise")
@@ -61,43 +55,9 @@ def test_pages_render_in_both_languages_without_firm_data(served_world: ServedWo
 # ---------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server_url(served_world: ServedWorld) -> Iterator[str]:
-    import uvicorn
-
-    port = _free_port()
-    config = uvicorn.Config(served_world.app(), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(
-            f"{CHROMIUM} missing: install Debian's chromium (make browser) for portal tests"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        yield b
-        b.close()
+    yield from serve_in_thread(served_world.app())
 
 
 @pytest.fixture()
@@ -198,6 +158,10 @@ def test_portal_end_to_end(
     page.get_by_label("Firm API key").fill(world.keys["enterprise"])
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url("**/portal/grade")
+    # The firm is named as registered, not by the label of its key.
+    name = str(world.loaded.snapshot.set_index("usc_code").loc[world.firm, "name"])
+    _expect()(page.locator("#who")).to_contain_text(name)
+    assert "the firm" not in page.locator("#who").inner_text()
 
     # Grade card and reasons chart.
     expected = str(world.loaded.scores.loc[world.firm, "grade"])
@@ -221,6 +185,12 @@ def test_portal_end_to_end(
         or page.locator("article.product").count() == n_products
     )
     first = page.locator("article.product").first
+    # An eligible loan that cannot cover the need never ranks before one that can.
+    flags = [a.get_attribute("data-covers-need") for a in page.locator("article.product.ok").all()]
+    loans = flags[: len([f for f in flags if f is not None])]
+    assert loans == sorted(loans, key=lambda f: f != "true")
+    if page.locator("article.product.ok[data-covers-need]").count():
+        assert page.locator("article.product.ok .covers").count() >= 1
     first.locator("summary").click()
     assert first.locator("tbody tr").count() >= 1
     _check_accessible(page)
@@ -231,6 +201,17 @@ def test_portal_end_to_end(
     page.get_by_role("link", name="What-if").click()
     page.wait_for_url("**/portal/what-if")
     _expect()(page.locator("#grade-before")).not_to_have_text("…")
+    # Every actionable figure, prefilled with the firm's value, is one the form accepts.
+    options = page.eval_on_selector_all("#add-feature option", "os => os.map(o => o.value)")
+    for opt in options:
+        if opt and opt != feature:
+            page.locator("#add-feature").select_option(opt)
+            page.get_by_role("button", name="Add").click()
+    invalid = page.evaluate(
+        "Array.from(document.querySelectorAll('#whatif-fields input'))"
+        ".filter(i => !i.checkValidity()).map(i => i.id + '=' + i.value)"
+    )
+    assert invalid == []
     if page.locator(f"#wi-{feature}").count() == 0:
         page.locator("#add-feature").select_option(feature)
         page.get_by_role("button", name="Add").click()
@@ -256,12 +237,22 @@ def test_portal_end_to_end(
     _check_accessible(page)
     page.screenshot(path=str(shots / "05-quote.png"), full_page=True)
 
-    # Access log lists the portal's own reads.
+    # Access log: the firm's own views are hidden by default; shown, they name the endpoints.
     page.get_by_role("link", name="Access log").click()
     page.wait_for_url("**/portal/access-log")
     page.locator("#access-table tbody tr td").first.wait_for()
+    page.wait_for_load_state("networkidle")
+    assert "The firm itself" not in page.locator("#access-table").inner_text()
+    page.get_by_label("Hide my own views").uncheck()
+    _expect()(page.locator("#access-table")).to_contain_text("The firm itself")
     text = page.locator("#access-table").inner_text()
-    assert "/matches" in text and "/quote" in text
+    assert "Product matching" in text and "Insurance quote" in text
+    # Pages of 20: "Load more" appends the next page.
+    rows = page.locator("#access-table tbody tr").count()
+    if page.locator("#access-more").is_visible():
+        page.get_by_role("button", name="Load more").click()
+        _expect()(page.locator("#access-table tbody tr")).not_to_have_count(rows)
+        assert page.locator("#access-table tbody tr").count() > rows == 20
     page.screenshot(path=str(shots / "06-access-log.png"), full_page=True)
 
     # Switch language.

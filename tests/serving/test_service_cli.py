@@ -26,6 +26,8 @@ def run(*args: str) -> Any:
 
 
 def test_keys_and_consent_commands(db_url: str, svc_firms: Any) -> None:
+    from serving.db import head_revision
+
     created = run("keys", "create", "--role", "bank", "--org", "CLI Bank", "--database-url", db_url)
     assert created.exit_code == 0, created.output
     key = created.stdout.strip().splitlines()[-1]
@@ -92,7 +94,8 @@ def test_keys_and_consent_commands(db_url: str, svc_firms: Any) -> None:
     assert run("keys", "revoke", key_id, "--database-url", db_url).exit_code == 0
     assert "revoked" in run("keys", "list", "--all", "--database-url", db_url).output
     assert (
-        run("db", "upgrade", "--database-url", db_url).output.strip() == "database at revision 0001"
+        run("db", "upgrade", "--database-url", db_url).output.strip()
+        == f"database at revision {head_revision()}"
     )
 
 
@@ -102,11 +105,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _readme_curl_lines() -> list[str]:
+def _readme_curl_lines(name: str = "service") -> list[str]:
+    """The curl lines of a README section's first bash block (continuation lines joined)."""
     text = README.read_text(encoding="utf-8")
-    section = text[text.index("<!-- section:service -->") : text.index("<!-- /section:service -->")]
+    section = text[text.index(f"<!-- section:{name} -->") : text.index(f"<!-- /section:{name} -->")]
     block = section[section.index("```bash") + 7 :]
-    block = block[: block.index("```")]
+    block = block[: block.index("```")].replace("\\\n", " ")
     return [line for line in block.splitlines() if line.startswith("curl ")]
 
 
@@ -160,10 +164,12 @@ def test_demo_and_readme_curl_lines_work_verbatim(
         str(tmp_path / "k2.json"),
         "--base-url",
         f"http://127.0.0.1:{port}",
+        "--model-dir",
+        str(svc_settings_kwargs["model_dir"]),
         "--database-url",
         url,
     )
-    assert res2.exit_code == 0
+    assert res2.exit_code == 0, res2.output
 
     server = uvicorn.Server(
         uvicorn.Config(
@@ -219,6 +225,39 @@ def test_demo_and_readme_curl_lines_work_verbatim(
             assert not (
                 isinstance(body, dict) and "status" in body and body.get("status", 200) >= 400
             ), (line, body)
+        # The matching section's lines (bank, insurer, firm, regulator) work verbatim too.
+        matching = _readme_curl_lines("matching")
+        assert len(matching) >= 7
+        answers = []
+        for line in matching:
+            proc = subprocess.run(
+                ["bash", "-c", f"source {env_file2} && {line}"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert proc.returncode == 0, (line, proc.stderr)
+            body = json.loads(proc.stdout)
+            assert not (isinstance(body, dict) and body.get("status", 200) >= 400), (line, body)
+            answers.append(body)
+        quotes = [a["quote"] for a in answers if isinstance(a, dict) and "quote" in a]
+        assert [q["buyer_country"] for q in quotes] == ["DEU", "RUS"]
+        assert quotes[1]["decision"] == "declined"
+        # The what-if example changes a figure the demo firm has.
+        whatif = next(
+            json.loads(
+                subprocess.run(
+                    ["bash", "-c", f"source {env_file2} && {line}"],
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                ).stdout
+            )
+            for line in readme
+            if "/what-if" in line
+        )
+        assert whatif["changes"][0]["before"] is not None, whatif
         verify = subprocess.run(
             [
                 "bash",

@@ -378,26 +378,31 @@ def test_suspension_wave_hits_concentrated_firms(sim_dirs: tuple[Path, Path]) ->
     assert rate[0] > rate[1]
 
 
-@pytest.fixture(scope="module")
-def calibration_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A bigger, fault-free world after the wave (the oracle does not foresee shocks)."""
-    return _run(
-        tmp_path_factory.mktemp("calib"), n_firms=3000, seed=5, start="2022-01", end="2024-12"
-    )
+@pytest.mark.parametrize(
+    ("path", "value", "word"),
+    [
+        (("delinquency", "roll_30_60"), 1.4, r"delinquency\.roll_30_60: .*less than or equal"),
+        (("macro", "rho"), 1.0, r"macro\.rho: "),
+        (("buyers", "size_weights"), {"small": 1.0}, r"buyers: .*size_weights must name"),
+        (("sudden", "share_of_defaults"), 1.0, r"sudden\.share_of_defaults: "),
+        (("mnar", "stop_prob"), {"no_such_table": 0.5}, r"mnar: .*stop_prob: unknown table"),
+    ],
+)
+def test_bad_configuration_is_rejected_naming_the_field(
+    tmp_path: Path, path: tuple[str, str], value: object, word: str
+) -> None:
+    import copy
 
-
-def test_oracle_is_calibrated_by_decile(calibration_world: tuple[Path, Path]) -> None:
-    _, oracle = calibration_world
-    tp = read_table(oracle, "true_pd")
-    tp = tp[tp["as_of"] <= pd.Timestamp("2024-01-01")]  # full 12-month outcome window
-    d = read_table(oracle, "defaults").set_index("usc_code")["default_date"]
-    dd = tp["usc_code"].map(d)
-    y = ((dd > tp["as_of"]) & (dd <= tp["as_of"] + pd.DateOffset(months=12))).astype(float)
-    decile = pd.qcut(tp["pd_12m"].rank(method="first"), 10, labels=False)
-    g = pd.DataFrame({"p": tp["pd_12m"], "y": y, "dec": decile}).groupby("dec")
-    p, obs, n = g["p"].mean(), g["y"].mean(), g["y"].size()
-    # Rows of one firm in consecutive months share outcomes: about 12 rows per independent one.
-    se = np.sqrt(p * (1 - p) / (n / 12))
-    assert (np.abs(p - obs) <= 4 * se + 0.003).all(), pd.DataFrame({"p": p, "obs": obs, "se": se})
-    assert p.iloc[-1] > 20 * p.iloc[0]
-    assert obs.iloc[-1] > 10 * max(obs.iloc[:3].mean(), 1e-4)
+    cfg = copy.deepcopy(load_config())
+    cfg[path[0]][path[1]] = value
+    with pytest.raises(SimulationError, match=word):
+        simulate(
+            n_firms=5,
+            seed=1,
+            start="2020-01",
+            end="2020-06",
+            out_dir=tmp_path / "r",
+            oracle_dir=tmp_path / "o",
+            progress=False,
+            config=cfg,
+        )

@@ -9,6 +9,7 @@ from kx_firms import GRADES
 
 from tradefinance.insurance import (
     CountryTableError,
+    QuoteInputError,
     QuoteRequest,
     load_country_table,
     quote,
@@ -37,6 +38,7 @@ def _quote(row=None, **kw):
         "amount_usd": 100_000.0,
     }
     req.update(kw)
+    req = {k: v for k, v in req.items() if v is not None}
     return quote(row=row or FIRM, request=QuoteRequest(**req), catalog=CATALOG, grades=GRADES)
 
 
@@ -124,13 +126,36 @@ def test_sme_easy_cover_is_about_half_the_traditional_rate() -> None:
     assert 0.4 <= easy / full <= 0.6
 
 
+UPSTREAM_ONLY = {"buyer_country": None, "buyer_grade": None, "terms": None, "credit_days": None}
+
+
 def test_upstream_cover_prices_the_firm_itself() -> None:
-    good = _quote(product_id="sinosure_upstream_purchase_cover")
+    good = _quote(product_id="sinosure_upstream_purchase_cover", **UPSTREAM_ONLY)
     worse = _quote(
-        row={**FIRM, "grade": "B", "pd": 0.04}, product_id="sinosure_upstream_purchase_cover"
+        row={**FIRM, "grade": "B", "pd": 0.04},
+        product_id="sinosure_upstream_purchase_cover",
+        **UPSTREAM_ONLY,
     )
     assert good.buyer_country == "CHN" and good.decision == "quoted"
     assert worse.rate > good.rate
+    # Sending the product's own values is fine; another buyer country is refused, not replaced.
+    same = _quote(
+        product_id="sinosure_upstream_purchase_cover",
+        **{**UPSTREAM_ONLY, "buyer_country": "chn", "terms": "O/A"},
+    )
+    assert same.rate == good.rate
+    with pytest.raises(QuoteInputError) as err:
+        _quote(product_id="sinosure_upstream_purchase_cover", buyer_grade=None)
+    assert err.value.field == "buyer_country" and "CHN" in err.value.expected
+
+
+def test_an_ordinary_product_needs_the_shipment() -> None:
+    with pytest.raises(QuoteInputError) as err:
+        _quote(buyer_country=None)
+    assert err.value.field == "buyer_country"
+    with pytest.raises(QuoteInputError) as err:
+        _quote(terms=None)
+    assert err.value.field == "terms"
 
 
 def test_worse_exporter_grade_never_cheaper() -> None:

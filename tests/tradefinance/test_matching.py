@@ -95,6 +95,20 @@ def test_match_lists_every_product_with_trace_price_and_limit() -> None:
     assert keys == sorted(keys)
 
 
+def test_a_loan_that_covers_the_need_ranks_before_one_that_does_not() -> None:
+    firms = random_firms(60, seed=5)
+    mixed = 0
+    for i, amount in itertools.product(range(len(firms)), (300_000, 800_000, 2_000_000)):
+        need = Need(amount_cny=amount, purpose="working_capital", tenor_months=6)
+        ranked = match(_row(firms, i), need, CATALOG, grades=GRADES).financing
+        eligible = [m for m in ranked if m["eligible"]]
+        assert all(m["covers_need"] == (m["limit_cny"] >= amount) for m in eligible)
+        flags = [m["covers_need"] for m in eligible]
+        assert flags == sorted(flags, reverse=True), [m["product_id"] for m in eligible]
+        mixed += len(set(flags)) == 2
+    assert mixed > 0  # some firm had both kinds, so the order was really tested
+
+
 def test_need_checks_appear_in_the_trace() -> None:
     row = _row(random_firms(5, seed=4), 0)
     need = Need(amount_cny=50_000_000, purpose="yacht", tenor_months=60)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradefinance import pricing as P
+from training.scale import PD_FLOOR
 
 CFG = P.load_pricing_config()
 INS = CFG.insurance
@@ -62,7 +63,7 @@ def test_loan_rate_is_clipped_to_the_product_range_and_floors_pd() -> None:
     r = P.loan_rate(0.25, rate_range=(0.03, 0.10))
     assert r.rate == 0.10 and r.clipped == "cap" and r.raw_rate > 0.10
     r = P.loan_rate(0.0, rate_range=(0.05, 0.10))
-    assert r.pd == CFG.loan.pd_floor and r.rate == 0.05 and r.clipped == "floor"
+    assert r.pd == CFG.loan.pd_floor == PD_FLOOR and r.rate == 0.05 and r.clipped == "floor"
 
 
 def test_insured_lgd_lowers_the_rate() -> None:
@@ -201,3 +202,19 @@ def test_typical_cbec_shipment_is_in_the_published_band() -> None:
     assert 0.0015 <= _rate() <= 0.003
     # L/C cheaper than O/A.
     assert _rate(terms="L/C") < _rate(terms="O/A")
+
+
+def test_one_pd_floor_and_one_exchange_rate() -> None:
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    model = yaml.safe_load((root / "training/config/model.yaml").read_text(encoding="utf-8"))
+    params = yaml.safe_load((root / "features/config/feature_params.yaml").read_text("utf-8"))
+    pricing = yaml.safe_load((root / "tradefinance/config/pricing.yaml").read_text("utf-8"))
+    # The pricing file sets neither: it takes the model's floor and the features' rate.
+    assert "pd_floor" not in pricing["loan"] and "cny_per_usd" not in pricing["loan"]
+    assert CFG.loan.pd_floor == model["pd_floor"] == PD_FLOOR
+    assert CFG.loan.cny_per_usd == params["usd_cny"]
+    # The simulated world converts at the same rate (its own copy, checked here).
+    sim = yaml.safe_load((root / "simulator/config/simulator.yaml").read_text(encoding="utf-8"))
+    assert sim["loans"]["cny_per_usd"] == params["usd_cny"]

@@ -68,8 +68,16 @@ def test_batch_scores_match_the_model_row_by_row(model, snapshot, pandas_scores)
     assert len(pandas_scores) == len(snapshot)
     assert (pandas_scores["usc_code"].to_numpy() == snapshot["usc_code"].to_numpy()).all()
     direct = model.score(snapshot)
+    # Performing firms carry the model's answer; firms in default the served D (one rule).
+    ok = ~pandas_scores["in_default"].to_numpy()
+    assert 0 < ok.sum() < len(ok)  # the shared world has both kinds
     for col in SCORE_COLUMNS:
-        assert (pandas_scores[col].to_numpy() == direct[col].to_numpy()).all(), col
+        assert (pandas_scores[col].to_numpy()[ok] == direct[col].to_numpy()[ok]).all(), col
+    assert (pandas_scores["model_pd"].to_numpy() == direct["pd"].to_numpy()).all()
+    assert (pandas_scores["model_grade"].to_numpy() == direct["grade"].to_numpy()).all()
+    assert (pandas_scores.loc[~ok, "pd"] == 1.0).all()
+    assert (pandas_scores.loc[~ok, "grade"] == "D").all()
+    assert pandas_scores.loc[~ok, "score"].isna().all()
     # reasons: the model's own top reasons for a sample of rows, in order
     rows = snapshot.iloc[[0, len(snapshot) // 2, len(snapshot) - 1]]
     for i, reasons in zip(rows.index, model.reasons(rows), strict=True):

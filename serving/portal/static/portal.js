@@ -9,7 +9,7 @@
   var LANG = body.dataset.lang;
   var API = body.dataset.api;
   var PORTAL = body.dataset.portal;
-  var KEY = "kx_key", FIRM = "kx_firm", ORG = "kx_org";
+  var KEY = "kx_key", FIRM = "kx_firm", ORG = "kx_org", NAME = "kx_name";
 
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
@@ -47,6 +47,18 @@
     return Math.round(x).toLocaleString(LANG === "zh" ? "zh-CN" : "en-US");
   }
   function label(obj, base) { return obj[base + "_" + LANG] || obj[base + "_en"] || ""; }
+  // A catalog text with {fields} filled in.
+  function fill(key, fields) {
+    return (T[key] || key).replace(/\{(\w+)\}/g, function (_, k) { return fields[k] === undefined ? "" : fields[k]; });
+  }
+  // Round away float noise (1.0000000000000002 -> 1) and keep within [lo, hi].
+  function tidy(x, lo, hi) {
+    if (typeof x !== "number" || !isFinite(x)) return x;
+    var v = Number(x.toPrecision(12));
+    if (lo !== null && lo !== undefined && v < lo) v = lo;
+    if (hi !== null && hi !== undefined && v > hi) v = hi;
+    return v;
+  }
 
   function api(path, options) {
     options = options || {};
@@ -88,6 +100,7 @@
           sessionStorage.setItem(KEY, key);
           sessionStorage.setItem(FIRM, res.data.firm_usc);
           sessionStorage.setItem(ORG, res.data.org);
+          sessionStorage.setItem(NAME, res.data.firm_name || "");
           window.location.assign(PORTAL + "/grade");
         })
         .catch(function (e) { showError(e.message); });
@@ -99,7 +112,8 @@
       return false;
     }
     var who = document.getElementById("who");
-    if (who) who.textContent = T.signed_in_as + ": " + (sessionStorage.getItem(ORG) || "") + " · " + sessionStorage.getItem(FIRM);
+    // The firm's registered name (from the data), not the label its key was created with.
+    if (who) who.textContent = T.signed_in_as + ": " + (sessionStorage.getItem(NAME) || sessionStorage.getItem(ORG) || "") + " · " + sessionStorage.getItem(FIRM);
     var out = document.getElementById("sign-out");
     if (out) out.addEventListener("click", function () {
       sessionStorage.clear();
@@ -120,7 +134,28 @@
   }
   function featureLabel(name) {
     var f = featureInfo && featureInfo[name];
-    return f ? label(f, "description") : name;
+    if (f) return label(f, "description");
+    if (T[name]) return T[name];  // need.purpose, need.amount_cny, ...
+    if (T["model." + name]) return T["model." + name];
+    if (name === "in_default") return T["rule.not_in_default"];
+    return name;
+  }
+  var WHOLE_UNITS = ["CNY", "USD", "months", "days", "years", "count", "cases", "loans", "orders", "persons", "stores", "policy years"];
+  // A feature's value as people read it: category label, yes/no, or a rounded number with unit.
+  function valueLabel(name, value) {
+    if (value === null || value === undefined) return "–";
+    var f = featureInfo && featureInfo[name];
+    if (f && f.categories) {
+      var labels = f["category_labels_" + LANG] || {};
+      return labels[String(value)] || String(value);
+    }
+    if (f && (f.dtype === "bool" || f.unit === "0/1")) return Number(value) ? T.yes : T.no;
+    if (typeof value !== "number") return String(value);
+    var v = tidy(value, f ? f.lower : null, f ? f.upper : null);
+    if (f && WHOLE_UNITS.indexOf(f.unit) >= 0) v = Math.round(v);  // rounded to its unit
+    var shown = num(v);
+    var unit = f && f["unit_" + LANG];
+    return unit && f.unit !== "share" && f.unit !== "ratio" ? shown + " " + unit : shown;
   }
 
   /* ------------------------------------------------------------------ grade */
@@ -157,7 +192,7 @@
       el("caption", { text: T.reasons_title }),
       el("thead", {}, [el("tr", {}, [el("th", { scope: "col", text: T.feature }), el("th", { scope: "col", text: T.value }), el("th", { scope: "col", text: T.effect })])]),
       el("tbody", {}, rows.map(function (c) {
-        return el("tr", {}, [el("td", { text: featureLabel(c.feature) }), el("td", { text: num(c.value) }),
+        return el("tr", {}, [el("td", { text: featureLabel(c.feature) }), el("td", { text: valueLabel(c.feature, c.value) }),
           el("td", { text: (c.contribution > 0 ? T.raises_risk : T.lowers_risk) + " " + c.contribution.toFixed(3) })]);
       }))
     ]);
@@ -172,20 +207,21 @@
         var box = document.getElementById("default-box");
         var reasons = document.getElementById("default-reasons");
         reasons.replaceChildren.apply(reasons, (d.default_reasons || []).map(function (r) {
-          return el("li", { text: (LANG === "zh" ? r.text_zh : r.text_en) + " (" + featureLabel(r.feature) + ": " + num(r.value) + ")" });
+          return el("li", { text: (LANG === "zh" ? r.text_zh : r.text_en) + " (" + featureLabel(r.feature) + ": " + valueLabel(r.feature, r.value) + ")" });
         }));
         box.hidden = false;
       }
       document.getElementById("score-value").textContent = d.score === null ? "–" : Math.round(d.score);
       document.getElementById("pd-value").textContent = pct(d.pd);
       document.getElementById("class-value").textContent = d.supervision_class;
-      document.getElementById("peer-value").textContent = d.peer_percentile !== undefined ? Math.round(d.peer_percentile) + "%" : "–";
+      // Which way the percentile points: the share of industry peers the firm scores at or above.
+      document.getElementById("peer-value").textContent = d.peer_percentile !== undefined ? fill("peer_percentile_value", { p: Math.round(d.peer_percentile) }) : "–";
       document.getElementById("asof-value").textContent = d.as_of;
       document.getElementById("version-value").textContent = d.model_version;
       reasonsChart(d.contributions);
       var list = document.getElementById("reasons-list");
       list.replaceChildren.apply(list, d.reasons.map(function (r) {
-        return el("li", { text: (LANG === "zh" ? r.text_zh : r.text_en) + " (" + featureLabel(r.feature) + ": " + num(r.value) + ")" });
+        return el("li", { text: (LANG === "zh" ? r.text_zh : r.text_en) + " (" + featureLabel(r.feature) + ": " + valueLabel(r.feature, r.value) + ")" });
       }));
     }).catch(function (e) { showError(e.message); });
   }
@@ -193,13 +229,12 @@
   /* ------------------------------------------------------------------ matches */
   function traceTable(trace) {
     return el("div", { class: "table-wrap" }, [el("table", {}, [
-      el("thead", {}, [el("tr", {}, [T.rule, T.required, T.actual, T.result].map(function (h) { return el("th", { scope: "col", text: h }); }))]),
+      el("thead", {}, [el("tr", {}, [T.rule, T.actual, T.result].map(function (h) { return el("th", { scope: "col", text: h }); }))]),
       el("tbody", {}, trace.map(function (t) {
-        var req = Array.isArray(t.required) ? t.required.join(", ") : String(t.required);
+        // The rule and the firm's value as sentences from the text catalog (no field names).
         return el("tr", {}, [
-          el("td", { text: t.field === "in_default" ? T.not_in_default : t.field.indexOf("need.") === 0 ? t.rule : featureLabel(t.field) + " (" + t.rule + ")" }),
-          el("td", { text: t.op + " " + req }),
-          el("td", { text: t.actual === null ? "–" : num(t.actual) }),
+          el("td", { text: t["text_" + LANG] || t.rule }),
+          el("td", { text: t["actual_" + LANG] || (t.actual === null ? "–" : num(t.actual)) }),
           el("td", { class: t.pass ? "pass" : "fail", text: (t.pass ? "✓ " + T.pass : "✗ " + T.fail) })
         ]);
       }))
@@ -209,7 +244,7 @@
     if (!rec) return null;
     var items = rec.hints.map(function (h) {
       if (h.change === "cure_default") return el("li", { class: "fail", text: T.in_default + " → " + T.change_cure_default });
-      return el("li", { text: featureLabel(h.field) + ": " + T.required + " " + h.rule + ", " + T.actual + " " + (h.actual === null ? "–" : num(h.actual)) + " → " + (T["change_" + h.change] || h.change) });
+      return el("li", { text: T.required + " " + (h["text_" + LANG] || h.rule) + ", " + T.actual + " " + (h["actual_" + LANG] || "–") + " → " + (T["change_" + h.change] || h.change) });
     });
     var parts = [el("h4", { text: T.recourse }), el("ul", {}, items)];
     if (rec.plan && rec.plan.searched && !rec.plan.reached) {
@@ -217,7 +252,7 @@
     } else if (rec.plan && rec.plan.searched && rec.plan.changes.length) {
       parts.push(el("p", { text: T.recourse_plan + ":" }));
       parts.push(el("ul", {}, rec.plan.changes.map(function (c) {
-        return el("li", { text: featureLabel(c.feature) + ": " + num(c.before) + " → " + num(c.after) });
+        return el("li", { text: featureLabel(c.feature) + ": " + valueLabel(c.feature, c.before) + " → " + valueLabel(c.feature, c.after) });
       })));
     } else if (rec.plan && rec.plan.blocked_by && rec.plan.blocked_by.length) {
       parts.push(el("p", { class: "muted", text: T.blocked + ": " + rec.plan.blocked_by.map(featureLabel).join(", ") }));
@@ -232,9 +267,14 @@
     } else {
       facts.push(el("span", { text: T.limit + ": ¥" + money(m.limit_cny) }));
       if (m.price) facts.push(el("span", { text: T.rate + ": " + pct(m.price.rate) }));
+      if (ok) {
+        facts.push(el("span", { text: T.offer + ": ¥" + money(m.offer_cny) }));
+        facts.push(el("span", { class: "covers " + (m.covers_need ? "pass" : "fail"), text: m.covers_need ? "✓ " + T.covers_need : "✗ " + T.covers_need_no }));
+      }
     }
-    facts.push(el("span", { text: T.policy_tags + ": " + m.policy_tags.join(", ") }));
-    return el("article", { class: "card product " + (ok ? "ok" : "no"), "data-product": m.product_id }, [
+    var tags = m["policy_tag_names_" + LANG] || m.policy_tags;
+    facts.push(el("span", { text: T.policy_tags + ": " + tags.join(LANG === "zh" ? "、" : ", ") }));
+    return el("article", { class: "card product " + (ok ? "ok" : "no"), "data-product": m.product_id, "data-covers-need": String(!!m.covers_need) }, [
       el("h3", {}, [label(m, "name") + " ", el("span", { class: "badge " + (ok ? "ok" : "no"), text: ok ? T.eligible : T.not_eligible })]),
       el("div", { class: "kv" }, facts),
       el("details", {}, [el("summary", { text: T.trace }), traceTable(m.trace)]),
@@ -286,20 +326,28 @@
       var id = "wi-" + name;
       var input;
       if (f.categories) {
-        input = el("select", { id: id, name: name }, f.categories.map(function (c) { return el("option", { value: c, text: c }); }));
+        var catLabels = f["category_labels_" + LANG] || {};
+        input = el("select", { id: id, name: name }, f.categories.map(function (c) { return el("option", { value: c, text: catLabels[c] || c }); }));
         if (current[name] !== null && current[name] !== undefined) input.value = String(current[name]);
       } else {
         // Any value within the bounds may be tried (the catalog step is only the search step of recourse).
         input = el("input", { id: id, name: name, type: "number", step: f.dtype === "int" ? "1" : "any", inputmode: "decimal" });
         if (f.lower !== null) input.setAttribute("min", f.lower);
         if (f.upper !== null) input.setAttribute("max", f.upper);
-        if (current[name] !== null && current[name] !== undefined) input.value = current[name];
+        // Prefilled rounded and within the bounds, so the browser never blocks the form.
+        if (current[name] !== null && current[name] !== undefined) input.value = tidy(current[name], f.lower, f.upper);
+        input.addEventListener("change", function () {
+          if (input.value === "") return;
+          var v = tidy(Number(input.value), f.lower, f.upper);
+          if (f.dtype === "int" || f.dtype === "bool") v = Math.round(v);
+          input.value = v;
+        });
       }
       input.dataset.original = input.value;
       fields.appendChild(el("div", { class: "field" }, [
-        el("label", { for: id, text: label(f, "description") + (f.unit ? " (" + f.unit + ")" : "") }),
+        el("label", { for: id, text: label(f, "description") + (f["unit_" + LANG] ? " (" + f["unit_" + LANG] + ")" : "") }),
         input,
-        el("small", { class: "muted", text: T.current + ": " + num(current[name]) })
+        el("small", { class: "muted", text: T.current + ": " + valueLabel(name, current[name]) })
       ]));
       var opt = select.querySelector('option[value="' + CSS.escape(name) + '"]');
       if (opt) opt.remove();
@@ -338,37 +386,62 @@
 
   /* ------------------------------------------------------------------ quote */
   function initQuote() {
+    var products = {};
+    var prod = document.getElementById("q-product");
+    var country = document.getElementById("q-country");
+    var cover = document.getElementById("q-cover");
+    var fixedFields = ["q-country", "q-buyer-grade", "q-terms", "q-days"];
+    // The cover field follows the product (its default and maximum), and a product with a
+    // fixed shipment (the buyer is the firm itself) shows that shipment and sends none.
+    function productChanged() {
+      var p = products[prod.value];
+      if (!p || !p.insurance) return;
+      cover.max = Math.round(p.insurance.cover_max * 100);
+      cover.value = Math.round(p.insurance.cover_default * 100);
+      var fixed = p.insurance.shipment;
+      fixedFields.forEach(function (id) { document.getElementById(id).disabled = !!fixed; });
+      document.getElementById("q-fixed").hidden = !fixed;
+      if (fixed) {
+        country.value = fixed.buyer_country;
+        document.getElementById("q-terms").value = fixed.terms;
+        document.getElementById("q-days").value = fixed.credit_days;
+      }
+    }
     Promise.all([api(API + "/products"), api(API + "/countries")]).then(function (res) {
-      var prod = document.getElementById("q-product");
-      res[0].products.filter(function (p) { return p.kind === "export_credit_insurance"; }).forEach(function (p) {
+      res[0].products.filter(function (p) { return p.insurance; }).forEach(function (p) {
+        products[p.id] = p;
         prod.appendChild(el("option", { value: p.id, text: label(p, "name") + " – " + label(p.provider, "name") }));
       });
-      var country = document.getElementById("q-country");
       res[1].countries.forEach(function (c) {
-        var cat = c.category === "HI" ? "HI" : "CRC " + c.category;
-        country.appendChild(el("option", { value: c.iso3, text: c.name + " (" + c.iso3 + ", " + cat + ")" }));
+        country.appendChild(el("option", { value: c.iso3, text: label(c, "name") + " (" + c.iso3 + ", " + label(c, "category") + ")" }));
       });
       country.value = "USA";
+      productChanged();
     }).catch(function (e) { showError(e.message); });
+    prod.addEventListener("change", productChanged);
     document.getElementById("quote-form").addEventListener("submit", function (ev) {
       ev.preventDefault();
       clearError();
       var out = document.getElementById("quote-result");
-      api(firmPath("/quote"), { body: {
-        product_id: document.getElementById("q-product").value,
-        buyer_country: document.getElementById("q-country").value,
-        buyer_grade: document.getElementById("q-buyer-grade").value,
-        terms: document.getElementById("q-terms").value,
-        credit_days: Number(document.getElementById("q-days").value),
+      var p = products[prod.value];
+      var body = {
+        product_id: prod.value,
         amount_usd: Number(document.getElementById("q-amount").value),
-        cover: Number(document.getElementById("q-cover").value) / 100
-      } }).then(function (d) {
+        cover: Number(cover.value) / 100
+      };
+      if (!(p && p.insurance && p.insurance.shipment)) {
+        body.buyer_country = country.value;
+        body.buyer_grade = document.getElementById("q-buyer-grade").value;
+        body.terms = document.getElementById("q-terms").value;
+        body.credit_days = Number(document.getElementById("q-days").value);
+      }
+      api(firmPath("/quote"), { body: body }).then(function (d) {
         var q = d.quote;
         if (q.decision !== "quoted") {
           out.replaceChildren(el("section", { class: "card product no", id: "quote-declined" }, [
             el("h2", {}, [el("span", { class: "badge no", text: T.declined })]),
             el("p", { text: T.reasons_declined + ":" }),
-            el("ul", {}, q.declines.map(function (r) { return el("li", { text: LANG === "zh" ? r.message_zh : r.message_en }); }))
+            el("ul", {}, q.declines.map(function (r) { return el("li", { text: label(r, "message") }); }))
           ]));
           return;
         }
@@ -382,7 +455,7 @@
           el("div", { class: "table-wrap" }, [el("table", {}, [
             el("thead", {}, [el("tr", {}, [T.component, T.factor, T.rate_after].map(function (h) { return el("th", { scope: "col", text: h }); }))]),
             el("tbody", {}, q.components.map(function (c) {
-              return el("tr", {}, [el("td", { text: c.basis }), el("td", { text: c.factor.toFixed(4) }), el("td", { text: pct(c.rate_after, 3) })]);
+              return el("tr", {}, [el("td", { text: label(c, "label") || c.basis }), el("td", { text: c.factor.toFixed(4) }), el("td", { text: pct(c.rate_after, 3) })]);
             }))
           ])])
         ]));
@@ -391,18 +464,32 @@
   }
 
   /* ------------------------------------------------------------------ access log */
+  // Who read the record: a page of 20 at a time, the firm's own views hidden unless asked for.
+  var ACCESS_PAGE = 20;
+  function accessRow(r) {
+    var purpose = r.purpose === "own record" ? T["access_purpose.own_record"] : r.purpose;
+    return el("tr", {}, [el("td", { text: new Date(r.time).toLocaleString(LANG === "zh" ? "zh-CN" : "en-GB") }),
+      el("td", { text: r.institution }), el("td", { text: T["role." + r.role] || r.role }), el("td", { text: purpose }),
+      el("td", { text: T["endpoint." + r.endpoint] || r.endpoint })]);
+  }
   function initAccess() {
-    api(firmPath("/access-log")).then(function (d) {
-      var tbody = document.querySelector("#access-table tbody");
-      if (!d.records.length) {
-        tbody.replaceChildren(el("tr", {}, [el("td", { colspan: 5, text: T.no_records })]));
-        return;
-      }
-      tbody.replaceChildren.apply(tbody, d.records.map(function (r) {
-        return el("tr", {}, [el("td", { text: new Date(r.time).toLocaleString(LANG === "zh" ? "zh-CN" : "en-GB") }),
-          el("td", { text: r.institution }), el("td", { text: r.role }), el("td", { text: r.purpose }), el("td", { text: r.endpoint })]);
-      }));
-    }).catch(function (e) { showError(e.message); });
+    var tbody = document.querySelector("#access-table tbody");
+    var more = document.getElementById("access-more");
+    var hideOwn = document.getElementById("hide-own");
+    var next = null;
+    function load(reset) {
+      var query = "?limit=" + ACCESS_PAGE + (hideOwn.checked ? "&others_only=true" : "") + (!reset && next ? "&before_id=" + next : "");
+      api(firmPath("/access-log") + query).then(function (d) {
+        if (reset) tbody.replaceChildren();
+        d.records.forEach(function (r) { tbody.appendChild(accessRow(r)); });
+        if (!tbody.children.length) tbody.replaceChildren(el("tr", {}, [el("td", { colspan: 5, text: T.no_records })]));
+        next = d.next_before_id;
+        more.hidden = next === null || next === undefined;
+      }).catch(function (e) { showError(e.message); });
+    }
+    hideOwn.addEventListener("change", function () { load(true); });
+    more.addEventListener("click", function () { load(false); });
+    load(true);
   }
 
   var pages = { grade: initGrade, matches: initMatches, "what-if": initWhatIf, quote: initQuote, "access-log": initAccess };
