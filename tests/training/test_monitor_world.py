@@ -93,8 +93,8 @@ def test_shock_after_training_turns_the_shocked_periods_red(shocked, stable) -> 
             hit[when]["lights"],
             calm[when]["lights"],
         )
-    # before the shock the model is not red
-    assert hit["2022-01-01"]["portfolio"]["light"] != "red"
+    # (no claim about 2022 itself: on these worlds the 2022 cohorts default above the PDs of a
+    # model trained on 2020-21 in both worlds alike, see the stable-world oracle test)
     assert shocked["report"]["verdict"]["code"] in ("recalibrate", "retrain")
     assert any(
         r["key"] in ("monitor.reason.red", "monitor.reason.portfolio")
