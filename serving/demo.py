@@ -111,7 +111,7 @@ def curl_lines() -> list[str]:
         'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/score',
         'curl -s -H "X-API-Key: $KX_BANK_KEY" $KX_URL/v1/firms/$KX_FIRM/explanation',
         f'curl -s -X POST -H "X-API-Key: $KX_BANK_KEY" {h} -d "{{\\"usc_codes\\": [\\"$KX_FIRM\\"]}}" $KX_URL/v1/scores/batch',
-        f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{json.dumps({"changes": DEMO_WHATIF})}\' $KX_URL/v1/firms/$KX_FIRM/what-if',
+        f"curl -s -X POST -H \"X-API-Key: $KX_ENTERPRISE_KEY\" {h} -d '{json.dumps({'changes': DEMO_WHATIF})}' $KX_URL/v1/firms/$KX_FIRM/what-if",
         f'curl -s -X POST -H "X-API-Key: $KX_ENTERPRISE_KEY" {h} -d \'{{"target_grade": "{DEMO_TARGET}"}}\' $KX_URL/v1/firms/$KX_FIRM/recourse',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/access-log',
         'curl -s -H "X-API-Key: $KX_ENTERPRISE_KEY" $KX_URL/v1/firms/$KX_FIRM/consents',
