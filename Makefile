@@ -20,7 +20,7 @@ DATASET_TO ?= 2025-01-01
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help venv browser data features dataset train promote demo serve run test test-fast lint bench clean
+.PHONY: help venv browser data features dataset train promote monitor demo serve run buyers test test-fast lint bench fuzz clean mlflow-server ui
 
 help:
 	@echo "make run    set up everything and start the service with its portal on http://$(HOST):$(PORT)"
@@ -86,7 +86,13 @@ $(DATA)/.trained: $(DATA)/features/train.parquet
 
 train: $(DATA)/.trained
 
-demo: $(DATA)/.trained $(DATA)/features/snapshot.parquet
+# The champion backtested on the quarterly snapshots of the training set (data/monitor/report.html).
+$(DATA)/monitor/report.html: $(DATA)/.trained
+	$(KX) monitor --model models:/kuaxin-credit@champion --snapshots $(DATA)/features/train.parquet --outcomes $(DATA)/clean --out $(DATA)/monitor
+
+monitor: $(DATA)/monitor/report.html
+
+demo: $(DATA)/.trained $(DATA)/monitor/report.html $(DATA)/features/snapshot.parquet
 	$(KX) db upgrade
 	$(KX) demo --snapshot $(DATA)/features/snapshot.parquet --out $(DATA)/demo-keys.json
 
@@ -96,13 +102,41 @@ serve:
 run: demo
 	$(MAKE) --no-print-directory serve
 
+# MLflow tracking server backed by PostgreSQL (a database it creates on the local server) with
+# an artifact root it serves over HTTP; point every command at it with
+#   export MLFLOW_TRACKING_URI=http://$(MLFLOW_HOST):$(MLFLOW_PORT)
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_DB ?= kuaxin_mlflow
+MLFLOW_PG ?= postgresql://postgres@127.0.0.1:5432/postgres
+MLFLOW_ARTIFACTS ?= mlartifacts-server
+mlflow-server: $(STAMP)
+	$(PY) -m training.tracking_server --admin-url $(MLFLOW_PG) --database $(MLFLOW_DB) --artifacts $(MLFLOW_ARTIFACTS) --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+
+# The MLflow UI on the local SQLite store the commands use by default (runs, metrics, the
+# report and its plots under each run's artifacts, the registry's champion/previous aliases).
+ui: $(STAMP)
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host $(MLFLOW_HOST) --port $(MLFLOW_PORT)
+# Buyer grades: train, register and gate the buyer model, then grade every buyer as of AS_OF
+# (serve with KUAXIN_BUYER_GRADES=$(DATA)/buyer_grades.parquet).
+buyers: $(DATA)/buyer_grades.parquet
+
+$(DATA)/buyer_grades.parquet: $(DATA)/clean/.done
+	$(KX) buyers train --clean $(DATA)/clean --oracle $(DATA)/oracle --metrics-out $(DATA)/buyer_metrics.json
+	$(KX) buyers score --clean $(DATA)/clean --as-of $(AS_OF) --out $@
+
 # pytest exit code 5 means no test ran: that must fail, not pass.
 test: $(TEST_STAMP) browser
 	$(VENV)/bin/pytest -q $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
 
+# Schemathesis on the app's OpenAPI with 3,000 cases per database (the suite runs 300).
+FUZZ_CASES ?= 3000
+fuzz: $(TEST_STAMP)
+	KUAXIN_FUZZ_CASES=$(FUZZ_CASES) $(VENV)/bin/pytest -q tests/serving/test_service_schemathesis.py
+
 lint: $(TEST_STAMP)
-	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy features training serving kuaxin
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy features simulator training tradefinance serving kuaxin
 
 # Benchmarks (each writes benchmarks/results_<name>.md with date and machine; data under /tmp).
 # They take minutes to tens of minutes: run them on a quiet machine.
@@ -114,4 +148,4 @@ bench: $(TEST_STAMP)
 	$(PY) benchmarks/bench_serving.py
 
 clean:
-	rm -rf $(DATA) mlflow.db mlruns mlartifacts kuaxin.db kuaxin.db-wal kuaxin.db-shm models/kuaxin-credit
+	rm -rf $(DATA) mlflow.db mlruns mlartifacts mlartifacts-server kuaxin.db kuaxin.db-wal kuaxin.db-shm models/kuaxin-credit

@@ -304,7 +304,8 @@ def _bounds(col: Column, spec: TableSpec) -> str:
     if col.name == "usc_code":
         parts.append("valid USCC (GB 32100 + GB 11714 checks)")
     if col.name in spec.references:
-        parts.append(f"exists in {spec.references[col.name]}")
+        when = " when set" if col.nullable else ""
+        parts.append(f"exists in {spec.references[col.name]}{when}")
     return "; ".join(parts)
 
 

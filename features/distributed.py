@@ -152,9 +152,13 @@ class PartitionTables(Mapping[str, pd.DataFrame]):
 
 
 def _read_filtered(clean_dir: Path, name: str, codes: list[str]) -> pd.DataFrame:
-    """Rows of ``codes``' firms in one table (needed columns, parts in order)."""
+    """Rows of ``codes``' firms in one table (needed columns, parts in order).
+
+    A reference table not keyed by firm (buyers, macro indicators) is read whole.
+    """
+    filters = [("usc_code", "in", codes)] if TABLES[name].firm_keyed else None
     frames = [
-        pd.read_parquet(f, columns=NEEDED_COLUMNS.get(name), filters=[("usc_code", "in", codes)])
+        pd.read_parquet(f, columns=NEEDED_COLUMNS.get(name), filters=filters)
         for f in part_files(clean_dir, name)
     ]
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
@@ -214,6 +218,14 @@ def _shard_file(src: str, out_dir: str, table: str, part: int, n_partitions: int
     import pyarrow.parquet as pq
 
     data = pq.read_table(src)
+    if not TABLES[table].firm_keyed:
+        # A reference table (buyers, macro indicators) goes whole into every shard; its rows
+        # count once.
+        for k in range(n_partitions):
+            target = Path(out_dir) / f"{SHARD_PREFIX}{k:05d}" / table / f"part-{part:05d}.parquet"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            pq.write_table(data, target)
+        return {0: data.num_rows}
     codes, uniques = pd.factorize(data.column("usc_code").to_pandas())
     shard_of_unique = partition_of(pd.Series(uniques).astype("str"), n_partitions)
     # rows without a code (none after ingest) go to shard 0: kept, never dropped

@@ -14,14 +14,59 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.catalog import Catalog, load_catalog
 
-#: Verdict bands (the industry convention): below 0.10 stable, 0.10-0.25 moderate, above significant.
-PSI_MODERATE = 0.10
-PSI_SIGNIFICANT = 0.25
+#: Where the shipped verdict bands live.
+DRIFT_CONFIG_PATH = Path(__file__).parent / "config" / "drift.yaml"
+
+
+class DriftBands(BaseModel):
+    """PSI verdict bands (``features/config/drift.yaml``).
+
+    Below ``moderate`` stable, below ``significant`` moderate, else significant.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    moderate: float = Field(gt=0)
+    significant: float = Field(gt=0)
+    empty_bin_share: float = Field(gt=0, lt=0.01)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftBands:
+        if self.significant <= self.moderate:
+            raise ValueError(
+                f"significant ({self.significant}) must exceed moderate ({self.moderate})"
+            )
+        return self
+
+
+def load_drift_bands(path: Path | str | None = None) -> DriftBands:
+    """Load the PSI verdict bands (``features/config/drift.yaml`` by default).
+
+    Raises
+    ------
+    ValueError
+        The file is missing or invalid (the message names the file and field).
+    """
+    p = Path(path) if path is not None else DRIFT_CONFIG_PATH
+    if not p.is_file():
+        raise ValueError(f"drift bands {p} must exist; it does not")
+    try:
+        return DriftBands.model_validate(yaml.safe_load(p.read_text(encoding="utf-8")))
+    except Exception as exc:  # YAML or validation errors: one message naming the file
+        raise ValueError(f"drift bands {p} are not valid: {exc}") from exc
+
+
+_BANDS = load_drift_bands()
+#: Verdict bands of the shipped configuration.
+PSI_MODERATE = _BANDS.moderate
+PSI_SIGNIFICANT = _BANDS.significant
 #: Share given to an empty bin (in either sample) instead of 0.
-EMPTY_BIN_SHARE = 1e-4
+EMPTY_BIN_SHARE = _BANDS.empty_bin_share
 #: Model-output columns that drift_report also checks when both files have them.
 SCORE_COLUMNS = ("pd", "score", "log_odds")
 
@@ -30,10 +75,10 @@ def _is_categorical(values: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)
 
 
-def bin_counts(
+def bin_codes(
     reference: pd.Series, current: pd.Series, bins: int = 10
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Count both samples on bins fixed by the reference sample.
+    """Bin both samples on bins fixed by the reference sample.
 
     Parameters
     ----------
@@ -45,8 +90,8 @@ def bin_counts(
 
     Returns
     -------
-    ref_counts, cur_counts : numpy.ndarray
-        Counts per bin; the last bin holds missing values.
+    ref_codes, cur_codes : numpy.ndarray
+        Bin index of every row; the last bin holds missing values.
     labels : list of str
         Bin labels.
     """
@@ -62,13 +107,7 @@ def bin_counts(
             c = pd.Categorical(text, categories=cats).codes.astype(np.int64)
             return np.where(c < 0, len(cats), c)  # missing values get the last bin
 
-        labels = [*cats, "missing"]
-        k = len(labels)
-        return (
-            np.bincount(codes(ref), minlength=k),
-            np.bincount(codes(cur), minlength=k),
-            labels,
-        )
+        return codes(ref), codes(cur), [*cats, "missing"]
     ref_v = reference.to_numpy(dtype=np.float64, na_value=np.nan)
     cur_v = current.to_numpy(dtype=np.float64, na_value=np.nan)
     finite = ref_v[~np.isnan(ref_v)]
@@ -82,15 +121,58 @@ def bin_counts(
         c = np.searchsorted(edges, v, side="left")  # bins (e_{i-1}, e_i]
         return np.where(np.isnan(v), len(edges) + 1, c)
 
-    k = len(edges) + 2
     bounds = [-np.inf, *edges.tolist(), np.inf]
     labels = [f"({bounds[i]:.6g}, {bounds[i + 1]:.6g}]" for i in range(len(edges) + 1)]
     labels.append("missing")
-    return (
-        np.bincount(codes_num(ref_v), minlength=k),
-        np.bincount(codes_num(cur_v), minlength=k),
-        labels,
-    )
+    return codes_num(ref_v), codes_num(cur_v), labels
+
+
+def bin_counts(
+    reference: pd.Series, current: pd.Series, bins: int = 10
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Count both samples on bins fixed by the reference sample (see :func:`bin_codes`).
+
+    Returns
+    -------
+    ref_counts, cur_counts : numpy.ndarray
+        Counts per bin; the last bin holds missing values.
+    labels : list of str
+        Bin labels.
+    """
+    ref_codes, cur_codes, labels = bin_codes(reference, current, bins)
+    k = len(labels)
+    return np.bincount(ref_codes, minlength=k), np.bincount(cur_codes, minlength=k), labels
+
+
+def psi_by_group(
+    reference: pd.Series, current: pd.Series, groups: np.ndarray, bins: int = 10
+) -> dict[object, float]:
+    """PSI of each group of ``current`` (e.g. each period) against one reference sample.
+
+    The reference's bins are computed once, so many periods cost one binning.
+
+    Parameters
+    ----------
+    reference, current : pandas.Series
+        Reference sample and the pooled current samples.
+    groups : numpy.ndarray
+        Group of every ``current`` row.
+    bins : int
+        Reference quantile bins for numeric variables.
+
+    Returns
+    -------
+    dict
+        Group value to PSI.
+    """
+    ref_codes, cur_codes, labels = bin_codes(reference, current, bins)
+    k = len(labels)
+    ref_counts = np.bincount(ref_codes, minlength=k)
+    inverse, keys = pd.factorize(np.asarray(groups), sort=True)
+    if (inverse < 0).any():
+        raise ValueError("groups must have no missing values")
+    table = np.bincount(inverse * k + cur_codes, minlength=len(keys) * k).reshape(len(keys), k)
+    return {key: psi_from_counts(ref_counts, table[i]) for i, key in enumerate(keys)}
 
 
 def psi_from_counts(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
@@ -134,13 +216,15 @@ def psi(
     return psi_from_counts(ref_counts, cur_counts)
 
 
-def verdict(value: float) -> str:
-    """Verdict of a PSI value: ``stable`` (< 0.10), ``moderate`` (< 0.25) or ``significant``.
+def verdict(value: float, bands: DriftBands | None = None) -> str:
+    """Verdict of a PSI value: ``stable``, ``moderate`` or ``significant``.
 
     Parameters
     ----------
     value : float
         A PSI.
+    bands : DriftBands, optional
+        Verdict bands (default ``features/config/drift.yaml``: 0.10 and 0.25).
 
     Returns
     -------
@@ -148,9 +232,10 @@ def verdict(value: float) -> str:
     """
     if value is None or not np.isfinite(value) or value < 0:
         raise ValueError(f"value must be a finite non-negative PSI; got {value!r}")
-    if value < PSI_MODERATE:
+    b = bands or _BANDS
+    if value < b.moderate:
         return "stable"
-    if value < PSI_SIGNIFICANT:
+    if value < b.significant:
         return "moderate"
     return "significant"
 

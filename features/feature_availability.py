@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from features.tables import TABLES
 
@@ -33,6 +34,49 @@ PARAMS_PATH = CONFIG_DIR / "feature_params.yaml"
 
 class ConfigError(ValueError):
     """A snapshot configuration file is missing a value or holds a bad one."""
+
+
+class TableLag(BaseModel):
+    """When one source's rows become known (``availability.yaml``, one entry per table)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lag_days: int | None = Field(default=None, ge=0)
+    close_lag_days: int | None = Field(default=None, ge=0)
+    claims_lag_days: int | None = Field(default=None, ge=0)
+    decision_lag_days: int | None = Field(default=None, ge=0)
+    publication_month: int | None = Field(default=None, ge=1, le=12)
+    publication_day: int | None = Field(default=None, ge=1, le=31)
+    publish_year_offset: int | None = Field(default=None, ge=0)
+
+
+class FeatureParams(BaseModel):
+    """Feature-formula parameters (``feature_params.yaml``); unknown keys are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    country_risk: dict[str, int]
+    unknown_country_risk: int = Field(ge=0, le=7)
+    high_risk_min_category: int = Field(ge=0, le=7)
+    tax_grade_points: dict[str, float]
+    customs_credit_order: list[str] = Field(min_length=1)
+    fx_class_order: list[str] = Field(min_length=1)
+    usd_cny: float = Field(gt=0)
+    recency_cap_months: float = Field(gt=0)
+    loans_to_exports_cap: float = Field(gt=0)
+    payout_hold_ratio_cap: float = Field(gt=0)
+    stock_cover_cap_days: float = Field(gt=0)
+    days_per_month: float = Field(gt=0)
+    buyer_late_days: float = Field(ge=0)
+
+
+def _validated(model: type[BaseModel], data: Any, what: str) -> None:
+    try:
+        model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"{what}: {where}: {err['msg']}; got {err.get('input')!r}") from exc
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -69,6 +113,9 @@ class SnapshotConfig:
         for name, entry in self.tables.items():
             if name not in TABLES:
                 raise ConfigError(f"availability: unknown table {name!r}")
+            if not isinstance(entry, dict):
+                raise ConfigError(f"availability: {name} must be a mapping; got {entry!r}")
+            _validated(TableLag, entry, f"availability: {name}")
             needed = (
                 ("publication_month", "publication_day", "publish_year_offset")
                 if name == "tax"
@@ -80,6 +127,8 @@ class SnapshotConfig:
                     raise ConfigError(
                         f"availability: {name}.{key} must be a non-negative integer; got {value!r}"
                     )
+        if self.params:
+            _validated(FeatureParams, self.params, "feature_params")
         tax = self.tables["tax"]
         try:
             date(2001, tax["publication_month"], tax["publication_day"])
@@ -199,6 +248,8 @@ def availability_dates(table: str, df: pd.DataFrame, config: SnapshotConfig) -> 
             )
         )
     lag = pd.Timedelta(days=config.lag(table))
+    if spec.date_column is None:  # a static reference table (buyers): always known
+        return pd.Series(pd.Timestamp("1900-01-01"), index=df.index)
     if spec.kind == "monthly":
         start = pd.to_datetime(df["period"], format="%Y-%m")
         return start + pd.offsets.MonthEnd(0) + lag

@@ -73,9 +73,19 @@ NEEDED_COLUMNS: dict[str, list[str]] = {
         "declaration_count",
         "returned_value_usd",
         "inspection_anomalies",
+        "buyer_id",
     ],
     "customs_credit": ["usc_code", "effective_date", "category"],
-    "fx_receipts": ["usc_code", "period", "channel", "received_usd", "fx_class"],
+    "fx_receipts": [
+        "usc_code",
+        "period",
+        "channel",
+        "received_usd",
+        "fx_class",
+        "buyer_id",
+        "expected_usd",
+        "days_beyond_terms",
+    ],
     "marketplace_stores": [
         "usc_code",
         "period",
@@ -98,6 +108,7 @@ NEEDED_COLUMNS: dict[str, list[str]] = {
         "paid_cny",
         "days_past_due",
         "outstanding_cny",
+        "restructured",
     ],
     "court_records": ["usc_code", "record_type", "amount_cny", "open_date", "close_date"],
     "admin_penalties": ["usc_code", "reason", "amount_cny", "penalty_date"],
@@ -108,6 +119,13 @@ NEEDED_COLUMNS: dict[str, list[str]] = {
         "insured_turnover_usd",
         "buyer_limit_usd",
         "claims_paid_usd",
+    ],
+    "insurance_claims": ["usc_code", "notified_date", "loss_usd", "decision_date", "status"],
+    "macro_indicators": [
+        "period",
+        "export_orders_pmi",
+        "freight_cost_index",
+        "western_demand_index",
     ],
 }
 
@@ -251,71 +269,45 @@ def _firm_month(frame: pd.DataFrame, aggs: dict[str, tuple[str, str]]) -> pd.Dat
     return frame.groupby(["fid", "m"], sort=True).agg(**aggs).reset_index()
 
 
-def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepared:
-    """Code the clean tables for point-in-time aggregation (done once per set of tables).
+Frames = dict[str, pd.DataFrame]
 
-    Parameters
-    ----------
-    tables : mapping of str to pandas.DataFrame
-        Clean tables; ``firms`` is required, any other missing table counts as empty. Each
-        table is looked up once and released after its block, so a lazy mapping that reads
-        tables on access (``features.snapshot.CleanTables``) keeps one raw table in memory
-        at a time.
-    config : SnapshotConfig
-        Lags and parameters.
 
-    Returns
-    -------
-    Prepared
-    """
-    if "firms" not in tables:
-        raise ValueError("tables must include 'firms'")
-    empty = {
-        name: pd.DataFrame({c.name: pd.Series(dtype=_empty_dtype(c.dtype)) for c in spec.columns})
-        for name, spec in TABLES.items()
-    }
+def _prep_tax(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    tax = _events(t, ids, "tax", "tax_year")
+    points = config.params["tax_grade_points"]
+    frames["tax"] = tax.assign(points=_map_values(tax["tax_grade"], points, np.nan))
 
-    def t(name: str) -> pd.DataFrame:
-        return tables[name] if name in tables else empty[name]
 
-    firms = t("firms").sort_values("usc_code", kind="stable").reset_index(drop=True)
-    if firms["usc_code"].duplicated().any():
-        dupes = firms.loc[firms["usc_code"].duplicated(), "usc_code"].head(3).tolist()
-        raise ValueError(f"firms.usc_code must be unique; duplicated e.g. {dupes}")
-    ids = pa.array(firms["usc_code"].astype("str"))
-    p = config.params
-    frames: dict[str, pd.DataFrame] = {}
-
-    # tax: one row per firm-year
-    tax = _events(t("tax"), ids, "tax", "tax_year")
-    frames["tax"] = tax.assign(points=_map_values(tax["tax_grade"], p["tax_grade_points"], np.nan))
-
-    si = t("social_insurance")
+def _prep_social_insurance(
+    t: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames
+) -> None:
     frames["social_insurance"] = _monthly(
-        si,
+        t,
         ids,
         "social_insurance",
         {
-            "insured_headcount": si["insured_headcount"].to_numpy(np.float64),
-            "arrears_cny": si["arrears_cny"].to_numpy(np.float64),
-        },
-    )
-    del si
-    ut = t("utilities")
-    frames["utilities"] = _monthly(
-        ut,
-        ids,
-        "utilities",
-        {
-            "electricity_kwh": ut["electricity_kwh"].to_numpy(np.float64),
-            "water_m3": ut["water_m3"].to_numpy(np.float64),
-            "late_payment": ut["late_payment"].to_numpy(bool),
+            "insured_headcount": t["insured_headcount"].to_numpy(np.float64),
+            "arrears_cny": t["arrears_cny"].to_numpy(np.float64),
         },
     )
 
-    del ut
-    # customs: detail rows (mode and destination windows) and firm-month totals
-    cd = t("customs_declarations")
+
+def _prep_utilities(t: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames) -> None:
+    frames["utilities"] = _monthly(
+        t,
+        ids,
+        "utilities",
+        {
+            "electricity_kwh": t["electricity_kwh"].to_numpy(np.float64),
+            "water_m3": t["water_m3"].to_numpy(np.float64),
+            "late_payment": t["late_payment"].to_numpy(bool),
+        },
+    )
+
+
+def _prep_customs(cd: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    """Detail rows (mode, destination and buyer windows) and firm-month totals."""
+    p = config.params
     risk_table = {k: float(v) for k, v in p["country_risk"].items()}
     cu = _monthly(
         cd,
@@ -327,6 +319,7 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
             "dest_risk": _map_values(
                 cd["destination_iso3"], risk_table, float(p["unknown_country_risk"])
             ),
+            "buyer": _buyer_codes(cd["buyer_id"]),
             "declared_value_usd": cd["declared_value_usd"].to_numpy(np.float64),
             "declaration_count": cd["declaration_count"].to_numpy(np.float64),
             "returned_value_usd": cd["returned_value_usd"].to_numpy(np.float64),
@@ -344,17 +337,34 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
         },
     )
 
-    del cd, cu
-    cc = _events(t("customs_credit"), ids, "customs_credit", "effective_date")
-    rank = _codes(cc["category"], p["customs_credit_order"]).astype(np.float64)
+
+def _buyer_codes(buyer_id: pd.Series) -> np.ndarray:
+    """Return a stable integer per buyer id (its hash; -1 when there is no buyer).
+
+    Hashing the id (not factorising it) gives the same code in every table and in every
+    partition of a distributed build.
+    """
+    codes = pd.util.hash_pandas_object(buyer_id.astype("str"), index=False).to_numpy()
+    out = (codes >> np.uint64(1)).astype(np.int64)
+    return np.where(buyer_id.isna().to_numpy(), -1, out)
+
+
+def _prep_customs_credit(
+    t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames
+) -> None:
+    cc = _events(t, ids, "customs_credit", "effective_date")
+    rank = _codes(cc["category"], config.params["customs_credit_order"]).astype(np.float64)
     prev_rank = pd.Series(rank).groupby(cc["fid"].to_numpy()).shift(1).to_numpy()
     frames["customs_credit"] = cc.assign(
         downgrade=(rank > prev_rank) & ~np.isnan(prev_rank),
         avail=cc["effective_date"] + pd.Timedelta(days=config.lag("customs_credit")),
     )
 
-    fxr = t("fx_receipts")
+
+def _prep_fx(fxr: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    """Firm-month totals, and the rows paid by named buyers (expected, late, buyer code)."""
     received = fxr["received_usd"].to_numpy(np.float64)
+    late_days = float(config.params["buyer_late_days"])
     fx = _monthly(
         fxr,
         ids,
@@ -362,7 +372,10 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
         {
             "received_usd": received,
             "pi_usd": received * (fxr["channel"] == "payment_institution").to_numpy(np.float64),
-            "cls_rank": _codes(fxr["fx_class"], p["fx_class_order"]),
+            "cls_rank": _codes(fxr["fx_class"], config.params["fx_class_order"]),
+            "buyer": _buyer_codes(fxr["buyer_id"]),
+            "expected_usd": fxr["expected_usd"].to_numpy(np.float64),
+            "late": (fxr["days_beyond_terms"].to_numpy(np.float64) > late_days),
         },
     )
     frames["fx_receipts:fm"] = _firm_month(
@@ -373,9 +386,10 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
             "cls_rank": ("cls_rank", "max"),
         },
     )
+    frames["fx_receipts:buyers"] = fx[fx["buyer"].to_numpy() >= 0].reset_index(drop=True)
 
-    del fxr, fx, received
-    ms = t("marketplace_stores")
+
+def _prep_stores(ms: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames) -> None:
     status = ms["account_status"]
     rating = ms["rating"].to_numpy(np.float64)
     orders = ms["orders"].to_numpy(np.float64)
@@ -414,8 +428,8 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
         },
     )
 
-    del ms, st, status, rating, orders
-    ow = t("overseas_warehouses")
+
+def _prep_warehouses(ow: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames) -> None:
     wh = _monthly(
         ow,
         ids,
@@ -429,12 +443,15 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
         wh, {"stock": ("stock_value_usd", "sum"), "countries": ("country", "nunique")}
     )
 
-    del ow, wh
-    loans = _events(t("loans"), ids, "loans", "start_date")
+
+def _prep_loans(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    loans = _events(t, ids, "loans", "start_date")
     frames["loans"] = loans.assign(
         avail=loans["start_date"] + pd.Timedelta(days=config.lag("loans"))
     )
-    lr = t("loan_repayments")
+
+
+def _prep_repayments(lr: pd.DataFrame, ids: pa.Array, _: SnapshotConfig, frames: Frames) -> None:
     outstanding = lr["outstanding_cny"].to_numpy(np.float64)
     rp = _monthly(
         lr,
@@ -446,6 +463,7 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
             "days_past_due": lr["days_past_due"].to_numpy(np.float64),
             "outstanding_cny": outstanding,
             "active": (outstanding > 0).astype(np.float64),
+            "restructured": lr["restructured"].to_numpy(np.float64),
         },
     )
     frames["loan_repayments:fm"] = _firm_month(
@@ -456,26 +474,107 @@ def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepa
             "dpd": ("days_past_due", "max"),
             "due": ("due_cny", "sum"),
             "paid": ("paid_cny", "sum"),
+            "restructured": ("restructured", "sum"),
         },
     )
 
-    del lr, rp, outstanding
-    cr = _events(t("court_records"), ids, "court_records", "open_date")
+
+def _prep_courts(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    cr = _events(t, ids, "court_records", "open_date")
     frames["court_records"] = cr.assign(
         avail=cr["open_date"] + pd.Timedelta(days=config.lag("court_records")),
         close_avail=cr["close_date"]
         + pd.Timedelta(days=config.lag("court_records", "close_lag_days")),
     )
-    pen = _events(t("admin_penalties"), ids, "admin_penalties", "penalty_date")
+
+
+def _prep_penalties(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    pen = _events(t, ids, "admin_penalties", "penalty_date")
     frames["admin_penalties"] = pen.assign(
         avail=pen["penalty_date"] + pd.Timedelta(days=config.lag("admin_penalties"))
     )
-    ins = _events(t("insurance_policies"), ids, "insurance_policies", "start_date")
+
+
+def _prep_policies(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    ins = _events(t, ids, "insurance_policies", "start_date")
     frames["insurance_policies"] = ins.assign(
         avail=ins["start_date"] + pd.Timedelta(days=config.lag("insurance_policies")),
         settled=ins["end_date"]
         + pd.Timedelta(days=config.lag("insurance_policies", "claims_lag_days")),
     )
+
+
+def _prep_claims(t: pd.DataFrame, ids: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    cl = _events(t, ids, "insurance_claims", "notified_date")
+    frames["insurance_claims"] = cl.assign(
+        avail=cl["notified_date"] + pd.Timedelta(days=config.lag("insurance_claims")),
+        decided=cl["decision_date"]
+        + pd.Timedelta(days=config.lag("insurance_claims", "decision_lag_days")),
+    )
+
+
+def _prep_macro(mi: pd.DataFrame, _: pa.Array, config: SnapshotConfig, frames: Frames) -> None:
+    """Macro indicators by month index (not firm-level), published ``lag_days`` after month end."""
+    m = period_to_month_index(mi["period"]).astype(np.int64)
+    cols = [c for c in TABLES["macro_indicators"].column_names if c != "period"]
+    frame = pd.DataFrame({"m": m, **{c: mi[c].to_numpy(np.float64) for c in cols}})
+    frames["macro_indicators"] = frame.sort_values("m", kind="stable").reset_index(drop=True)
+
+
+#: How each clean table is coded, in order (each table is read once and released after).
+PREPARERS = {
+    "tax": _prep_tax,
+    "social_insurance": _prep_social_insurance,
+    "utilities": _prep_utilities,
+    "customs_declarations": _prep_customs,
+    "customs_credit": _prep_customs_credit,
+    "fx_receipts": _prep_fx,
+    "marketplace_stores": _prep_stores,
+    "overseas_warehouses": _prep_warehouses,
+    "loans": _prep_loans,
+    "loan_repayments": _prep_repayments,
+    "court_records": _prep_courts,
+    "admin_penalties": _prep_penalties,
+    "insurance_policies": _prep_policies,
+    "insurance_claims": _prep_claims,
+    "macro_indicators": _prep_macro,
+}
+
+
+def prepare(tables: Mapping[str, pd.DataFrame], config: SnapshotConfig) -> Prepared:
+    """Code the clean tables for point-in-time aggregation (done once per set of tables).
+
+    Parameters
+    ----------
+    tables : mapping of str to pandas.DataFrame
+        Clean tables; ``firms`` is required, any other missing table counts as empty. Each
+        table is looked up once and released after its block, so a lazy mapping that reads
+        tables on access (``features.snapshot.CleanTables``) keeps one raw table in memory
+        at a time.
+    config : SnapshotConfig
+        Lags and parameters.
+
+    Returns
+    -------
+    Prepared
+    """
+    if "firms" not in tables:
+        raise ValueError("tables must include 'firms'")
+
+    def table(name: str) -> pd.DataFrame:
+        if name in tables:
+            return tables[name]
+        spec = TABLES[name]
+        return pd.DataFrame({c.name: pd.Series(dtype=_empty_dtype(c.dtype)) for c in spec.columns})
+
+    firms = table("firms").sort_values("usc_code", kind="stable").reset_index(drop=True)
+    if firms["usc_code"].duplicated().any():
+        dupes = firms.loc[firms["usc_code"].duplicated(), "usc_code"].head(3).tolist()
+        raise ValueError(f"firms.usc_code must be unique; duplicated e.g. {dupes}")
+    ids = pa.array(firms["usc_code"].astype("str"))
+    frames: Frames = {}
+    for name, prep_table in PREPARERS.items():
+        prep_table(table(name), ids, config, frames)
     return Prepared(firms=firms, frames=frames, config=config)
 
 
@@ -863,6 +962,12 @@ def _loans(prep: Prepared, t: pd.Timestamp, shared: Arrays) -> Arrays:
     l2e = np.where(np.isnan(exports_cny), np.nan, np.minimum(l2e, l2e_cap))
     late30 = vis & (dpd >= 30)
     last30 = _max(fid[late30], m[late30], n, np.nan)
+    # A cure: a month end at 30-89 days past due followed, the next month, by none.
+    prev_same = np.r_[False, (fid[1:] == fid[:-1]) & (m[1:] == m[:-1] + 1)]
+    prev_dpd = np.r_[0.0, dpd[:-1]]
+    cured = vis & prev_same & (prev_dpd >= 30) & (prev_dpd < 90) & (dpd == 0)
+    w24 = _window(m, last, 24)
+    restructured = fm["restructured"].to_numpy(np.float64)
     recent_start = (lvis["start_date"] > t - pd.DateOffset(months=12)).to_numpy()
     first_start = _min(
         lfid, lvis["start_date"].to_numpy().astype("datetime64[ns]").astype(np.int64), n, np.nan
@@ -892,6 +997,10 @@ def _loans(prep: Prepared, t: pd.Timestamp, shared: Arrays) -> Arrays:
             present,
         ),
         "loan_history_months": history,
+        "cured_arrears_24m": _where_present(_count(fid[cured & w24], n), present),
+        "restructured_24m": _where_present(
+            _sum(fid[w24], (restructured[w24] > 0).astype(np.float64), n), present
+        ),
     }
 
 
@@ -967,6 +1076,72 @@ def _insurance(prep: Prepared, t: pd.Timestamp) -> Arrays:
     }
 
 
+def _buyers(prep: Prepared, t: pd.Timestamp, shared: Arrays) -> Arrays:
+    """Concentration on named buyers and how those buyers paid this firm."""
+    n, cfg = prep.n, prep.config
+    det = prep.frames["customs_declarations"]
+    last_c = cfg.last_month("customs_declarations", t.date())
+    dm = _window(det["m"].to_numpy(), last_c, 12) & (det["buyer"].to_numpy() >= 0)
+    dfid, dbuy = det["fid"].to_numpy()[dm], det["buyer"].to_numpy()[dm]
+    val = det["declared_value_usd"].to_numpy(np.float64)[dm]
+    by = pd.DataFrame({"fid": dfid, "b": dbuy, "v": val}).groupby(["fid", "b"], sort=True)["v"]
+    per = by.sum().reset_index()
+    pf, pv = per["fid"].to_numpy(), per["v"].to_numpy(np.float64)
+    total = _sum(pf, pv, n)
+    present = shared["customs_present"]
+    fx = prep.frames["fx_receipts:buyers"]
+    last_f = cfg.last_month("fx_receipts", t.date())
+    fm = fx["m"].to_numpy()
+    w12, w6 = _window(fm, last_f, 12), _window(fm, last_f, 6)
+    ffid = fx["fid"].to_numpy()
+    late = fx.loc[w12 & fx["late"].to_numpy(bool), ["fid", "buyer"]].drop_duplicates()
+    late_key = pd.MultiIndex.from_frame(late.rename(columns={"buyer": "b"}))
+    flagged = pd.MultiIndex.from_frame(per[["fid", "b"]]).isin(late_key)
+    expected = fx["expected_usd"].to_numpy(np.float64)
+    received = fx["received_usd"].to_numpy(np.float64)
+    exp6 = _sum(ffid[w6], expected[w6], n)
+    short = np.where(exp6 > 0, 1.0 - _ratio(_sum(ffid[w6], received[w6], n), exp6), np.nan)
+    return {
+        "buyer_count_12m": _where_present(_count(pf[pv > 0], n), present),
+        "top_buyer_share_12m": _where_present(_ratio(_max(pf, pv, n, 0.0), total), present),
+        "late_buyer_sales_share_12m": _where_present(
+            _ratio(_sum(pf[flagged], pv[flagged], n), total), present
+        ),
+        "buyer_receipt_shortfall_6m": np.clip(short, 0.0, 1.0),
+    }
+
+
+def _claims(prep: Prepared, t: pd.Timestamp) -> Arrays:
+    n, cl = prep.n, prep.frames["insurance_claims"]
+    vis = cl[(cl["avail"] <= t).to_numpy()]
+    fid = vis["fid"].to_numpy()
+    recent = (vis["notified_date"] > t - pd.DateOffset(months=24)).to_numpy()
+    decided = (vis["decided"] <= t).to_numpy()  # NaT compares False: still pending
+    return {
+        "claims_notified_24m": _count(fid[recent], n),
+        "claims_pending": _count(fid[~decided], n),
+    }
+
+
+def _macro(prep: Prepared, t: pd.Timestamp) -> Arrays:
+    """Return the latest published macro indicators (the same for every firm) and the PMI change."""
+    n, mi = prep.n, prep.frames["macro_indicators"]
+    last = prep.config.last_month("macro_indicators", t.date())
+    m = mi["m"].to_numpy()
+    now, ago = mi[m == last], mi[m == last - 6]
+
+    def value(frame: pd.DataFrame, col: str) -> float:
+        return float(frame[col].iloc[-1]) if len(frame) else np.nan
+
+    pmi = value(now, "export_orders_pmi")
+    return {
+        "macro_export_orders_pmi": np.full(n, pmi),
+        "macro_pmi_change_6m": np.full(n, pmi - value(ago, "export_orders_pmi")),
+        "macro_freight_cost_index": np.full(n, value(now, "freight_cost_index")),
+        "macro_western_demand_index": np.full(n, value(now, "western_demand_index")),
+    }
+
+
 def compute_features(prep: Prepared, as_of: date) -> Arrays:
     """Every feature the builder knows, for every firm of ``prep``, at ``as_of``.
 
@@ -999,6 +1174,9 @@ def compute_features(prep: Prepared, as_of: date) -> Arrays:
     out.update(_courts(prep, t))
     out.update(_penalties(prep, t))
     out.update(_insurance(prep, t))
+    out.update(_buyers(prep, t, shared))
+    out.update(_claims(prep, t))
+    out.update(_macro(prep, t))
     for col in ("industry", "district", "main_marketplace"):
         out[col] = prep.firms[col].to_numpy(object)
     return out

@@ -38,7 +38,8 @@ import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from features import contracts, io, uscc
-from features.tables import TABLES, TableSpec
+from features.feature_availability import SnapshotConfig
+from features.tables import LATE_CAPABLE, TABLES, TableSpec
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +48,18 @@ REQUIRED = ("firms",)
 #: Ingestion order: firms first (the reference set of every other table), then the spec order
 #: (which has loans before loan_repayments).
 ORDER: tuple[str, ...] = ("firms", *(t for t in TABLES if t != "firms"))
+assert all(
+    ORDER.index(target.split(".")[0]) < ORDER.index(name)
+    for name, spec in TABLES.items()
+    for target in spec.references.values()
+), "a table must come after every table it references"
 #: Key sets collected while ingesting a table, for the tables that reference it.
-REFERENCED: dict[str, str] = {"firms": "usc_code", "loans": "loan_id"}
+REFERENCED: dict[str, str] = {
+    "firms": "usc_code",
+    "buyers": "buyer_id",
+    "loans": "loan_id",
+    "insurance_policies": "policy_id",
+}
 REPORT_FILE = "ingest_report.json"
 #: Rows validated at a time: bounds memory for part files of any size (peak RSS about 0.85 GB
 #: on the 20,000-firm benchmark world; 2,000,000 rows: 1.0 GB, 500,000: 0.66 GB).
@@ -304,8 +315,10 @@ class KeyTracker:
         The table's key columns.
     """
 
-    def __init__(self, key: tuple[str, ...]) -> None:
+    def __init__(self, key: tuple[str, ...], nullable: tuple[str, ...] = ()) -> None:
         self.key = key
+        # A nullable key column (fx_receipts.buyer_id) is part of the key even when null.
+        self.required = [k for k in key if k not in nullable]
         self._keys = np.empty(0, dtype=np.uint64)  # sorted key hashes
         self._rows = np.empty(0, dtype=np.uint64)  # row hash of each key's first row
 
@@ -322,7 +335,7 @@ class KeyTracker:
         pandas.DataFrame
             ``index``, ``kind``, ``reason`` of the duplicate rows.
         """
-        has_key = logical[list(self.key)].notna().all(axis=1).to_numpy()
+        has_key = logical[self.required].notna().all(axis=1).to_numpy()
         part = logical[has_key]
         kh = pd.util.hash_pandas_object(part[list(self.key)], index=False).to_numpy()
         rh = pd.util.hash_pandas_object(part, index=False).to_numpy()
@@ -351,6 +364,47 @@ class KeyTracker:
         reasons = np.where(exact[dup], "duplicate", f"duplicate of key ({key_text})")
         kinds = np.where(exact[dup], "duplicate", "duplicate_key")
         return pd.DataFrame({"index": index, "kind": kinds, "reason": reasons})
+
+
+def late_lag(spec: TableSpec) -> int | None:
+    """Publication lag in days of a table whose rows carry ``received_date`` (else None)."""
+    if spec.name not in LATE_CAPABLE:
+        return None
+    return SnapshotConfig.load().lag(spec.name)
+
+
+def late_rows(logical: pd.DataFrame, lag: int | None) -> pd.DataFrame:
+    """Rows that reached the platform after their publication lag (late arrivals).
+
+    The snapshot makes a monthly row visible on a fixed day (period end + lag), so a row that
+    arrived later would leak into snapshots dated before its arrival: it is quarantined (the
+    report counts it under ``received_date: late``), and the feed owner resends it on time.
+
+    Parameters
+    ----------
+    logical : pandas.DataFrame
+        A converted part with ``period`` and ``received_date``.
+    lag : int or None
+        The table's lag in days; None for tables without ``received_date``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``index``, ``kind``, ``reason`` of the late rows.
+    """
+    if lag is None or not len(logical):
+        return pd.DataFrame(columns=["index", "kind", "reason"])
+    period = pd.to_datetime(logical["period"], format="%Y-%m", errors="coerce")
+    due = period + pd.offsets.MonthEnd(0) + pd.Timedelta(days=lag)
+    received = logical["received_date"]
+    late = (received > due).fillna(False).to_numpy(dtype=bool)
+    idx = logical.index[late]
+    reasons = [
+        f"received_date: late: expected on or before {d:%Y-%m-%d} (period end + {lag} days), "
+        f"got {r:%Y-%m-%d}"
+        for d, r in zip(due[late], received[late], strict=True)
+    ]
+    return pd.DataFrame({"index": idx, "kind": "received_date: late", "reason": reasons})
 
 
 def _clean(logical: pd.DataFrame, spec: TableSpec) -> pd.DataFrame:
@@ -386,7 +440,8 @@ def _ingest_table(
         else:
             warnings[f"{col}: not checked against {target} (table absent)"] += 1
     schema = contracts.schema_for(spec.name, raw=True, references=refs)
-    tracker = KeyTracker(spec.key)
+    tracker = KeyTracker(spec.key, tuple(c.name for c in spec.columns if c.nullable))
+    lag = late_lag(spec)
     clean_dir, q_dir = (
         io.table_dir(out_dir, spec.name),
         io.table_dir(out_dir / QUARANTINE, spec.name),
@@ -407,7 +462,11 @@ def _ingest_table(
             logical, problems, conv_warnings = to_logical(raw, spec)
             warnings.update(conv_warnings)
             found = pd.concat(
-                [validate_part(logical, schema, problems), tracker.check(logical)],
+                [
+                    validate_part(logical, schema, problems),
+                    tracker.check(logical),
+                    late_rows(logical, lag),
+                ],
                 ignore_index=True,
             )
             bad = np.zeros(len(raw), dtype=bool)

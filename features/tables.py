@@ -1,9 +1,14 @@
 """The raw platform tables: one specification each, shared by the simulator, the
 contracts (``features.contracts``), ingestion and the feature builder.
 
-Every table is keyed by the firm's USCC (``usc_code``). ``date_column`` is the column that,
-plus the source's publication lag (``features/config/availability.yaml``), says when a row
-became known to the platform. Monthly tables carry ``period`` as ``YYYY-MM``.
+Most tables are keyed by the firm's USCC (``usc_code``, :attr:`TableSpec.firm_keyed`); the
+reference tables ``buyers`` (overseas buyers, keyed by ``buyer_id``) and ``macro_indicators``
+(one row per month) are not. ``references`` names each foreign key (``usc_code`` ->
+``firms.usc_code``, ``buyer_id`` -> ``buyers.buyer_id``...); a nullable foreign key is checked
+only where it has a value. ``date_column`` is the column that, plus the source's publication
+lag (``features/config/availability.yaml``), says when a row became known to the platform.
+Monthly tables carry ``period`` as ``YYYY-MM``; the monthly feeds that can arrive late carry
+``received_date`` (see :data:`LATE_CAPABLE`).
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ LOAN_PRODUCTS = (
     "policy_financing",
     "working_capital",
 )
+BUYER_SIZES = ("small", "medium", "large")
+BUYER_SECTORS = ("retail_chain", "wholesaler", "distributor", "importer", "ecommerce_retailer")
+CLAIM_STATUS = ("pending", "paid", "declined")
+#: Buyer identifier: ``BY`` + ISO 3166 alpha-3 of the buyer's country + 6 digits.
+BUYER_ID_REGEX = r"^BY[A-Z]{3}\d{6}$"
 #: Shared reference tables (the OECD country-risk list) used by pricing and the simulator.
 REFERENCE_DIR = Path(__file__).parent / "config"
 
@@ -131,6 +141,18 @@ class TableSpec:
         """Column names in order."""
         return [c.name for c in self.columns]
 
+    @property
+    def firm_keyed(self) -> bool:
+        """Whether each row belongs to one firm (the table has a ``usc_code`` column)."""
+        return "usc_code" in self.column_names
+
+    def column(self, name: str) -> Column:
+        """Return the column called ``name`` (KeyError when the table has none)."""
+        for col in self.columns:
+            if col.name == name:
+                return col
+        raise KeyError(f"{self.name} has no column {name!r}")
+
 
 def _usc(desc: str = "Unified Social Credit Code of the firm (GB 32100-2015)") -> Column:
     return Column("usc_code", "str", desc)
@@ -140,7 +162,22 @@ def _period() -> Column:
     return Column("period", "str", "calendar month YYYY-MM", regex=PERIOD_REGEX)
 
 
+def _received() -> Column:
+    return Column(
+        "received_date",
+        "date",
+        "date the row reached the platform when after the source's publication lag "
+        "(late arrival; such rows are quarantined); null when it arrived in time",
+        nullable=True,
+    )
+
+
+def _buyer(desc: str) -> Column:
+    return Column("buyer_id", "str", desc, nullable=True, regex=BUYER_ID_REGEX)
+
+
 _FIRM_REF = {"usc_code": "firms.usc_code"}
+_FIRM_BUYER_REF = {"usc_code": "firms.usc_code", "buyer_id": "buyers.buyer_id"}
 
 TABLES: dict[str, TableSpec] = {
     t.name: t
@@ -183,6 +220,24 @@ TABLES: dict[str, TableSpec] = {
             date_column="registration_date",
         ),
         TableSpec(
+            "buyers",
+            "static",
+            "Overseas buyers of the platform's exporters (a reference table; several firms share a buyer)",
+            (
+                Column(
+                    "buyer_id", "str", "buyer identifier BY + ISO3 + 6 digits", regex=BUYER_ID_REGEX
+                ),
+                Column("name", "str", "buyer's registered name"),
+                Column(
+                    "country_iso3", "str", "buyer's country ISO 3166 alpha-3", regex=r"^[A-Z]{3}$"
+                ),
+                Column("size_band", "category", "small / medium / large", allowed=BUYER_SIZES),
+                Column("sector", "category", "buyer's trade sector", allowed=BUYER_SECTORS),
+            ),
+            key=("buyer_id",),
+            date_column=None,
+        ),
+        TableSpec(
             "tax",
             "yearly",
             "Yearly tax credit grade, tax paid and export rebates (grade for year Y published April Y+1)",
@@ -216,6 +271,7 @@ TABLES: dict[str, TableSpec] = {
                     "insured_headcount", "int", "employees insured this month", ge=0, le=100_000
                 ),
                 Column("arrears_cny", "float", "contribution arrears, CNY", ge=0),
+                _received(),
             ),
             key=("usc_code", "period"),
             date_column="period",
@@ -231,6 +287,7 @@ TABLES: dict[str, TableSpec] = {
                 Column("electricity_kwh", "float", "electricity used, kWh", ge=0),
                 Column("water_m3", "float", "water used, cubic metres", ge=0),
                 Column("late_payment", "bool", "the utility bill was paid late"),
+                _received(),
             ),
             key=("usc_code", "period"),
             date_column="period",
@@ -261,10 +318,15 @@ TABLES: dict[str, TableSpec] = {
                 ),
                 Column("returned_value_usd", "float", "value of returned goods, USD", ge=0),
                 Column("inspection_anomalies", "int", "inspections with anomalies", ge=0),
+                _buyer(
+                    "overseas buyer of the goods (B2B modes 9710/0110); null for B2C parcels "
+                    "and exports to the firm's own overseas warehouse"
+                ),
+                _received(),
             ),
             key=("usc_code", "period", "customs_mode", "destination_iso3"),
             date_column="period",
-            references=_FIRM_REF,
+            references=_FIRM_BUYER_REF,
         ),
         TableSpec(
             "customs_credit",
@@ -282,7 +344,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec(
             "fx_receipts",
             "monthly",
-            "Monthly foreign-exchange receipts from abroad, by channel",
+            "Monthly foreign-exchange receipts from abroad, by channel and paying buyer",
             (
                 _usc(),
                 _period(),
@@ -294,10 +356,27 @@ TABLES: dict[str, TableSpec] = {
                 ),
                 Column("received_usd", "float", "money received from abroad, USD", ge=0),
                 Column("fx_class", "category", "SAFE goods-trade class A/B/C", allowed=FX_CLASSES),
+                _buyer("overseas buyer that paid; null for marketplace payouts and other flows"),
+                Column(
+                    "expected_usd",
+                    "float",
+                    "amount due this month under the payment terms (from that buyer; for "
+                    "payouts: last month's sales)",
+                    ge=0,
+                ),
+                Column(
+                    "days_beyond_terms",
+                    "float",
+                    "value-weighted days the payment came after its due date (0 when on time; "
+                    "the due date when nothing was paid)",
+                    ge=0,
+                    le=3650,
+                ),
+                _received(),
             ),
-            key=("usc_code", "period", "channel"),
+            key=("usc_code", "period", "channel", "buyer_id"),
             date_column="period",
-            references=_FIRM_REF,
+            references=_FIRM_BUYER_REF,
         ),
         TableSpec(
             "marketplace_stores",
@@ -321,6 +400,7 @@ TABLES: dict[str, TableSpec] = {
                 Column(
                     "payout_hold_usd", "float", "payouts withheld by the marketplace, USD", ge=0
                 ),
+                _received(),
             ),
             key=("usc_code", "period", "store_id"),
             date_column="period",
@@ -335,6 +415,7 @@ TABLES: dict[str, TableSpec] = {
                 _period(),
                 Column("country_iso3", "str", "warehouse country ISO alpha-3", regex=r"^[A-Z]{3}$"),
                 Column("stock_value_usd", "float", "stock value at month end, USD", ge=0),
+                _received(),
             ),
             key=("usc_code", "period", "country_iso3"),
             date_column="period",
@@ -369,6 +450,12 @@ TABLES: dict[str, TableSpec] = {
                 Column("paid_cny", "float", "amount paid this month, CNY", ge=0),
                 Column("days_past_due", "int", "days past due at month end", ge=0, le=3650),
                 Column("outstanding_cny", "float", "principal outstanding at month end, CNY", ge=0),
+                Column(
+                    "restructured",
+                    "bool",
+                    "the loan was restructured this month (arrears rescheduled, days past due "
+                    "reset); not a default under features/config/default_status.yaml",
+                ),
             ),
             key=("loan_id", "period"),
             date_column="period",
@@ -436,5 +523,66 @@ TABLES: dict[str, TableSpec] = {
             date_column="start_date",
             references=_FIRM_REF,
         ),
+        TableSpec(
+            "insurance_claims",
+            "event",
+            "Export credit insurance claims: a buyer did not pay an insured shipment",
+            (
+                Column("claim_id", "str", "claim identifier"),
+                Column("policy_id", "str", "policy the shipment was insured under"),
+                _usc(),
+                Column("buyer_id", "str", "buyer that did not pay", regex=BUYER_ID_REGEX),
+                Column("notified_date", "date", "date the exporter notified the loss"),
+                Column("loss_usd", "float", "unpaid insured receivables claimed, USD", ge=0),
+                Column("paid_usd", "float", "indemnity paid, USD (0 unless paid)", ge=0),
+                Column(
+                    "decision_date",
+                    "date",
+                    "date the insurer decided (null while pending)",
+                    nullable=True,
+                ),
+                Column("status", "category", "pending / paid / declined", allowed=CLAIM_STATUS),
+            ),
+            key=("claim_id",),
+            date_column="notified_date",
+            references={
+                "usc_code": "firms.usc_code",
+                "buyer_id": "buyers.buyer_id",
+                "policy_id": "insurance_policies.policy_id",
+            },
+        ),
+        TableSpec(
+            "macro_indicators",
+            "monthly",
+            "Published monthly indicators of the export economy (not firm-level)",
+            (
+                _period(),
+                Column(
+                    "export_orders_pmi",
+                    "float",
+                    "new export orders purchasing managers' index (50 = no change)",
+                    ge=0,
+                    le=100,
+                ),
+                Column(
+                    "freight_cost_index", "float", "container freight cost index (2019 = 100)", ge=0
+                ),
+                Column(
+                    "western_demand_index",
+                    "float",
+                    "consumer demand in the main Western markets (2019 = 100)",
+                    ge=0,
+                ),
+            ),
+            key=("period",),
+            date_column="period",
+        ),
     ]
 }
+
+#: Monthly firm feeds whose rows can reach the platform after their publication lag.
+LATE_CAPABLE = tuple(
+    name
+    for name, spec in TABLES.items()
+    if spec.kind == "monthly" and "received_date" in spec.column_names
+)

@@ -21,7 +21,16 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-for _module in ("simulator.cli", "features.cli", "training.cli", "training.batch", "serving.cli"):
+for _module in (
+    "simulator.cli",
+    "features.cli",
+    "training.cli",
+    "training.monitor_cli",
+    "training.batch",
+    "training.buyer_cli",
+    "serving.cli",
+    "serving.apps_cli",
+):
     try:
         importlib.import_module(_module).register(app)
     except ModuleNotFoundError as exc:  # a package whose CLI is not written yet

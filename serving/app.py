@@ -12,13 +12,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import ModuleType
+from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from serving import problems
 from serving.db import Database, upgrade
-from serving.metrics import Metrics, RequestContextMiddleware
+from serving.deps import enforce_access
+from serving.metrics import Metrics, RequestContextMiddleware, WriteHealth
+from serving.protect import ProtectMiddleware
 from serving.settings import Settings
 from serving.state import LoadError, ServingState
 
@@ -28,7 +31,21 @@ API_PREFIX = "/v1"
 #: Routers of other domains, included when their module exists. A module either exposes
 #: ``register(app)`` (full control, e.g. the portal's pages and static files) or a ``router``
 #: mounted under ``/v1``.
-OPTIONAL_ROUTERS = ("matching", "insurance", "regulator", "portal", "docs")
+OPTIONAL_ROUTERS = (
+    "matching",
+    "insurance",
+    "regulator",
+    "portal",
+    "docs",
+    "applications",
+    "provider_applications",
+    "provider_products",
+    "application_stats",
+    "console",
+    "buyers",
+    "insurer",
+    "insurer_console",
+)
 
 DESCRIPTION = """
 Kuaxin (跨信) scores Shenzhen cross-border e-commerce firms for banks and insurers, and shows
@@ -74,7 +91,12 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     preloaded = state is not None
     serving = state or ServingState()
     metrics = Metrics()
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        statement_timeout_s=settings.db_statement_timeout_s,
+        lock_timeout_s=settings.db_lock_timeout_s,
+        connect_timeout_s=settings.db_connect_timeout_s,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,12 +122,17 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
         docs_url=None,
         redoc_url=None,
         openapi_url="/openapi.json",
+        # The access table (serving/access.py) decides who may call every route.
+        dependencies=[Depends(enforce_access)],
     )
     app.state.settings = settings
     app.state.serving = serving
     app.state.metrics = metrics
     app.state.db = db
+    app.state.writes = WriteHealth(settings.ready_failure_window_s)
     problems.install(app)
+    # Limits run inside the request context, so refusals carry a request id and are counted.
+    app.add_middleware(ProtectMiddleware, settings=settings)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
 
     from serving.routers import (
@@ -130,4 +157,60 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
             extra.register(app)
         else:
             app.include_router(extra.router, prefix=API_PREFIX)
+    _document_common_answers(app)
     return app
+
+
+def api_routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Every (method, path) the app routes to a FastAPI endpoint, included routers flattened.
+
+    HEAD (answered with GET) is left out. The access-table test walks this list.
+    """
+    from fastapi import routing
+
+    iterate = getattr(routing, "iter_route_contexts", None)
+    contexts = list(iterate(app.routes)) if iterate is not None else app.routes
+    out = []
+    for ctx in contexts:
+        route = getattr(ctx, "original_route", ctx)
+        path = getattr(ctx, "path", None) or getattr(route, "path", None)
+        if not isinstance(route, routing.APIRoute) or path is None:
+            continue
+        out += [(m, path) for m in sorted(route.methods - {"HEAD"})]
+    return out
+
+
+def _document_common_answers(app: FastAPI) -> None:
+    """Add the answers any operation can give to the OpenAPI document.
+
+    400 (a body that is not JSON), 413 (body too large), 429 (rate limited) come from the
+    middleware and the framework before a route runs; 503 from the key store on keyed routes.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        common = problems.problem_responses(400, 413, 429, 503)
+        for ops in spec.get("paths", {}).values():
+            for op in ops.values():
+                answers = op.setdefault("responses", {})
+                for status, doc in common.items():
+                    if str(status) not in answers:
+                        answers[str(status)] = {
+                            "description": doc["description"],
+                            "content": {
+                                problems.PROBLEM_JSON: {
+                                    "schema": {"$ref": "#/components/schemas/Problem"}
+                                }
+                            },
+                        }
+        spec.setdefault("components", {}).setdefault("schemas", {}).setdefault(
+            "Problem",
+            problems.Problem.model_json_schema(ref_template="#/components/schemas/{model}"),
+        )
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -99,6 +99,12 @@ def create_key(
     return key, row
 
 
+_KEYS = ApiKey.__table__
+_KEY_BY_PREFIX = sa.select(
+    _KEYS.c.id, _KEYS.c.key_hash, _KEYS.c.role, _KEYS.c.org, _KEYS.c.firm_usc, _KEYS.c.revoked_at
+).where(_KEYS.c.prefix == sa.bindparam("prefix"))
+
+
 def authenticate(session: Session, key: str) -> Principal | None:
     """Return the principal of a valid, unrevoked key, else None.
 
@@ -117,7 +123,9 @@ def authenticate(session: Session, key: str) -> Principal | None:
     prefix = _split(key)
     if prefix is None:
         return None
-    row = session.scalar(sa.select(ApiKey).where(ApiKey.prefix == prefix))
+    # A prepared Core statement on the session's connection: this runs on every request (no
+    # statement building, no ORM identity-map work).
+    row = session.connection().execute(_KEY_BY_PREFIX, {"prefix": prefix}).first()
     if row is None or row.revoked_at is not None:
         return None
     if not hmac.compare_digest(row.key_hash, hash_key(key)):

@@ -56,6 +56,29 @@ def _database(database_url: str | None) -> Any:
     return Database(settings.database_url)
 
 
+def _seed_demo_applications(
+    database: Any, settings: Any, snapshot: Path, info: dict[str, Any]
+) -> Any:
+    """Seed applications in several states (serving.demo.seed_applications); skipped without a model."""
+    from serving.demo import applications_seeded, seed_applications
+    from serving.market import load_market
+    from serving.state import ServingState
+
+    if applications_seeded(database, DEMO_ORGS):
+        return []
+    typer.echo(
+        "seeding demo applications (loads the model and scores the snapshot once) ...", err=True
+    )
+    try:
+        loaded = ServingState().load(settings.model_copy(update={"snapshot": snapshot}))
+    except Exception as exc:  # no model yet: the keys still work, the pages start empty
+        typer.echo(f"warning: no demo applications: {exc}", err=True)
+        return []
+    return seed_applications(
+        database, loaded, load_market(settings), DEMO_ORGS, info["firm"]["usc_code"]
+    )
+
+
 def _while_waiting(what: str, call: Callable[[], T]) -> T:
     """Run ``call`` while a progress line on stderr counts the seconds (a reload takes a while).
 
@@ -114,23 +137,24 @@ def _serve_commands(app: typer.Typer) -> None:
         database_url: DatabaseOpt = None,
         log_level: Annotated[str, typer.Option(help="log level")] = "info",
         access_log: Annotated[bool, typer.Option(help="log every request")] = True,
+        workers: Annotated[
+            int,
+            typer.Option(
+                min=1, max=64, help="processes sharing the port (scores precomputed once)"
+            ),
+        ] = 1,
     ) -> None:
-        """Run the scoring service (uvicorn)."""
+        """Run the scoring service (uvicorn; several workers with --workers N)."""
         import logging
 
-        import uvicorn
+        from serving.workers import LOG_FORMAT
+        from serving.workers import serve as run_service
 
-        from serving.app import create_app
-
-        logging.basicConfig(
-            level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-        )
+        logging.basicConfig(level=log_level.upper(), format=LOG_FORMAT)
         settings = _settings(snapshot=snapshot, model_dir=model_dir, database_url=database_url)
         if settings.snapshot is None:
             _fail("no snapshot: pass --snapshot FILE or set KUAXIN_SNAPSHOT")
-        uvicorn.run(
-            create_app(settings), host=host, port=port, log_level=log_level, access_log=access_log
-        )
+        run_service(settings, host, port, workers, log_level=log_level, access_log=access_log)
 
 
 def _key_commands(keys: typer.Typer) -> None:
@@ -370,6 +394,7 @@ def _demo_command(app: typer.Typer) -> None:
             info = create_demo(
                 database, snapshot, base_url=base_url, orgs=DEMO_ORGS, settings=settings
             )
+            info["applications"] = _seed_demo_applications(database, settings, snapshot, info)
         except ValueError as exc:
             _fail(str(exc))
             raise
@@ -383,6 +408,12 @@ def _demo_command(app: typer.Typer) -> None:
         )
         typer.echo(f"demo keys written to {out} and {env} (source it: `source {env}`)")
         typer.echo(f"demo firm {info['firm']['usc_code']} {info['firm']['name'] or ''}")
+        seeded = info.get("applications") or []
+        if seeded:
+            states = ", ".join(sorted({a["status"] for a in seeded}))
+            typer.echo(
+                f"seeded {len(seeded)} applications ({states}); console: {base_url}/console/"
+            )
         for role, k in info["keys"].items():
             typer.echo(f"  {role:<10} {k['org']:<22} {k['key']}")
         typer.echo("try (after `make serve` or while `make run` serves):")

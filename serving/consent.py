@@ -27,17 +27,12 @@ class ConsentState(StrEnum):
     revoked = "revoked"
 
 
-def _aware(ts: datetime) -> datetime:
-    # SQLite hands timestamps back without a zone; every stored time is UTC.
-    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
-
-
 def state_of(consent: Consent, now: datetime | None = None) -> ConsentState:
     """Return whether ``consent`` is active, expired or revoked at ``now``."""
     now = now or datetime.now(UTC)
     if consent.revoked_at is not None:
         return ConsentState.revoked
-    if _aware(consent.expires_at) <= now:
+    if consent.expires_at <= now:
         return ConsentState.expired
     return ConsentState.active
 
@@ -197,6 +192,38 @@ def active_consent(
     for row in rows:
         if scope in scopes_of(row):
             return row
+    return None
+
+
+_CONSENTS = Consent.__table__
+_ACTIVE = (
+    sa.select(_CONSENTS.c.id, _CONSENTS.c.purpose, _CONSENTS.c.scopes)
+    .where(
+        _CONSENTS.c.firm_usc == sa.bindparam("firm"),
+        _CONSENTS.c.institution == sa.bindparam("institution"),
+        _CONSENTS.c.revoked_at.is_(None),
+        _CONSENTS.c.expires_at > sa.bindparam("now", type_=Consent.expires_at.type),
+    )
+    .order_by(_CONSENTS.c.expires_at.desc())
+)
+
+
+def active_grant(
+    session: Session, firm_usc: str, institution: str, scope: str
+) -> tuple[int, str, tuple[str, ...]] | None:
+    """Return ``(id, purpose, scopes)`` of :func:`active_consent`'s consent, as one prepared
+    statement.
+
+    The per-request form of :func:`active_consent` (the same rows in the same order; no ORM
+    object is built).
+    """
+    rows = session.connection().execute(
+        _ACTIVE, {"firm": firm_usc, "institution": institution, "now": datetime.now(UTC)}
+    )
+    for row in rows:
+        scopes = tuple(row.scopes.split(","))
+        if scope in scopes:
+            return int(row.id), str(row.purpose), scopes
     return None
 
 

@@ -22,23 +22,46 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str) -> sa.Engine:
-    """Create an engine for ``url`` with settings that suit the service.
+#: Default bounds of every database call (seconds): a statement, a lock wait, a connection.
+STATEMENT_TIMEOUT_S = 5.0
+LOCK_TIMEOUT_S = 2.0
+CONNECT_TIMEOUT_S = 5.0
+
+
+def make_engine(
+    url: str,
+    statement_timeout_s: float = STATEMENT_TIMEOUT_S,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
+    connect_timeout_s: float = CONNECT_TIMEOUT_S,
+) -> sa.Engine:
+    """Create an engine for ``url`` whose every call ends in bounded time.
 
     Parameters
     ----------
     url : str
         SQLAlchemy database URL.
+    statement_timeout_s : float
+        PostgreSQL ``statement_timeout`` of every session.
+    lock_timeout_s : float
+        Longest wait for a lock: PostgreSQL ``lock_timeout``, SQLite's busy timeout.
+    connect_timeout_s : float
+        Longest wait for a new connection, and for a free one from the pool.
 
     Returns
     -------
     sqlalchemy.Engine
-        SQLite connections wait up to 30 s for a lock and may cross threads (the threadpool);
-        PostgreSQL connections are pre-pinged so a restarted server is reconnected.
+        SQLite connections may cross threads (the threadpool), use WAL and are not pre-pinged
+        (a file database has no server that could drop them; the ping was one extra statement
+        per request); PostgreSQL connections are pre-pinged so a restarted server is reconnected.
     """
     if url.startswith("sqlite"):
+        in_memory = sa.make_url(url).database in (None, "", ":memory:")
+        # An in-memory database has a single-connection pool without a wait to bound.
+        pool = {} if in_memory else {"pool_timeout": connect_timeout_s}
         engine = sa.create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_pre_ping=True
+            url,
+            connect_args={"check_same_thread": False, "timeout": lock_timeout_s},
+            **pool,
         )
 
         @sa.event.listens_for(engine, "connect")
@@ -47,10 +70,34 @@ def make_engine(url: str) -> sa.Engine:
             # WAL lets readers run during the audit appends; foreign keys are off by default.
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={int(lock_timeout_s * 1000)}")
             cur.close()
 
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    connect_args: dict[str, Any] = {}
+    if url.startswith("postgresql"):
+        connect_args["connect_timeout"] = max(1, round(connect_timeout_s))
+    engine = sa.create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=connect_timeout_s,
+        connect_args=connect_args,
+    )
+    if engine.dialect.name == "postgresql":
+
+        @sa.event.listens_for(engine, "connect")
+        def _timeouts(dbapi_conn: Any, _record: Any) -> None:
+            # Per session, not in the URL: the URL's own ``options`` (search_path) stay intact.
+            cur = dbapi_conn.cursor()
+            cur.execute(f"SET statement_timeout = {int(statement_timeout_s * 1000)}")
+            cur.execute(f"SET lock_timeout = {int(lock_timeout_s * 1000)}")
+            cur.execute("SET idle_in_transaction_session_timeout = 60000")
+            cur.close()
+            dbapi_conn.commit()
+
+    return engine
 
 
 class Database:
@@ -60,11 +107,14 @@ class Database:
     ----------
     url : str
         SQLAlchemy database URL.
+    **timeouts : float
+        ``statement_timeout_s``, ``lock_timeout_s``, ``connect_timeout_s`` of
+        :func:`make_engine`.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, **timeouts: float) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, **timeouts)
         self.sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     @property
@@ -120,6 +170,15 @@ def upgrade(url: str, revision: str = "head") -> None:
     """
     command.upgrade(alembic_config(url), revision)
     logger.info("database %s migrated to %s", sa.make_url(url).render_as_string(), revision)
+
+
+def head_revision() -> str:
+    """Return the newest revision of the packaged migrations (what ``upgrade`` reaches)."""
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head()
+    assert head is not None
+    return head
 
 
 def current_revision(url: str) -> str | None:

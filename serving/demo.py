@@ -195,3 +195,185 @@ def create_demo(
         "env": env,
         "curl": curl_lines(),
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Applications in several states, so the firm's page, the console and the statistics have content
+# ---------------------------------------------------------------------------------------------
+
+#: Products the demo institutions publish through the provider-products path (copies of seed
+#: products under their own ids): (role, new id, seed id, English name, Chinese name).
+DEMO_PRODUCTS = [
+    (
+        "bank",
+        "demo_bank_trade_loan",
+        "pcb_cbec_credit_loan",
+        "Demo Bank Trade Loan",
+        "演示银行跨境贷",
+    ),
+    (
+        "bank",
+        "demo_bank_order_financing",
+        "pcb_export_order_financing",
+        "Demo Bank Order Financing",
+        "演示银行订单融资",
+    ),
+    (
+        "insurer",
+        "demo_insurer_easy_cover",
+        "sinosure_sme_easy_cover",
+        "Demo Insurer Easy Cover",
+        "演示信保易",
+    ),
+]
+#: (product, amount CNY, purpose, steps after applying) for the demo firm, then for other firms.
+DEMO_APPLICATIONS = [
+    ("demo_bank_trade_loan", 300000, "working_capital", []),
+    ("demo_bank_order_financing", 500000, "order_fulfilment", ["open", "request_info"]),
+    ("demo_bank_trade_loan", 200000, "inventory", ["open", "decline"]),
+    ("demo_bank_trade_loan", 400000, "working_capital", ["open", "approve", "disburse"]),
+    ("demo_bank_trade_loan", 150000, "marketing", ["open"]),
+    ("demo_bank_trade_loan", 250000, "working_capital", ["open", "approve"]),
+    ("demo_insurer_easy_cover", 350000, "export_receivables", []),
+]
+
+
+def _demo_decision(action: str, frozen: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    from tradefinance.applications import adverse_action_notice, check_information, check_terms
+
+    need = frozen["need"]
+    if action == "approve":
+        pricing = frozen["product"]["pricing"]
+        price = frozen["match"].get("price") or {"rate": pricing["rate_max"]}
+        rate = min(max(round(price["rate"], 4), pricing["rate_min"]), pricing["rate_max"])
+        terms = {
+            "amount_cny": need["amount_cny"],
+            "rate": rate,
+            "tenor_months": need["tenor_months"],
+        }
+        return {"action": action, "note": "", "terms": check_terms(frozen["product"], terms)}
+    if action == "request_info":
+        return {
+            "action": action,
+            "note": "",
+            "information": check_information(["export_contracts"], cfg),
+        }
+    codes = [f"model:{r['code']}" for r in frozen["score"]["reasons"][:2]] or [
+        "policy:outside_appetite"
+    ]
+    return {"action": action, "note": "", "notice": adverse_action_notice(frozen, codes, cfg)}
+
+
+def applications_seeded(database: Database, orgs: dict[str, str]) -> bool:
+    """Whether the demo bank already has applications (a re-run seeds nothing)."""
+    from serving.models import Application
+
+    with database.session() as session:
+        found = session.scalar(
+            sa.select(Application.id).where(Application.provider_org == orgs["bank"]).limit(1)
+        )
+    return found is not None
+
+
+def seed_applications(
+    database: Database, loaded: Any, market: Any, orgs: dict[str, str], firm: str, cfg: Any = None
+) -> list[dict[str, Any]]:
+    """Publish the demo institutions' products and seed applications in several states.
+
+    Idempotent: nothing is added when the demo bank already has applications.
+
+    Parameters
+    ----------
+    database : Database
+    loaded : serving.state.Loaded
+        The bundle the service will serve (the frozen records come from it).
+    market : serving.market.Market
+    orgs : dict
+        Role -> institution (``bank`` and ``insurer`` own the demo products).
+    firm : str
+        The demo firm (its applications come first); other firms of the snapshot fill the rest.
+    cfg : ApplicationsConfig, optional
+
+    Returns
+    -------
+    list of dict
+        ``id``, ``firm``, ``product_id``, ``status`` of each seeded application.
+    """
+    import json
+
+    from serving.applications import act, create_application, now_utc
+    from serving.market import effective_products
+    from serving.models import ProductVersionRow
+    from tradefinance.applications import canonical, load_config
+    from tradefinance.matching import Need
+
+    cfg = cfg or load_config()
+    if applications_seeded(database, orgs):
+        return []
+    with database.session() as session:
+        at = now_utc()
+        for role, pid, seed, en, zh in DEMO_PRODUCTS:
+            if session.scalar(
+                sa.select(ProductVersionRow.id).where(ProductVersionRow.product_id == pid)
+            ):
+                continue
+            spec = market.products[seed].model_dump(mode="json")
+            spec.update(id=pid, name_en=en, name_zh=zh)
+            spec["provider"] = {"name_en": orgs[role], "name_zh": zh[:4], "fictional": True}
+            session.add(
+                ProductVersionRow(
+                    product_id=pid,
+                    version=1,
+                    owner_org=orgs[role],
+                    spec=json.dumps(spec, ensure_ascii=False),
+                    effective_from=at,
+                    created_at=at,
+                    created_by=None,
+                )
+            )
+        session.flush()
+        catalog = effective_products(session, market)
+        others = [c for c in sorted(loaded.position) if c != firm and validate_uscc(c).valid]
+        spread = others[:: max(1, len(others) // 8)][: len(DEMO_APPLICATIONS) - 3]
+        firms = [firm, firm, firm, *spread]
+        out = []
+        for usc, (pid, amount, purpose, steps) in zip(firms, DEMO_APPLICATIONS, strict=False):
+            need = Need(amount_cny=amount, purpose=purpose, tenor_months=6)
+            app = create_application(
+                session,
+                loaded=loaded,
+                market=market,
+                catalog=catalog,
+                cfg=cfg,
+                principal=None,
+                usc_code=usc,
+                product_id=pid,
+                need=need,
+            )
+            for step in steps:
+                if step == "disburse":
+                    app.disbursed_on, app.disbursed_amount_cny = at.date(), app.approved_amount_cny
+                    act(session, app, "disburse", None, {"date": at.date(), "source": "demo"})
+                    continue
+                decision = (
+                    None if step == "open" else _demo_decision(step, json.loads(app.frozen), cfg)
+                )
+                act(session, app, step, None, decision)
+                if decision is not None:
+                    app.decision = canonical(decision)
+                    if "terms" in decision:
+                        app.approved_amount_cny = decision["terms"]["amount_cny"]
+            if steps and steps[-1] == "disburse":
+                from serving.models import OutcomeRecord
+
+                session.add(
+                    OutcomeRecord(
+                        application_id=app.id,
+                        event="disbursement",
+                        on_date=at.date(),
+                        amount_cny=app.disbursed_amount_cny,
+                        recorded_at=at,
+                    )
+                )
+            out.append({"id": app.id, "firm": usc, "product_id": pid, "status": app.status})
+    return out

@@ -16,24 +16,29 @@ then the route's own 404 for a firm that is not in the snapshot.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from features.uscc import validate as validate_uscc
+from serving.access import OWN, SCOPES, Access, hidden_fields, redact, rule_for
 from serving.audit import AuditEntry, AuditUnavailableError, append
 from serving.auth import Principal, authenticate
-from serving.consent import active_consent
+from serving.consent import active_grant
 from serving.db import Database
 from serving.metrics import route_template
 from serving.problems import ProblemError, field_error
 from serving.settings import Settings
 from serving.state import Loaded, ServingState
+
+logger = logging.getLogger(__name__)
 
 #: Roles that read firm data under the firm's consent.
 CONSENT_ROLES = frozenset({"bank", "insurer"})
@@ -78,8 +83,11 @@ DbSession = Annotated[Session, Depends(get_session)]
 StateDep = Annotated[ServingState, Depends(get_state)]
 
 
-def current_key(session: DbSession, key: Annotated[str | None, Depends(_api_key)]) -> Principal:
-    """Return the caller behind the ``X-API-Key`` header; 401 when missing, unknown or revoked."""
+def _authenticate(request: Request, session: Session, key: str | None) -> Principal:
+    """Return the principal behind ``key`` (once per request; cached on ``request.state``)."""
+    cached = getattr(request.state, "principal", None)
+    if cached is not None:
+        return cached
     challenge = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
     if not key:
         raise ProblemError(
@@ -88,12 +96,55 @@ def current_key(session: DbSession, key: Annotated[str | None, Depends(_api_key)
     try:
         principal = authenticate(session, key)
     except SQLAlchemyError as exc:
+        logger.error("key store unavailable on %s: %s", endpoint_name(request), _brief(exc))
         raise ProblemError(
             503, "key store unavailable; try again", headers={"Retry-After": "5"}
         ) from exc
     if principal is None:
         raise ProblemError(401, "invalid or revoked API key", headers=challenge)
+    request.state.principal = principal
     return principal
+
+
+def _brief(exc: BaseException) -> str:
+    """First line of a database error (no parameters, no SQL)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+
+
+def current_key(
+    request: Request, session: DbSession, key: Annotated[str | None, Depends(_api_key)]
+) -> Principal:
+    """Return the caller behind the ``X-API-Key`` header; 401 when missing, unknown or revoked."""
+    return _authenticate(request, session, key)
+
+
+def route_rule(request: Request) -> Access | None:
+    """Return the access-table entry of the matched route (None when it has none)."""
+    path = route_template(request.scope)
+    return rule_for(request.method, path) if path is not None else None
+
+
+async def enforce_access(request: Request, session: DbSession) -> None:
+    """App-wide dependency: the access table decides who may call the matched route.
+
+    Public entries pass on the event loop (no thread, no database); otherwise the key is checked
+    on the threadpool (401) and the role must be listed (403). A route without an entry is
+    refused (fail closed) and logged.
+    """
+    rule = route_rule(request)
+    if rule is None:
+        logger.error("no access-table entry for %s: refused", endpoint_name(request))
+        raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
+    if rule.public:
+        return
+    principal = await run_in_threadpool(
+        _authenticate, request, session, request.headers.get(API_KEY_HEADER)
+    )
+    if rule.grant(principal.role) is None:
+        allowed = ", ".join(r for r in rule.roles)
+        raise ProblemError(
+            403, f"role {principal.role} may not use this endpoint; allowed: {allowed}"
+        )
 
 
 CurrentKey = Annotated[Principal, Depends(current_key)]
@@ -138,17 +189,35 @@ def checked_uscc(usc_code: str, field: str = "path.usc_code") -> str:
     return usc_code
 
 
+#: The scopes an enterprise has on its own record: all of them.
+OWN_SCOPES = frozenset(SCOPES)
+
+
 @dataclass(frozen=True)
 class FirmAccess:
-    """A granted access to one firm's data (what the audit row records)."""
+    """A granted access to one firm's data (what the audit row records).
+
+    ``scopes`` are the scopes the caller holds for the firm (its consent's, or all of them for
+    the firm's own key): :meth:`redact` blanks answer fields that need another one.
+    """
 
     principal: Principal
     usc_code: str
     purpose: str
     consent_id: int | None
+    scopes: frozenset[str] = OWN_SCOPES
+    rule: Access | None = None
+
+    def redact(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """Blank the fields of ``payload`` this access may not see (per the access table)."""
+        if self.rule is None:
+            return payload
+        return redact(payload, hidden_fields(self.rule, self.scopes))
 
 
-def firm_access(session: Session, principal: Principal, usc_code: str, scope: str) -> FirmAccess:
+def firm_access(
+    session: Session, principal: Principal, usc_code: str, scope: str, rule: Access | None = None
+) -> FirmAccess:
     """Decide whether ``principal`` may read ``scope`` data of ``usc_code``.
 
     Raises
@@ -157,42 +226,55 @@ def firm_access(session: Session, principal: Principal, usc_code: str, scope: st
         403 for a role without firm access, another firm's enterprise key, or no active
         consent with the scope; 503 when the consent store cannot be read.
     """
-    if principal.role == "enterprise":
+    grant = rule.grant(principal.role) if rule is not None else None
+    if principal.role == "enterprise" and (rule is None or grant == OWN):
         if principal.firm_usc != usc_code:
             raise ProblemError(403, "an enterprise key sees only its own firm")
-        return FirmAccess(principal, usc_code, "own record", None)
-    if principal.role in CONSENT_ROLES:
+        return FirmAccess(principal, usc_code, "own record", None, OWN_SCOPES, rule)
+    if principal.role in CONSENT_ROLES and (rule is None or grant in SCOPES):
+        scope = grant if rule is not None and grant is not None else scope
         try:
-            consent = active_consent(session, usc_code, principal.org, scope)
+            consent = active_grant(session, usc_code, principal.org, scope)
         except SQLAlchemyError as exc:
-            raise ProblemError(503, "consent store unavailable; try again") from exc
+            logger.error("consent store unavailable: %s", _brief(exc))
+            raise ProblemError(
+                503, "consent store unavailable; try again", headers={"Retry-After": "5"}
+            ) from exc
         if consent is None:
             raise ProblemError(
                 403,
                 f"no active consent of firm {usc_code} to {principal.org} with scope {scope!r}",
                 kind="no-consent",
             )
-        return FirmAccess(principal, usc_code, consent.purpose, consent.id)
-    raise ProblemError(403, f"role {principal.role} has no access to firm data")
+        consent_id, purpose, scopes = consent
+        return FirmAccess(principal, usc_code, purpose, consent_id, frozenset(scopes), rule)
+    raise ProblemError(403, f"role {principal.role} has no access to this firm's data here")
 
 
-def require_firm_access(scope: str) -> Callable[..., FirmAccess]:
+def require_firm_access(scope: str | None = None) -> Callable[..., FirmAccess]:
     """Build a dependency granting access to the firm in the ``usc_code`` path parameter.
 
     Parameters
     ----------
-    scope : str
-        Consent scope the endpoint needs (``score``, ``explanation``, ``quote``).
+    scope : str, optional
+        Kept for callers written before the access table; the route's entry in
+        ``serving.access.TABLE`` decides the role and scope.
     """
 
     def check(
-        principal: CurrentKey,
+        request: Request,
         session: DbSession,
+        key: Annotated[str | None, Depends(_api_key)],
         usc_code: Annotated[
             str, Path(description="the firm's USCC", examples=["91440300MA5FAKE00X"])
         ],
     ) -> FirmAccess:
-        return firm_access(session, principal, checked_uscc(usc_code), scope)
+        rule = route_rule(request)
+        if rule is None:
+            raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
+        # The key and the consent in one threadpool call (each sync dependency is a hop).
+        principal = current_key(request, session, key)
+        return firm_access(session, principal, checked_uscc(usc_code), scope or "score", rule)
 
     return check
 
@@ -249,9 +331,19 @@ def audit_access(
         )
         for a in accesses
     ]
+    settings = getattr(request.app.state, "settings", None)
+    writes = getattr(request.app.state, "writes", None)
     try:
-        append(session, entries)
+        append(session, entries, timeout_s=getattr(settings, "audit_timeout_s", None))
     except AuditUnavailableError as exc:
+        logger.error(
+            "audit write failed on %s (request %s): %s; answered 503",
+            endpoint,
+            request_id,
+            _brief(exc.__cause__ or exc),
+        )
+        if writes is not None:
+            writes.failed("audit")
         metrics = getattr(request.app.state, "metrics", None)
         if metrics is not None:
             metrics.audit_failures.inc()
@@ -261,3 +353,5 @@ def audit_access(
             kind="audit-unavailable",
             headers={"Retry-After": "5"},
         ) from exc
+    if writes is not None:
+        writes.succeeded()

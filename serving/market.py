@@ -103,3 +103,50 @@ def firm_row(loaded: Loaded, usc_code: str) -> dict[str, Any]:
 def grades_of(loaded: Loaded) -> list[str]:
     """Grades the service serves, best first: the master scale, then the default grade (D)."""
     return loaded.grades
+
+
+# ---------------------------------------------------------------------------------------------
+# The catalog in force: the seed YAML plus the versions providers manage through the API
+# ---------------------------------------------------------------------------------------------
+
+
+def product_versions(session: Any) -> list[Any]:
+    """Every stored provider product version (``tradefinance.product_versions.Version``)."""
+    import json
+
+    import sqlalchemy as sa
+
+    from serving.models import ProductVersionRow
+    from tradefinance.product_versions import Version
+
+    rows = session.scalars(sa.select(ProductVersionRow).order_by(ProductVersionRow.id))
+    return [
+        Version(
+            product_id=r.product_id,
+            version=r.version,
+            owner=r.owner_org,
+            spec=None if r.spec is None else json.loads(r.spec),
+            effective_from=as_utc(r.effective_from),
+        )
+        for r in rows
+    ]
+
+
+def as_utc(ts: Any) -> Any:
+    """Return ``ts`` as an aware UTC time."""
+    from datetime import UTC
+
+    # SQLite hands timestamps back without a zone; every stored time is UTC.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def effective_products(session: Any, market: Market, at: Any = None) -> ProductCatalog:
+    """Return the catalog in force now (or at ``at``): seed YAML overridden by stored versions.
+
+    Without stored versions this is ``market.products`` itself (no copy, no parsing).
+    """
+    from datetime import UTC, datetime
+
+    from tradefinance.product_versions import effective_catalog
+
+    return effective_catalog(market.products, product_versions(session), at or datetime.now(UTC))

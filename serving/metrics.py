@@ -11,6 +11,46 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+#: Method label values: anything else is counted as ``other`` (no new series per method name).
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """Return the metric label of an HTTP method: itself when standard, else ``other``."""
+    return method if method in METHODS else "other"
+
+
+class WriteHealth:
+    """When database writes last failed and succeeded (readiness reads it).
+
+    Parameters
+    ----------
+    window_s : float
+        How long a failure keeps the service not ready unless a later write succeeded.
+    """
+
+    def __init__(self, window_s: float) -> None:
+        self.window_s = window_s
+        self.last_failure: float | None = None
+        self.last_success: float | None = None
+        self.last_failure_what: str | None = None
+
+    def failed(self, what: str) -> None:
+        """Record a failed write (``what``: e.g. ``audit``)."""
+        self.last_failure = time.monotonic()
+        self.last_failure_what = what
+
+    def succeeded(self) -> None:
+        """Record a successful write."""
+        self.last_success = time.monotonic()
+
+    def healthy(self) -> bool:
+        """Return False while the last failure is recent and no write succeeded after it."""
+        if self.last_failure is None:
+            return True
+        if self.last_success is not None and self.last_success > self.last_failure:
+            return True
+        return time.monotonic() - self.last_failure > self.window_s
 
 
 def route_template(scope: Scope) -> str | None:
@@ -101,6 +141,6 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         finally:
             path = route_template(scope) or "unmatched"
-            method = scope.get("method", "")
+            method = method_label(scope.get("method", ""))
             self.metrics.requests.labels(method, path, str(status[0])).inc()
             self.metrics.latency.labels(method, path).observe(time.perf_counter() - start)

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 USCC_EXAMPLE = "91440300MA5G2X7KX0"
+#: Largest row id a parameter may name (the id columns are 32-bit on PostgreSQL).
+MAX_ID = 2**31 - 1
 
 
 class Strict(BaseModel):
@@ -249,8 +251,8 @@ class ServedInfo(Strict):
     """What the service serves."""
 
     model_version: str
-    model_source: str
-    snapshot: str
+    model_source: str | None = Field(description="where the model came from (admins only)")
+    snapshot: str | None = Field(description="the snapshot file (admins only)")
     as_of: date
     firms: int
     loaded_at: datetime
@@ -272,9 +274,441 @@ class Health(Strict):
 
 
 class Readiness(Strict):
-    """Readiness: a model and snapshot are served and the database answers."""
+    """Readiness: a model and snapshot are served, the database answers and takes writes, and
+    no audit write failed recently.
+    """
 
     ready: bool
     database: bool
+    database_writable: bool = Field(description="a write probe (rolled back) succeeded")
+    audit_writes: bool = Field(
+        description="no audit write failed within the configured window (or one succeeded since)"
+    )
     served: ServedInfo | None
-    last_error: str | None
+    last_error: str | None = Field(description="the last refused reload's error (admins only)")
+    reload_failed: bool = Field(description="the last reload was refused")
+
+
+# ---------------------------------------------------------------------------------------------
+# Matching, pricing, insurance quotes and regulator aggregates (typed answers)
+# ---------------------------------------------------------------------------------------------
+
+
+class Open(BaseModel):
+    """Base of domain answers: the fields below are typed; a field a newer domain version adds
+    passes through rather than failing the answer.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+Scalar = str | float | int | bool | None
+RuleValue = Scalar | list[Scalar]
+
+
+class TraceRowOut(Open):
+    """One rule checked against the firm, the need or the model output."""
+
+    rule: str
+    field: str
+    op: str
+    required: RuleValue = Field(description="the rule's threshold or set")
+    actual: RuleValue = Field(
+        description="the firm's value (null when missing, or without the explanation scope)"
+    )
+    passed: bool = Field(alias="pass")
+    source: str = Field(description="firm, model, need or bundle")
+
+
+class LoanPriceOut(Open):
+    """A loan rate and its components (DOMAIN.md §5.4)."""
+
+    pd: float
+    lgd: float
+    maturity_years: float
+    capital_k: float
+    reference: float
+    expected_loss: float
+    capital_charge: float
+    opex: float
+    margin: float
+    raw_rate: float
+    rate: float
+    clipped: Literal["floor", "cap"] | None
+
+
+class PremiumComponentOut(Open):
+    """One factor of a premium rate."""
+
+    name: str
+    basis: str
+    factor: float
+    rate_after: float
+
+
+class DeclineOut(Open):
+    """One reason cover is declined."""
+
+    code: str
+    message_en: str
+    message_zh: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class QuoteNoteOut(Open):
+    """Where a quote's buyer grade came from (code, parameters, both languages)."""
+
+    code: str
+    message_en: str
+    message_zh: str
+
+
+class QuoteOut(Open):
+    """An insurance quote or a decline (a decline is an answer, not an error)."""
+
+    product_id: str
+    decision: Literal["quoted", "declined"]
+    buyer_country: str
+    country_category: str | None
+    terms: str
+    credit_days: int
+    cover: float
+    amount_usd: float
+    buyer_id: str | None = None
+    buyer_grade: str | None = None
+    buyer_grade_source: Literal["platform", "caller", "product"] | None = None
+    buyer_grade_as_of: str | None = None
+    buyer_pd: float | None = None
+    notes: list[QuoteNoteOut] = Field(default_factory=list)
+    rate: float | None = None
+    components: list[PremiumComponentOut] = Field(default_factory=list)
+    buyer_credit_limit_usd: float | None = None
+    insured_amount_usd: float | None = None
+    uninsured_amount_usd: float | None = None
+    premium_usd: float | None = None
+    max_liability_usd: float | None = None
+    subsidy_share: float | None = None
+    subsidy_usd: float | None = None
+    net_premium_usd: float | None = None
+    declines: list[DeclineOut] = Field(default_factory=list)
+    trace: list[TraceRowOut] = Field(default_factory=list)
+
+
+class RecourseHintOut(Open):
+    """What a failed rule asks for."""
+
+    field: str
+    rule: str
+    required: RuleValue
+    actual: RuleValue
+    change: str
+    actionable: bool | None
+
+
+class PlanAfterOut(Open):
+    """The re-scored outcome of a plan."""
+
+    pd: float | None = None
+    score: float | None = None
+    grade: str | None = None
+
+
+class ProductPlanOut(Open):
+    """A model-based recourse plan towards a product's eligibility."""
+
+    searched: bool
+    reached: bool
+    blocked_by: list[str]
+    changes: list[RecourseChange]
+    after: PlanAfterOut | None = None
+
+
+class ProductRecourseOut(Open):
+    """Hints for every failed rule, and a plan when one was searched."""
+
+    hints: list[RecourseHintOut]
+    plan: ProductPlanOut | None = None
+
+
+class FinancingMatchOut(Open):
+    """A financing product ranked for the firm and need."""
+
+    product_id: str
+    name_en: str
+    name_zh: str
+    provider_en: str
+    provider_zh: str
+    kind: str
+    policy_tags: list[int]
+    subsidies: list[str]
+    eligible: bool
+    trace: list[TraceRowOut]
+    failed: int
+    limit_cny: float | None = None
+    offer_cny: float | None = None
+    covers_need: bool | None = None
+    price: LoanPriceOut | None = None
+    interest_cny: float | None = None
+    recourse: ProductRecourseOut | None = Field(
+        default=None, description="null when eligible, or without the explanation scope"
+    )
+
+
+class InsuranceMatchOut(Open):
+    """An insurance product ranked for the firm."""
+
+    product_id: str
+    name_en: str
+    name_zh: str
+    provider_en: str
+    provider_zh: str
+    kind: str
+    policy_tags: list[int]
+    subsidies: list[str]
+    eligible: bool
+    requested: bool
+    trace: list[TraceRowOut]
+    failed: int
+    limit_usd: float | None = None
+    quote: QuoteOut | None = None
+    recourse: ProductRecourseOut | None = None
+
+
+class BundleOut(Open):
+    """Insurance plus policy financing, priced bundled and unbundled."""
+
+    financing_id: str
+    insurance_id: str
+    name_en: str
+    name_zh: str
+    eligible_unbundled: bool
+    trace: list[TraceRowOut]
+    cover: float | None = None
+    offer_cny: float | None = None
+    lgd_unbundled: float | None = None
+    lgd_bundled: float | None = None
+    rate_unbundled: float | None = None
+    rate_bundled: float | None = None
+    price_unbundled: LoanPriceOut | None = None
+    price_bundled: LoanPriceOut | None = None
+    interest_unbundled_cny: float | None = None
+    interest_bundled_cny: float | None = None
+    interest_subsidy_cny: float | None = None
+    net_premium_cny: float | None = None
+    saving_cny: float | None = None
+    premium_quote: QuoteOut | None = None
+
+
+class ShipmentOut(Open):
+    """The shipment of a need."""
+
+    buyer_country: str
+    buyer_grade: str
+    terms: str
+    credit_days: int
+
+
+class NeedOut(Open):
+    """The financing need as understood."""
+
+    amount_cny: float
+    purpose: str
+    tenor_months: int
+    insurance_wanted: bool
+    shipment: ShipmentOut | None = None
+
+
+class MatchResponse(Strict):
+    """Every product ranked for the firm and need, and the bundles."""
+
+    usc_code: str
+    grade: str
+    pd: float
+    in_default: bool = False
+    need: NeedOut
+    financing: list[FinancingMatchOut]
+    insurance: list[InsuranceMatchOut]
+    bundles: list[BundleOut]
+    model_version: str
+    as_of: date
+    catalog_version: str
+
+
+class LoanPriceResponse(Strict):
+    """A loan rate and its components."""
+
+    usc_code: str
+    product_id: str | None
+    grade: str
+    price: LoanPriceOut
+    model_version: str
+    as_of: date
+
+
+class QuoteResponse(Strict):
+    """A premium quote or a decline."""
+
+    usc_code: str
+    exporter_grade: str
+    quote: QuoteOut
+    model_version: str
+    as_of: date
+
+
+class ProductRuleOut(Open):
+    """An eligibility rule of a product."""
+
+    field: str
+    op: str
+    value: RuleValue
+    if_missing: str
+    bundle: bool
+    text: str
+
+
+class ProviderOut(Open):
+    """Who offers a product."""
+
+    name_en: str
+    name_zh: str
+    fictional: bool
+
+
+class ProductOut(Open):
+    """A product of the catalog (the settings file's fields plus each rule's text)."""
+
+    id: str
+    name_en: str
+    name_zh: str
+    provider: ProviderOut
+    kind: str
+    purposes: list[str]
+    rules: list[ProductRuleOut]
+    policy_tags: list[int]
+    subsidies: list[str]
+    amount: dict[str, float] | None = None
+    tenor: dict[str, int] | None = None
+    advance_rate: float | None = None
+    limit: dict[str, str | float] | None = None
+    pricing: dict[str, float] | None = None
+    insurance: dict[str, Any] | None = None
+    policy_assignment: bool = False
+    source: str | None = None
+
+
+class ProductsResponse(Strict):
+    """The product catalog."""
+
+    version: str
+    products: list[ProductOut]
+
+
+class CountryOut(Strict):
+    """A country of the OECD risk table."""
+
+    iso3: str
+    name: str
+    crc: int | None
+    category: str
+    high_income_unclassified: bool
+    declined: bool
+
+
+class CountriesResponse(Strict):
+    """The OECD country-risk table used for premiums."""
+
+    as_of: str
+    countries: list[CountryOut]
+
+
+class CoverageSummaryOut(Open):
+    """Headline numbers of the served snapshot."""
+
+    firms: int
+    in_default_firms: int | None = None
+    in_default_share: float | None = None
+    mean_pd: float | None = None
+    median_pd: float | None = None
+    exporting_share: float | None = None
+    insured_share: float | None = None
+
+
+class GradeCountOut(Open):
+    """Firms in one grade."""
+
+    grade: str
+    count: int
+    share: float
+
+
+class ProductShareOut(Open):
+    """How many firms a product's rules accept."""
+
+    product_id: str
+    name_en: str
+    name_zh: str
+    kind: str
+    policy_tags: list[int]
+    firms: int
+    eligible: int
+    share: float
+
+
+class OverviewResponse(Strict):
+    """Headline numbers, grade distribution and product coverage."""
+
+    summary: CoverageSummaryOut
+    grades: list[GradeCountOut]
+    products: list[ProductShareOut]
+    model_version: str
+    as_of: date
+    catalog_version: str
+
+
+class CoverStateOut(Open):
+    """Insurance cover of the snapshot under one underwriting setting."""
+
+    cover: float
+    covered_firms: int
+    covered_share: float
+    insured_exposure_usd: float
+    expected_loss_usd: float
+    expected_loss_rate: float | None
+
+
+class UnlockedOut(Open):
+    """Firms eligible for a policy-financing product before and after."""
+
+    product_id: str
+    name_en: str
+    name_zh: str
+    baseline: int
+    scenario: int
+
+
+class Measure19Response(Strict):
+    """Effect of loosening an insurer's underwriting (measure 19)."""
+
+    product_id: str
+    firms: int
+    min_grade: str | None
+    baseline: CoverStateOut
+    scenario: CoverStateOut
+    gained_firms: int
+    lost_firms: int
+    gained_by_grade: dict[str, int]
+    expected_loss_change_usd: float
+    financing_unlocked: list[UnlockedOut]
+    model_version: str
+    as_of: date
+
+
+class Measure19CurveResponse(Strict):
+    """Coverage against tail loss along a loosening path, and one loosening in detail."""
+
+    product_id: str
+    level: float
+    curve: list[dict[str, Any]]
+    tail: dict[str, Any]
+    model_version: str
+    as_of: Any

@@ -1,22 +1,32 @@
 """Data-quality faults injected into simulated raw tables, with their ground truth.
 
-A fault is an extra row placed right after the valid row it was made from: a copy with one
-defect (or, for ``duplicate``, an exact copy). Removing the faulty rows therefore gives back
-the fault-free table exactly, and the ground truth names each faulty row by its file and
-position so ingestion can be checked to quarantine exactly these rows.
+Most faults are an extra row placed right after the valid row it was made from: a copy with
+one defect (or, for ``duplicate``, an exact copy). The exception is ``late_arrival``: a row of
+a monthly feed (:data:`features.tables.LATE_CAPABLE`) that reached the platform after its
+publication lag, so its ``received_date`` lies ``late_arrival_days`` beyond the last day of
+its period plus the lag of ``features/config/availability.yaml``; the row itself is the fault
+(no copy), because on time the platform did not have it. Removing the faulty rows therefore
+gives back the table as the platform had it on time, and the ground truth names each faulty
+row by its file and position so ingestion can be checked to quarantine exactly these rows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from features.tables import TABLES
+from features.tables import LATE_CAPABLE, REFERENCE_DIR, TABLES
 from features.uscc import ALPHABET
+
+#: Kinds that rewrite the firm code (only for firm-keyed tables).
+CODE_KINDS = ("uscc_check", "uscc_length", "unknown_firm")
+LATE = "late_arrival"
 
 #: Columns of the fault ground truth.
 TRUTH_COLUMNS = ["table", "file", "_row", "fault", "column"]
@@ -56,6 +66,10 @@ def applicable_kinds(table: str, cfg: dict[str, Any]) -> list[str]:
     names = spec.column_names
     kinds = []
     for kind in cfg["mix"]:
+        if kind in CODE_KINDS and not spec.firm_keyed:
+            continue
+        if kind == LATE and table not in LATE_CAPABLE:
+            continue
         if kind == "negative_amount" and not _amount_column(table):
             continue
         if kind == "out_of_range" and table not in cfg["out_of_range"]:
@@ -72,6 +86,23 @@ def _amount_column(table: str) -> str | None:
         if col.dtype == "float" and col.ge == 0:
             return col.name
     return None
+
+
+@cache
+def publication_lag(table: str) -> int:
+    """Publication lag in days of a monthly table (``features/config/availability.yaml``)."""
+    data = yaml.safe_load((REFERENCE_DIR / "availability.yaml").read_text("utf-8"))
+    return int(data["tables"][table]["lag_days"])
+
+
+def _late_dates(
+    periods: pd.Series, table: str, rng: np.random.Generator, days: list[int]
+) -> np.ndarray:
+    """Arrival dates beyond period end + lag, by ``days`` (inclusive range)."""
+    end = pd.to_datetime(periods, format="%Y-%m") + pd.offsets.MonthEnd(0)
+    extra = rng.integers(days[0], days[1] + 1, len(periods))
+    due = end + pd.Timedelta(days=publication_lag(table))
+    return (due + pd.to_timedelta(extra, unit="D")).to_numpy()
 
 
 def inject(
@@ -118,10 +149,53 @@ def inject(
     if n_f == 0:
         return df, empty_truth()
     weights = np.array([cfg["mix"][k] for k in kinds], float)
-    src = np.sort(rng.choice(n, n_f, replace=False))
-    kind = np.array(kinds, dtype=object)[rng.choice(len(kinds), n_f, p=weights / weights.sum())]
+    picked = rng.choice(n, n_f, replace=False)
+    drawn = np.array(kinds, dtype=object)[rng.choice(len(kinds), n_f, p=weights / weights.sum())]
+    late = np.sort(picked[drawn == LATE])
+    if len(late):
+        df = df.copy()
+        received = df["received_date"].to_numpy(dtype="datetime64[ns]").copy()
+        received[late] = _late_dates(df["period"].iloc[late], table, rng, cfg["late_arrival_days"])
+        df["received_date"] = received
+    order_src = np.argsort(picked[drawn != LATE], kind="stable")
+    src = picked[drawn != LATE][order_src]
+    kind = drawn[drawn != LATE][order_src]
+    n_f = len(src)
     copies = df.iloc[src].reset_index(drop=True).copy()
     column = np.full(n_f, "", dtype=object)
+
+    if TABLES[table].firm_keyed:
+        _recode(copies, kind, column, rng, unknown_codes)
+    _spoil_values(copies, kind, column, table, cfg, rng, df.dtypes)
+
+    order = np.argsort(np.concatenate([np.arange(n) * 2, src * 2 + 1]), kind="stable")
+    out = pd.concat([df, copies], ignore_index=True).iloc[order].reset_index(drop=True)
+    # A late row keeps its place; the copies inserted before it shift it down.
+    late_row = late + np.searchsorted(src, late, side="left")
+    rows = np.concatenate([src + np.arange(n_f) + 1, late_row]).astype(np.int64)
+    kinds_all = np.concatenate([kind, np.full(len(late), LATE, dtype=object)])
+    cols = np.concatenate([column, np.full(len(late), "received_date", dtype=object)])
+    by_row = np.argsort(rows, kind="stable")
+    truth = pd.DataFrame(
+        {
+            "table": pd.Series([table] * len(rows), dtype="str"),
+            "file": pd.Series([file] * len(rows), dtype="str"),
+            "_row": rows[by_row],
+            "fault": pd.Series(kinds_all[by_row], dtype="str"),
+            "column": pd.Series(cols[by_row], dtype="str"),
+        }
+    )
+    return out, truth
+
+
+def _recode(
+    copies: pd.DataFrame,
+    kind: np.ndarray,
+    column: np.ndarray,
+    rng: np.random.Generator,
+    unknown_codes: Callable[[int], list[str]],
+) -> None:
+    """Apply the code faults (bad check character, bad length, unknown firm) in place."""
 
     def rows_of(k: str) -> np.ndarray:
         return np.nonzero(kind == k)[0]
@@ -142,6 +216,21 @@ def inject(
         column[unk] = "usc_code"
     copies["usc_code"] = pd.Series(usc, dtype="str")
 
+
+def _spoil_values(
+    copies: pd.DataFrame,
+    kind: np.ndarray,
+    column: np.ndarray,
+    table: str,
+    cfg: dict[str, Any],
+    rng: np.random.Generator,
+    dtypes: pd.Series,
+) -> None:
+    """Apply the value faults (negative amount, out of range, bad period) in place."""
+
+    def rows_of(k: str) -> np.ndarray:
+        return np.nonzero(kind == k)[0]
+
     neg = rows_of("negative_amount")
     if len(neg):
         col = _amount_column(table)
@@ -161,7 +250,7 @@ def inject(
             if len(rows):
                 values = copies[name].to_numpy(dtype=object).copy()
                 values[rows] = options[name]
-                copies[name] = pd.Series(values).astype(df[name].dtype)
+                copies[name] = pd.Series(values).astype(dtypes[name])
                 column[rows] = name
 
     bad = rows_of("bad_period")
@@ -173,16 +262,3 @@ def inject(
             periods[r] = datetime.strptime(periods[r], "%Y-%m").strftime(fmts[f])
         copies["period"] = pd.Series(periods, dtype="str")
         column[bad] = "period"
-
-    order = np.argsort(np.concatenate([np.arange(n) * 2, src * 2 + 1]), kind="stable")
-    out = pd.concat([df, copies], ignore_index=True).iloc[order].reset_index(drop=True)
-    truth = pd.DataFrame(
-        {
-            "table": pd.Series([table] * n_f, dtype="str"),
-            "file": pd.Series([file] * n_f, dtype="str"),
-            "_row": (src + np.arange(n_f) + 1).astype(np.int64),
-            "fault": pd.Series(kind, dtype="str"),
-            "column": pd.Series(column, dtype="str"),
-        }
-    )
-    return out, truth

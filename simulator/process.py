@@ -6,17 +6,26 @@ numpy array over firms (and months); nothing loops over firms in Python.
 The default process
 -------------------
 Each live firm sits in one of ``S`` health states (0 = strong ... S-1 = distressed). In month
-``t`` a firm in state ``s`` enters distress ("onset") with probability
-``sigmoid(hazard_logit[s] + x_i + young(t) + wave_i(t))``; otherwise it may deregister
-voluntarily, otherwise it moves one state down or up. Onset in month ``s`` means the firm stops
-paying: days past due 30, 60, 90 at the ends of months ``s``, ``s+1``, ``s+2``, so the default
-month is ``s + 2`` (court route: an enforcement or dishonest-debtor record in that month).
+``t`` a performing firm in state ``s`` misses a payment ("onset", 30 days past due at the
+month end) with probability ``sigmoid(hazard_logit[s] + x_i + young(t) + wave_i(t) +
+macro_i(t) + buyer_i(t))``. A firm at 30 days rolls to 60 the next month with probability
+``roll_30_60`` (else it cures), at 60 to 90 with ``roll_60_90`` (else it cures, some by a
+restructuring); 90 days past due is the default (court route: an enforcement or
+dishonest-debtor record in that month). A cured firm goes back to the chain in
+``cure_state``. Independently, a performing firm in a healthy state (``sudden.max_state`` or
+better) defaults
+without warning (fraud, loss of a key buyer, a platform ban) with a small monthly probability.
+Otherwise it may deregister voluntarily, otherwise it moves one state down or up.
 The firm effects ``x_i`` carry the nonlinear drivers (thin margin x high leverage, FX-receipt
-shortfall x high-risk destinations, thresholds), ``wave_i`` the suspension shock.
+shortfall x high-risk destinations, thresholds), ``wave_i`` the suspension shock, ``macro_i``
+the systematic factor of :mod:`simulator.macro` (industry and destination-region loadings),
+``buyer_i`` the loss of buyers that stopped paying (:mod:`simulator.buyers`).
 
 Because the chain is Markov given what the simulator knows at the start of a month, the
 oracle's 12-month PD is computed exactly by backward recursion over the next months (no
-Monte Carlo): future suspensions are not known in advance and so are not in it.
+Monte Carlo) over (health state x days past due): future suspensions and buyer defaults are
+not known in advance and so are not in it, and the factor enters as its AR(1) forecast from
+the value known at the start of the month (so a shock year's defaults exceed the oracle).
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ from typing import Any
 import numpy as np
 
 from features.tables import CUSTOMS_MODES, INDUSTRIES, MARKETPLACES
+from simulator.buyers import Buyers
+from simulator.macro import Macro, firm_loading, region_index
 
 #: Sentinel month index for "never".
 NEVER = 1_000_000
@@ -97,6 +108,8 @@ class World:
     usc: np.ndarray
     district: np.ndarray
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    macro: Macro | None = None
+    buyers: Buyers | None = None
 
     def __getattr__(self, name: str) -> np.ndarray:
         # Firm and month arrays live in ``arrays``; attribute access keeps the table code short.
@@ -390,12 +403,78 @@ def _wave_decay(w: World, months: np.ndarray) -> np.ndarray:
     return np.where(since > 0, decay, 0.0) * w.susp_share[:, None]
 
 
+def attach_world_state(w: World, macro: Macro, buyers: Buyers, rng: np.random.Generator) -> None:
+    """Link the chunk to the world's factor path and buyer pool, and pick each firm's buyers.
+
+    A firm selling in a B2B buyer mode (``buyers.modes``) has one buyer per destination slot,
+    drawn from the buyers of that country with the buyers' ``pick_weight``; so several
+    exporters, in any chunk, share a buyer. Sets ``buyer`` (firm x destination slot, -1 for
+    none), ``buyer_share`` (share of the firm's exports going to that buyer), ``load``
+    (loading on each macro region) and ``dest_region``.
+    """
+    w.macro, w.buyers = macro, buyers
+    bc = w.cfg["buyers"]
+    modes = [CUSTOMS_MODES.index(m) for m in bc["modes"]]
+    w.arrays["mode_has_buyer"] = np.isin(w.modes, modes) & (w.modes >= 0)
+    b2b = (w.mode_share * w.mode_has_buyer).sum(1)
+    pools = buyers.by_country(len(w.countries.iso3))
+    buyer = np.full(w.dest.shape, -1)
+    u = rng.random(w.dest.shape)
+    for d in range(w.dest.shape[1]):
+        for c in np.unique(w.dest[:, d][w.dest[:, d] >= 0]):
+            rows = np.nonzero((w.dest[:, d] == c) & (b2b > 0))[0]
+            pool = pools[c]
+            if not len(rows) or not len(pool):
+                continue
+            cum = np.cumsum(buyers.pick_weight[pool])
+            pick = np.searchsorted(cum, u[rows, d] * cum[-1], side="right")
+            buyer[rows, d] = pool[np.minimum(pick, len(pool) - 1)]
+    w.arrays["buyer"] = buyer
+    w.arrays["buyer_share"] = np.where(buyer >= 0, b2b[:, None] * w.dest_share, 0.0)
+    region = region_index(w.cfg["macro"], w.countries.iso3[w.dest.clip(0)].reshape(-1))
+    w.arrays["dest_region"] = np.where(w.dest >= 0, region.reshape(w.dest.shape), -1)
+    w.arrays["load"] = firm_loading(w.cfg["macro"], w.industry, w.dest_region, w.dest_share)
+    w.arrays["buyer_default_m"] = np.where(buyer >= 0, buyers.default_m[buyer.clip(0)], NEVER)
+
+
+def firm_factor(w: World, region_state: np.ndarray) -> np.ndarray:
+    """Each firm's macro exposure per month: its region loadings times the region states."""
+    return (w.load @ region_state).astype(np.float32)
+
+
+def buyer_effect(w: World, months: np.ndarray, before: np.ndarray | None = None) -> np.ndarray:
+    """Hazard log-odds from buyers that stopped paying, per firm and month of ``months``.
+
+    Parameters
+    ----------
+    w : World
+        The chunk with its buyers attached.
+    months : numpy.ndarray
+        Month indices the effect is wanted for.
+    before : numpy.ndarray, optional
+        Per column, only buyer defaults before this month count (what is known then).
+    """
+    bc = w.cfg["buyers"]
+    out = np.zeros((w.n, len(months)), np.float32)
+    for d in range(w.buyer.shape[1]):
+        dm = w.buyer_default_m[:, d][:, None]
+        since = months[None, :] - dm
+        decay = 0.5 ** ((np.maximum(since, 1) - 1) / bc["effect_half_life_months"])
+        hit = since > 0
+        if before is not None:
+            hit &= dm < before[None, :]
+        out += (bc["firm_hazard_effect"] * w.buyer_share[:, d][:, None] * decay * hit).astype(
+            np.float32
+        )
+    return out
+
+
 def hazard_inputs(w: World) -> None:
     """Precompute the month-varying hazard and transition inputs (window plus look-ahead).
 
     Sets ``base_logit`` (firm effects + youth threshold), ``wave_logit`` (the suspension
-    effect, applied only once the suspension has happened), ``down_logit``/``wave_down`` and
-    ``up_prob``.
+    effect, applied only once the suspension has happened), ``down_logit``/``wave_down``,
+    ``up_prob``, ``factor`` (the firm's macro exposure in the window) and ``buyer_logit``.
     """
     hc = w.cfg["hazard"]
     hh = w.cfg["health"]
@@ -411,6 +490,9 @@ def hazard_inputs(w: World) -> None:
     w.arrays["down_logit"] = (hh["down_logit"] - moves).astype(np.float32)
     w.arrays["wave_down"] = (wc["downgrade_effect"] * decay).astype(np.float32)
     w.arrays["up_prob"] = sigmoid(hh["up_logit"] + moves).astype(np.float32)
+    assert w.macro is not None
+    w.arrays["factor"] = firm_factor(w, w.macro.region_state)
+    w.arrays["buyer_logit"] = buyer_effect(w, np.arange(w.n_months))
 
 
 def _stationary(p_dn: np.ndarray, p_up: np.ndarray, n_states: int) -> np.ndarray:
@@ -420,60 +502,149 @@ def _stationary(p_dn: np.ndarray, p_up: np.ndarray, n_states: int) -> np.ndarray
     return w / w.sum(1, keepdims=True)
 
 
+def sudden_prob(cfg: dict[str, Any]) -> float:
+    """Monthly probability of a default without warning (from the configured share)."""
+    sc = cfg["sudden"]
+    share = sc["share_of_defaults"]
+    return float(share / (1 - share) * sc["reference_monthly_default_rate"])
+
+
+@dataclass
+class _Chain:
+    """Month-by-month state of the health and delinquency chain of one chunk."""
+
+    cur: np.ndarray  # health state for the coming month
+    dq: np.ndarray  # delinquency bucket at the last month end (0, 1 = 30, 2 = 60 dpd)
+    default_m: np.ndarray
+    exit_m: np.ndarray
+    sudden: np.ndarray  # cause index + 1 of a default without warning, 0 otherwise
+
+
+def _chain_month(w: World, ch: _Chain, t: int, u: np.ndarray, p: dict[str, Any]) -> tuple:
+    """Advance the chain by month ``t``; returns (live, onset, cured, restructured) masks."""
+    hh, dl = w.cfg["health"], w.cfg["delinquency"]
+    S = hh["n_states"]
+    mc = w.cfg["macro"]
+    live = (w.reg_m <= t) & (ch.default_m == NEVER) & (ch.exit_m == NEVER)
+    performing = live & (ch.dq == 0)
+    h = sigmoid(
+        p["a_s"][ch.cur]
+        + w.base_logit[:, t]
+        + w.wave_logit[:, t]
+        + mc["hazard_loading"] * w.factor[:, t]
+        + w.buyer_logit[:, t]
+    )
+    onset = performing & (u[0] < h)
+    sudden = performing & ~onset & (ch.cur <= p["sudden_max"]) & (u[1] < p["sudden"])
+    roll1 = live & (ch.dq == 1) & (u[3] < dl["roll_30_60"])
+    roll2 = live & (ch.dq == 2) & (u[3] < dl["roll_60_90"])
+    cured = live & (ch.dq > 0) & ~roll1 & ~roll2
+    restructured = cured & (ch.dq == 2) & (u[4] < dl["restructure_share"])
+    new_exit = performing & ~onset & ~sudden & (u[1] > 1 - hh["exit_prob"])
+    ch.default_m[roll2 | sudden] = t
+    ch.sudden[sudden] = p["cause"][sudden] + 1
+    ch.exit_m[new_exit] = t
+    ch.dq = np.select([onset, roll1, cured | roll2], [1, 2, 0], ch.dq).astype(np.int8)
+    p_dn = sigmoid(w.down_logit + w.wave_down[:, t] + mc["downgrade_loading"] * w.factor[:, t])
+    down = u[2] < p_dn
+    up = u[2] > 1 - w.up_prob
+    moved = np.clip(ch.cur + down - up, 0, S - 1)
+    ch.cur = np.where(live & (ch.dq == 0), moved, ch.cur)
+    ch.cur = np.where(cured, dl["cure_state"], ch.cur)
+    return live, onset, cured, restructured
+
+
+def _sudden_cause(w: World, rng: np.random.Generator) -> np.ndarray:
+    """Cause a default without warning would have: only causes that apply to the firm."""
+    causes = w.cfg["sudden"]["causes"]
+    names = list(causes)
+    wts = np.tile(np.array(list(causes.values()), float), (w.n, 1))
+    applies = {"key_buyer_loss": (w.buyer >= 0).any(1), "platform_ban": w.has_stores}
+    for k, name in enumerate(names):
+        if name in applies:
+            wts[:, k] *= applies[name]
+    cum = wts.cumsum(1)
+    return (rng.random(w.n)[:, None] * cum[:, -1:] > cum).sum(1).clip(0, len(names) - 1)
+
+
 def run_chain(
     w: World, rng: np.random.Generator, on_month: Callable[[], object] | None = None
 ) -> None:
-    """Simulate the health chain month by month (vectorised over firms).
+    """Simulate the health and delinquency chain month by month (vectorised over firms).
 
-    Sets ``state`` (n x months, -1 when the firm is not live), ``onset_m``, ``default_m``,
-    ``exit_m`` (voluntary deregistration) and ``dereg_m``. ``on_month`` is called after each
-    simulated month (progress reporting).
+    Sets ``state`` (n x months, -1 when the firm is not live; S-1 while delinquent or after
+    the final onset), ``chain_state``, ``dq`` (days-past-due bucket 0/1/2/3 at each month end,
+    3 = 90+), ``restructured`` (month of a restructuring), ``onset_m`` (start of the
+    delinquency that ended in default; the default month itself for a default without
+    warning), ``default_m``, ``sudden`` (cause + 1 of a default without warning), ``exit_m``
+    and ``dereg_m``. ``on_month`` is called after each simulated month (progress reporting).
     """
     hh = w.cfg["health"]
     S = hh["n_states"]
-    a_s = np.asarray(hh["hazard_logit"], np.float32)
     n, M = w.n, w.n_months
     p_dn0 = sigmoid(w.down_logit)
     pi = _stationary(p_dn0, w.up_prob, S)
-    cum = pi.cumsum(1)
-    cur = (rng.random(n)[:, None] > cum).sum(1).clip(0, S - 1)
+    cur = (rng.random(n)[:, None] > pi.cumsum(1)).sum(1).clip(0, S - 1)
+    ch = _Chain(cur, np.zeros(n, np.int8), np.full(n, NEVER), np.full(n, NEVER), np.zeros(n, int))
+    p = {
+        "a_s": np.asarray(hh["hazard_logit"], np.float32),
+        "sudden": sudden_prob(w.cfg),
+        "sudden_max": w.cfg["sudden"]["max_state"],
+        "cause": _sudden_cause(w, rng),
+    }
     state = np.full((n, M), -1, np.int8)
-    onset = np.full(n, NEVER)
-    exit_m = np.full(n, NEVER)
+    dq = np.zeros((n, M), np.int8)
+    restructured = np.zeros((n, M), bool)
     for t in range(M):
-        u = rng.random((3, n))
-        live = (w.reg_m <= t) & (onset == NEVER) & (exit_m == NEVER)
-        h = sigmoid(a_s[cur] + w.base_logit[:, t] + w.wave_logit[:, t])
-        new_onset = live & (u[0] < h)
-        new_exit = live & ~new_onset & (u[1] < hh["exit_prob"])
-        onset[new_onset] = t
-        exit_m[new_exit] = t
-        state[live, t] = cur[live]
-        p_dn = sigmoid(w.down_logit + w.wave_down[:, t])
-        down = u[2] < p_dn
-        up = u[2] > 1 - w.up_prob
-        cur = np.where(live, np.clip(cur + down - up, 0, S - 1), cur)
+        u = rng.random((5, n))
+        before = ch.cur.copy()
+        live, _, _, restr = _chain_month(w, ch, t, u, p)
+        state[live, t] = before[live]
+        dq[:, t] = np.where(ch.default_m == t, 3, ch.dq)
+        restructured[:, t] = restr
         if on_month is not None:
             on_month()
+    _finish_chain(w, rng, ch, state, dq, restructured)
+
+
+def _finish_chain(
+    w: World,
+    rng: np.random.Generator,
+    ch: _Chain,
+    state: np.ndarray,
+    dq: np.ndarray,
+    restructured: np.ndarray,
+) -> None:
+    hh = w.cfg["health"]
+    S = hh["n_states"]
+    n, M = w.n, w.n_months
+    t = np.arange(M)[None, :]
+    default_m = ch.default_m
+    credit = (default_m < NEVER) & (ch.sudden == 0)
+    onset = np.where(credit, default_m - 2, default_m)
     chain_state = state.copy()
-    # After onset the firm is distressed for what the data shows.
-    after = (np.arange(M)[None, :] >= onset[:, None]) & (np.arange(M)[None, :] >= w.reg_m[:, None])
-    state[after] = S - 1
-    default_m = np.where(onset < NEVER, onset + hh["onset_to_default_months"], NEVER)
+    # While delinquent and after the final onset the firm is distressed for what the data shows.
+    after = (t >= onset[:, None]) & (t >= w.reg_m[:, None])
+    state[after | ((dq > 0) & (state >= 0))] = S - 1
+    # After the default the bucket keeps growing (the data shows 120, 150 ... days).
+    dq = np.where(t >= default_m[:, None], 3, dq)
     dc = w.cfg["defaults"]
     dereg_after = rng.random(n) < dc["deregister_prob"]
     lag = _uniform_int(rng, dc["deregister_after_months"], n)
     dereg = np.where(dereg_after & (default_m < NEVER), default_m + lag, NEVER)
-    dereg = np.where(exit_m < NEVER, exit_m, dereg)
+    dereg = np.where(ch.exit_m < NEVER, ch.exit_m, dereg)
     # Records stop at deregistration; the state of months after it is "not live".
-    gone = np.arange(M)[None, :] >= dereg[:, None]
+    gone = t >= dereg[:, None]
     state[gone] = -1
     w.arrays.update(
         state=state,
         chain_state=chain_state,
+        dq=dq,
+        restructured=restructured,
         onset_m=onset,
         default_m=default_m,
-        exit_m=exit_m,
+        sudden=ch.sudden,
+        exit_m=ch.exit_m,
         dereg_m=dereg,
     )
 
@@ -481,9 +652,10 @@ def run_chain(
 def oracle_pd(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compute the true 12-month PD at the start of each month for each live, undefaulted firm.
 
-    ``pd_12m`` at month ``T`` is P(default month in ``T .. T+11`` | state at the start of
-    ``T``), computed exactly by backward recursion over the health chain; suspension effects
-    count only once the suspension has happened (before ``T``).
+    ``pd_12m`` at month ``T`` is P(default month in ``T .. T+11`` | health state and
+    days-past-due bucket at the start of ``T``), computed exactly by backward recursion over
+    the chain; suspension and buyer-default effects count only once they happened (before
+    ``T``), the macro factor as its forecast from the value known at the start of ``T``.
 
     Parameters
     ----------
@@ -499,44 +671,53 @@ def oracle_pd(w: World) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     pd : numpy.ndarray
         The 12-month PD.
     """
-    hh = w.cfg["health"]
+    hh, dl, mc = w.cfg["health"], w.cfg["delinquency"], w.cfg["macro"]
+    assert w.macro is not None
     S = hh["n_states"]
-    steps = (
-        12 - hh["onset_to_default_months"]
-    )  # an onset in month T + steps - 1 defaults in month T + 11
     a_s = np.asarray(hh["hazard_logit"], np.float32)
     n, M = w.n, w.n_months
     T = np.arange(M)
     known = (w.susp_m[:, None] < T[None, :]).astype(np.float32)  # n x M
     stay = np.float32(1 - hh["exit_prob"])
+    p_sud = np.float32(sudden_prob(w.cfg))
+    r1, r2, c = dl["roll_30_60"], dl["roll_60_90"], dl["cure_state"]
     up = w.up_prob[:, None]
-    # sigmoid(a_s + x) = 1 / (1 + exp(-a_s) * exp(-x)): one exp per firm-month, not per state.
-    c_s = np.exp(-a_s)
-    # States first, so each state's firm x month slab is contiguous.
-    v = np.zeros((S, n, M), np.float32)
+    c_s = np.exp(-a_s)  # sigmoid(a_s + x) = 1 / (1 + exp(-a_s) exp(-x)): one exp per firm-month
+    v = np.zeros((S, n, M), np.float32)  # performing, by health state
+    v1 = np.zeros((n, M), np.float32)  # at 30 days past due
+    v2 = np.zeros((n, M), np.float32)  # at 60 days past due
     cont = np.empty_like(v)
-    for k in range(steps - 1, -1, -1):
+    for k in range(11, -1, -1):
         t = T + k
-        e = np.exp(-(w.base_logit[:, t] + known * w.wave_logit[:, t]))
-        p_dn = sigmoid(w.down_logit[:, None] + known * w.wave_down[:, t])
+        x = firm_factor(w, w.macro.known_forecast(k))
+        buyer = buyer_effect(w, t, before=T)
+        e = np.exp(
+            -(w.base_logit[:, t] + known * w.wave_logit[:, t] + mc["hazard_loading"] * x + buyer)
+        )
+        p_dn = sigmoid(
+            w.down_logit[:, None] + known * w.wave_down[:, t] + mc["downgrade_loading"] * x
+        )
         keep = 1 - up - p_dn
-        # Expected continuation value over the tridiagonal moves (up = towards state 0).
         for s_ in range(S):
             np.multiply(v[s_], keep, out=cont[s_])
             cont[s_] += up * v[max(s_ - 1, 0)]
             cont[s_] += p_dn * v[min(s_ + 1, S - 1)]
+        new1 = r1 * v2 + (1 - r1) * v[c]
+        new2 = r2 + (1 - r2) * v[c]
         for s_ in range(S):
             h = 1 / (1 + c_s[s_] * e)
-            v[s_] = h + (1 - h) * stay * cont[s_]
+            ps = p_sud if s_ <= w.cfg["sudden"]["max_state"] else 0.0
+            v[s_] = h * v1 + (1 - h) * (ps + (1 - ps) * stay * cont[s_])
+        v1, v2 = new1, new2
     # Live at the start of T: registered before T, not deregistered before T, not defaulted.
     reg_before = w.reg_m[:, None] < T[None, :]
     not_gone = w.dereg_m[:, None] >= T[None, :]
     not_defaulted = w.default_m[:, None] >= T[None, :]
     rows = reg_before & not_gone & not_defaulted
-    pending = w.onset_m[:, None] < T[None, :]  # onset already happened: default is certain
-    st = np.where(pending, 0, w.chain_state).clip(0, S - 1)
-    # The state during month T is the chain state drawn at the end of T-1.
+    # The state during month T is the chain state drawn at the end of T-1, as is the bucket.
+    prev_dq = np.concatenate([np.zeros((n, 1), np.int8), w.dq[:, :-1]], 1)
+    st = w.chain_state.clip(0, S - 1)
     pd_all = np.take_along_axis(v, st[None, :, :].astype(np.intp), axis=0)[0]
-    pd_all = np.where(pending, 1.0, pd_all)
+    pd_all = np.select([prev_dq == 1, prev_dq == 2], [v1, v2], pd_all)
     firm, month = np.nonzero(rows)
     return firm, month, pd_all[firm, month].astype(np.float64)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,24 +27,24 @@ from features.io import part_files, write_table
 from features.tables import DISTRICTS, REFERENCE_DIR, TABLES
 from features.uscc import SHENZHEN_DISTRICTS, generate
 from simulator import faults as sim_faults
+from simulator.buyers import Buyers, buyer_oracle, buyers_table, default_frame, draw_buyers
+from simulator.config_model import SimulationError, validate_config
+from simulator.macro import Macro, draw_macro, indicators, oracle_frame
 from simulator.process import (
     Countries,
     World,
+    attach_world_state,
     draw_wave,
     hazard_inputs,
     make_world,
     oracle_pd,
     run_chain,
 )
-from simulator.tables import ChunkTables, month_start
+from simulator.tables import ChunkTables, month_start, period_strings, typed
 
 #: Packaged configuration folder (simulator.yaml); the OECD table is shared reference data.
 CONFIG_DIR = Path(__file__).parent / "config"
 _MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-
-
-class SimulationError(ValueError):
-    """Bad arguments to :func:`simulate` (the message names the argument and the expectation)."""
 
 
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
@@ -59,7 +60,12 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
     dict
         The configuration.
     """
-    return yaml.safe_load(Path(path or CONFIG_DIR / "simulator.yaml").read_text("utf-8"))
+    path = Path(path or CONFIG_DIR / "simulator.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text("utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise SimulationError(f"simulator configuration {path}: cannot read: {exc}") from exc
+    return validate_config(raw, str(path))
 
 
 def load_countries(cfg: dict[str, Any]) -> Countries:
@@ -142,6 +148,53 @@ def _clear(root: Path, name: str) -> None:
         f.unlink()
 
 
+#: Oracle tables (folders under the oracle directory).
+ORACLE_TABLES = ("true_pd", "defaults", "faults", "macro", "buyer_pd", "buyer_defaults")
+#: Raw tables of the whole world, written once (part 0) rather than per chunk of firms.
+WORLD_TABLES = ("buyers", "macro_indicators")
+#: Kind of each default in ``ORACLE/defaults``: index 0 is the credit route (via arrears).
+DEFAULT_KINDS = ("credit",)
+
+
+@dataclass
+class _Shared:
+    """What every chunk of a world shares: configuration, window, factor path, buyer pool."""
+
+    cfg: dict[str, Any]
+    seed: int
+    month0: int
+    n_months: int
+    countries: Countries
+    macro: Macro
+    buyers: Buyers
+    wave_t: tuple[int, int]
+    district: np.ndarray
+    codes: np.ndarray
+    fault_rate: float
+    out_dir: Path
+    oracle_dir: Path
+
+
+@dataclass
+class _Totals:
+    """Counts accumulated over chunks for the summary."""
+
+    rows: dict[str, int]
+    faults: dict[str, int] = field(default_factory=dict)
+    oracle_rows: int = 0
+    n_defaults: int = 0
+    at_risk: np.ndarray | None = None
+    defaults: np.ndarray | None = None
+
+    def add_faults(self, truth: pd.DataFrame) -> None:
+        for kind, k in truth["fault"].value_counts().sort_index().items():
+            self.faults[str(kind)] = self.faults.get(str(kind), 0) + int(k)
+
+    def add_years(self, at_risk: np.ndarray, defaults: np.ndarray) -> None:
+        self.at_risk = at_risk if self.at_risk is None else self.at_risk + at_risk
+        self.defaults = defaults if self.defaults is None else self.defaults + defaults
+
+
 def _oracle_frames(w: World) -> pd.DataFrame:
     firm, month, pd_12m = oracle_pd(w)
     return pd.DataFrame(
@@ -164,6 +217,138 @@ def _year_counts(w: World) -> tuple[np.ndarray, np.ndarray]:
         [((w.default_m >= y) & (w.default_m < y + 12) & (w.reg_m < y)).sum() for y in starts], float
     )
     return at_risk, defaults
+
+
+def _shared(
+    n_firms: int,
+    seed: int,
+    month0: int,
+    n_months: int,
+    cfg: dict[str, Any],
+    fault_rate: float,
+    out_dir: Path,
+    oracle_dir: Path,
+) -> _Shared:
+    """Draw what the chunks share: firm codes, the macro path and the buyer pool."""
+    countries = load_countries(cfg)
+    wave = cfg["wave"]
+    wave_t = (
+        _parse_month(wave["start"], "wave.start") - month0,
+        _parse_month(wave["end"], "wave.end") - month0,
+    )
+    district, codes = _firm_codes(n_firms, seed, cfg)
+    rng_macro, rng_buyers = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed, spawn_key=(2,)).spawn(2)
+    )
+    macro = draw_macro(cfg["macro"], rng_macro, month0, n_months)
+    buyers = draw_buyers(cfg, countries, macro, rng_buyers, n_firms, n_months)
+    return _Shared(
+        cfg,
+        seed,
+        month0,
+        n_months,
+        countries,
+        macro,
+        buyers,
+        wave_t,
+        district,
+        codes,
+        fault_rate,
+        out_dir,
+        oracle_dir,
+    )
+
+
+def _write_world(sh: _Shared, totals: _Totals, rng: np.random.Generator) -> None:
+    """Write the world-level raw tables and oracles (buyers, macro) as part 0."""
+    periods = period_strings(sh.month0, sh.n_months)
+    tables = {
+        "buyers": buyers_table(sh.buyers, sh.countries),
+        "macro_indicators": indicators(sh.cfg["macro"], sh.macro, rng, periods),
+    }
+    truths = []
+    for name, table in tables.items():
+        df, truth = sim_faults.inject(
+            typed(table, name),
+            name,
+            f"{name}/part-00000.parquet",
+            sh.fault_rate,
+            rng,
+            sh.cfg["faults"],
+            lambda k: [],
+        )
+        write_table(df, sh.out_dir, name, 0)
+        totals.rows[name] += len(df)
+        truths.append(truth)
+    truth = pd.concat(truths, ignore_index=True)
+    write_table(truth, sh.oracle_dir, "faults", 0)
+    totals.add_faults(truth)
+    write_table(oracle_frame(sh.macro, periods), sh.oracle_dir, "macro", 0)
+    bp = buyer_oracle(sh.buyers, sh.cfg["buyers"]["payment"], sh.macro, sh.month0)
+    write_table(bp, sh.oracle_dir, "buyer_pd", 0)
+    write_table(default_frame(sh.buyers, sh.month0), sh.oracle_dir, "buyer_defaults", 0)
+
+
+def _default_frame(w: World, default_date: np.ndarray) -> pd.DataFrame:
+    """``ORACLE/defaults``: firm, default date, kind (credit or the cause of a sudden one)."""
+    kinds = np.array([*DEFAULT_KINDS, *w.cfg["sudden"]["causes"]], dtype=object)
+    d_idx = np.nonzero(~pd.isna(default_date))[0]
+    return pd.DataFrame(
+        {
+            "usc_code": pd.Series(w.usc[d_idx], dtype="str"),
+            "default_date": pd.Series(default_date[d_idx]).astype("datetime64[ns]"),
+            "kind": pd.Series(kinds[w.sudden[d_idx]], dtype="str"),
+        }
+    )
+
+
+def _run_chunk(
+    c: int, lo: int, hi: int, sh: _Shared, known: set[str], totals: _Totals, bar: Any
+) -> None:
+    """Simulate one chunk of firms and write its parts of every firm table and oracle."""
+    streams = np.random.SeedSequence(sh.seed, spawn_key=(1, c)).spawn(6)
+    rng_firms, rng_wave, rng_chain, rng_tables, rng_faults, rng_buyers = (
+        np.random.default_rng(s) for s in streams
+    )
+    w = make_world(
+        sh.cfg,
+        sh.countries,
+        rng_firms,
+        sh.codes[lo:hi],
+        sh.district[lo:hi],
+        lo,
+        sh.month0,
+        sh.n_months,
+    )
+    draw_wave(w, rng_wave, sh.wave_t)
+    attach_world_state(w, sh.macro, sh.buyers, rng_buyers)
+    hazard_inputs(w)
+    run_chain(w, rng_chain, on_month=lambda: bar.update(1))
+    oracle = _oracle_frames(w)
+    write_table(oracle, sh.oracle_dir, "true_pd", c)
+    totals.oracle_rows += len(oracle)
+    del oracle
+    builder = ChunkTables(w, rng_tables)
+    unknown = _UnknownCodes(rng_faults, known)
+    # Part 0 of the fault truth holds the world tables' faults; chunk c writes part c + 1.
+    truths = []
+    for name, table in builder.all_tables():
+        file = f"{name}/part-{c:05d}.parquet"
+        df, truth = sim_faults.inject(
+            table, name, file, sh.fault_rate, rng_faults, sh.cfg["faults"], unknown
+        )
+        write_table(df, sh.out_dir, name, c)
+        totals.rows[name] += len(df)
+        truths.append(truth)
+        del df, table
+        bar.update(1)
+    truth = pd.concat(truths, ignore_index=True)
+    write_table(truth, sh.oracle_dir, "faults", c + 1)
+    totals.add_faults(truth)
+    defaults = _default_frame(w, builder.default_date)
+    write_table(defaults, sh.oracle_dir, "defaults", c)
+    totals.n_defaults += len(defaults)
+    totals.add_years(*_year_counts(w))
 
 
 def simulate(
@@ -191,7 +376,8 @@ def simulate(
     out_dir : str or Path
         Folder for the raw tables (``out_dir/<table>/part-NNNNN.parquet``).
     oracle_dir : str or Path
-        Folder for the oracle: ``true_pd``, ``defaults`` and ``faults``.
+        Folder for the oracle: ``true_pd``, ``defaults``, ``faults``, ``macro``, ``buyer_pd``
+        and ``buyer_defaults``.
     fault_rate : float, default 0.0
         Expected share of rows per table given a data-quality fault (0 to 0.5).
     chunk_size : int, default 20000
@@ -199,111 +385,113 @@ def simulate(
     progress : bool, default True
         Show a progress bar over chunks.
     config : dict, optional
-        Simulator configuration; ``simulator/config/simulator.yaml`` by default.
+        Simulator configuration; ``simulator/config/simulator.yaml`` by default (validated).
 
     Returns
     -------
     dict
         ``message``, ``n_firms``, ``months``, ``rows`` (per table), ``oracle_rows``,
-        ``n_defaults``, ``default_rate_yearly``, ``faults`` (per kind), ``seconds``.
+        ``n_defaults``, ``default_rate_yearly``, ``default_rate_by_year`` (calendar year ->
+        rate among firms at risk on 1 January), ``faults`` (per kind), ``seconds``.
 
     Raises
     ------
     SimulationError
-        If an argument is invalid.
+        If an argument or the configuration is invalid.
     """
     t0 = time.perf_counter()
     month0, n_months = _check_args(n_firms, seed, start, end, fault_rate, chunk_size)
     n_firms, seed, chunk_size = int(n_firms), int(seed), int(chunk_size)
-    cfg = config if config is not None else load_config()
-    countries = load_countries(cfg)
+    cfg = validate_config(config) if config is not None else load_config()
     out_dir, oracle_dir = Path(out_dir), Path(oracle_dir)
     for name in TABLES:
         _clear(out_dir, name)
-    for name in ("true_pd", "defaults", "faults"):
+    for name in ORACLE_TABLES:
         _clear(oracle_dir, name)
-    wave = cfg["wave"]
-    wave_t = (
-        _parse_month(wave["start"], "wave.start") - month0,
-        _parse_month(wave["end"], "wave.end") - month0,
-    )
-    district, codes = _firm_codes(n_firms, seed, cfg)
-    known = set(codes.tolist())
-    rows = dict.fromkeys(TABLES, 0)
-    faults: dict[str, int] = {}
-    oracle_rows = n_defaults = 0
-    at_risk_total = defaults_total = 0.0
+    sh = _shared(n_firms, seed, month0, n_months, cfg, float(fault_rate), out_dir, oracle_dir)
+    totals = _Totals(rows=dict.fromkeys(TABLES, 0))
+    _write_world(sh, totals, np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,))))
+    known = set(sh.codes.tolist())
     n_chunks = -(-n_firms // chunk_size)
+    chunk_tables = len(TABLES) - len(WORLD_TABLES)
     # One step per simulated month of each chunk, then one per table written.
     bar = tqdm(
-        total=n_chunks * (n_months + len(TABLES)),
+        total=n_chunks * (n_months + chunk_tables),
         desc="simulate",
         unit="step",
         disable=not progress,
     )
     for c in range(n_chunks):
-        lo, hi = c * chunk_size, min((c + 1) * chunk_size, n_firms)
-        streams = np.random.SeedSequence(seed, spawn_key=(1, c)).spawn(5)
-        rng_firms, rng_wave, rng_chain, rng_tables, rng_faults = (
-            np.random.default_rng(s) for s in streams
-        )
-        w = make_world(
-            cfg, countries, rng_firms, codes[lo:hi], district[lo:hi], lo, month0, n_months
-        )
-        draw_wave(w, rng_wave, wave_t)
-        hazard_inputs(w)
         bar.set_postfix_str(f"chunk {c + 1}/{n_chunks}")
-        run_chain(w, rng_chain, on_month=lambda: bar.update(1))
-        oracle = _oracle_frames(w)
-        write_table(oracle, oracle_dir, "true_pd", c)
-        oracle_rows += len(oracle)
-        del oracle
-        builder = ChunkTables(w, rng_tables)
-        unknown = _UnknownCodes(rng_faults, known)
-        truths = []
-        for name, table in builder.all_tables():
-            file = f"{name}/part-{c:05d}.parquet"
-            df, truth = sim_faults.inject(
-                table, name, file, fault_rate, rng_faults, cfg["faults"], unknown
-            )
-            write_table(df, out_dir, name, c)
-            rows[name] += len(df)
-            truths.append(truth)
-            del df, table
-            bar.update(1)
-        truth = pd.concat(truths, ignore_index=True)
-        write_table(truth, oracle_dir, "faults", c)
-        for kind, k in truth["fault"].value_counts().sort_index().items():
-            faults[str(kind)] = faults.get(str(kind), 0) + int(k)
-        default_date = builder.default_date
-        d_idx = np.nonzero(~pd.isna(default_date))[0]
-        defaults = pd.DataFrame(
-            {
-                "usc_code": pd.Series(w.usc[d_idx], dtype="str"),
-                "default_date": pd.Series(default_date[d_idx]).astype("datetime64[ns]"),
-            }
-        )
-        write_table(defaults, oracle_dir, "defaults", c)
-        n_defaults += len(defaults)
-        ar, dd = _year_counts(w)
-        at_risk_total += ar.sum()
-        defaults_total += dd.sum()
-        del builder, w
+        _run_chunk(c, c * chunk_size, min((c + 1) * chunk_size, n_firms), sh, known, totals, bar)
     bar.close()
-    rate = defaults_total / at_risk_total if at_risk_total else float("nan")
+    return _summary(totals, n_firms, n_months, month0, start, end, out_dir, oracle_dir, t0)
+
+
+def _summary(
+    totals: _Totals,
+    n_firms: int,
+    n_months: int,
+    month0: int,
+    start: str,
+    end: str,
+    out_dir: Path,
+    oracle_dir: Path,
+    t0: float,
+) -> dict[str, Any]:
+    at_risk = totals.at_risk if totals.at_risk is not None else np.zeros(0)
+    defaults = totals.defaults if totals.defaults is not None else np.zeros(0)
+    rate = defaults.sum() / at_risk.sum() if at_risk.sum() else float("nan")
+    first_year = (month0 + (-(month0 % 12) % 12)) // 12
+    by_year = {
+        str(first_year + k): float(d / a) if a else float("nan")
+        for k, (a, d) in enumerate(zip(at_risk, defaults, strict=True))
+    }
     seconds = time.perf_counter() - t0
     return {
         "message": (
             f"simulated {n_firms:,} firms {start}..{end} in {seconds:.1f} s: "
-            f"{sum(rows.values()):,} rows in {len(rows)} tables under {out_dir}, "
-            f"{n_defaults:,} defaults (yearly rate {rate:.2%}), oracle under {oracle_dir}"
+            f"{sum(totals.rows.values()):,} rows in {len(totals.rows)} tables under {out_dir}, "
+            f"{totals.n_defaults:,} defaults (yearly rate {rate:.2%}), oracle under {oracle_dir}"
         ),
         "n_firms": n_firms,
         "months": n_months,
-        "rows": rows,
-        "oracle_rows": oracle_rows,
-        "n_defaults": n_defaults,
+        "rows": totals.rows,
+        "oracle_rows": totals.oracle_rows,
+        "n_defaults": totals.n_defaults,
         "default_rate_yearly": rate,
-        "faults": faults,
+        "default_rate_by_year": by_year,
+        "faults": totals.faults,
         "seconds": seconds,
     }
+
+
+def simulate_latent(
+    n_firms: int, seed: int, start: str, end: str, config: dict[str, Any] | None = None
+) -> World:
+    """Run only the latent process of a world as one chunk (no tables, nothing written).
+
+    For checks on a large world that need the chain, not the data: roll rates, default
+    shares, the oracle. Same streams as :func:`simulate` with one chunk of ``n_firms``.
+
+    Parameters
+    ----------
+    n_firms, seed, start, end, config
+        As for :func:`simulate`.
+
+    Returns
+    -------
+    World
+        The chunk after the health and delinquency chain ran.
+    """
+    month0, n_months = _check_args(n_firms, seed, start, end, 0.0, n_firms)
+    cfg = validate_config(config) if config is not None else load_config()
+    sh = _shared(n_firms, seed, month0, n_months, cfg, 0.0, Path("."), Path("."))
+    streams = np.random.SeedSequence(seed, spawn_key=(1, 0)).spawn(6)
+    rng_firms, rng_wave, rng_chain, _, _, rng_buyers = (np.random.default_rng(s) for s in streams)
+    w = make_world(cfg, sh.countries, rng_firms, sh.codes, sh.district, 0, month0, n_months)
+    draw_wave(w, rng_wave, sh.wave_t)
+    attach_world_state(w, sh.macro, sh.buyers, rng_buyers)
+    hazard_inputs(w)
+    run_chain(w, rng_chain)
+    return w

@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from features.tables import (
+    CLAIM_STATUS,
     COURT_TYPES,
     CUSTOMS_CREDIT,
     CUSTOMS_MODES,
@@ -89,7 +90,12 @@ def typed(df: pd.DataFrame, table: str) -> pd.DataFrame:
     """
     out = {}
     for col in TABLES[table].columns:
-        s = df[col.name] if col.name in df else pd.Series([], dtype=object)
+        if col.name in df:
+            s = df[col.name]
+        elif col.nullable:  # a nullable column the builder leaves empty (e.g. received_date)
+            s = pd.Series([None] * len(df), dtype=object)
+        else:
+            raise KeyError(f"{table}: builder gave no column {col.name}")
         if col.dtype in ("str", "category"):
             out[col.name] = s if s.dtype == _STR else pd.Series(s, dtype="str")
         elif col.dtype == "date":
@@ -150,7 +156,9 @@ class ChunkTables:
         ramp = np.clip((t - w.reg_m[:, None] + 1) / fc["ramp_months"], 0.15, 1.0)
         self.act = act
         self.ramp = ramp
-        self.capacity = w.scale[:, None] * growth * ramp * act  # USD of monthly sales
+        # Bad times shrink every firm's trade by its exposure to the macro factor.
+        cycle = np.exp(-cfg["macro"]["export_loading"] * w.factor)
+        self.capacity = w.scale[:, None] * growth * ramp * act * cycle  # USD of monthly sales
         self.season = np.asarray(cfg["seasonality"]["exports"])[w.calendar_month(self.t) - 1]
         self._stores_status()
         oc = cfg["operations"]
@@ -158,8 +166,34 @@ class ChunkTables:
         dormant = rng.random((w.n, self.M)) < np.asarray(oc["dormant_prob"])[self.obs]
         self.export_base = np.where(dormant, 0.0, self.capacity * self.season[None, :] * noise)
         b2c_kept = 1 - w.b2c_frac[:, None] * self.lost_share
-        self.exports = self.export_base * b2c_kept
-        self.exports = np.where(self.live, self.exports, 0.0)
+        # Shipments to a buyer continue a few months after it stops paying, then stop.
+        stop = w.buyer_default_m[:, None, :] + cfg["buyers"]["stop_shipping_months"]
+        self.ship = self.t[None, :, None] < stop
+        to_buyer = self.export_base[:, :, None] * w.buyer_share[:, None, :]
+        self.buyer_flow = np.where(self.ship & self.live[:, :, None], to_buyer, 0.0)
+        self.exports = self.export_base * b2c_kept - (to_buyer * ~self.ship).sum(2)
+        self.exports = np.where(self.live, np.maximum(self.exports, 0.0), 0.0)
+        self._report_stops()
+
+    def _report_stops(self) -> None:
+        """Month each consent-based source stops for a firm that turned distressed (MNAR)."""
+        w, rng, mc = self.w, self.rng, self.cfg["mnar"]
+        S = self.cfg["health"]["n_states"]
+        distressed = w.state == S - 1
+        first = np.where(distressed.any(1), distressed.argmax(1), NEVER)
+        lo, hi = mc["stop_after_months"]
+        self.stops: dict[str, np.ndarray] = {}
+        for source, p in mc["stop_prob"].items():
+            stops = rng.random(w.n) < p
+            after = rng.integers(lo, hi + 1, w.n)
+            self.stops[source] = np.where(stops & (first < NEVER), first + after, NEVER)
+
+    def reporting(self, source: str) -> np.ndarray:
+        """Firm x month mask of the months a firm still reports ``source``."""
+        stop = self.stops.get(source)
+        if stop is None:
+            return np.ones((self.w.n, self.M), bool)
+        return self.t[None, :] < stop[:, None]
 
     def _stores_status(self) -> None:
         """Account status per store and month: 0 active, 1 warning, 2 suspended, -1 no row."""
@@ -186,7 +220,7 @@ class ChunkTables:
         t3 = self.t[None, :, None]
         # A store never reinstated stops reporting six months after its suspension.
         closed = (w.store_wave_back[:, None, :] == NEVER) & (
-            t3 >= w.store_wave_susp[:, None, :] + 6
+            t3 >= w.store_wave_susp[:, None, :] + sc["closed_after_months"]
         )
         exists = (
             w.store_present[:, None, :]
@@ -284,25 +318,30 @@ class ChunkTables:
                 + tc["score_state"] * mean_state
                 + tc["score_sd"] * rng.standard_normal(w.n)
             )
-            score = np.where(distressed, 30.0, score)
-            grade = np.select([score >= 90, score >= 70, score >= 40], [0, 1, 3], 4)
+            score = np.where(distressed, tc["distressed_score"], score)
+            a_, b_, m_ = tc["grade_score_thresholds"]  # A, B and C-or-better cut-offs
+            grade = np.select([score >= a_, score >= b_, score >= m_], [0, 1, 3], 4)
             age_end = hi - w.reg_m
-            young = (age_end < tc["new_firm_years"] * 12) & (score >= 70)
+            young = (age_end < tc["new_firm_years"] * 12) & (score >= b_)
             grade = np.where(young, 2, grade)
             sales_cny = sales * cny
             tax_paid = (
                 sales_cny
                 * (w.margin * tc["income_tax"] + tc["other_taxes_of_sales"])
-                * rng.uniform(0.8, 1.2, w.n)
+                * rng.uniform(*tc["paid_noise"], w.n)
             )
-            rebate = sales_cny * tc["rebate_rate"] * rebate_share * rng.uniform(0.5, 1.0, w.n)
+            rebate = (
+                sales_cny * tc["rebate_rate"] * rebate_share * rng.uniform(*tc["rebate_noise"], w.n)
+            )
             big = sales > np.median(sales) if len(sales) else np.zeros(0, bool)
             rclass = np.select([(grade == 0) & big, grade <= 1, grade <= 3], [1, 2, 3], 4)
             state_idx = np.clip(np.round(mean_state).astype(int), 0, len(tc["arrears_prob"]) - 1)
             arrears_p = np.asarray(tc["arrears_prob"])[state_idx]
-            arrears_p = np.where(distressed, 0.8, arrears_p)
+            arrears_p = np.where(distressed, tc["distressed_arrears_prob"], arrears_p)
             arrears = np.where(
-                rng.random(w.n) < arrears_p, sales_cny * rng.uniform(0.005, 0.03, w.n), 0.0
+                rng.random(w.n) < arrears_p,
+                sales_cny * rng.uniform(*tc["arrears_share_of_sales"], w.n),
+                0.0,
             )
             idx = np.nonzero(ok)[0]
             frames.append(
@@ -332,16 +371,19 @@ class ChunkTables:
         oc = cfg["operations"]
         lag_state = _lagged(w.state, oc["headcount_lag"]).clip(0)
         act = np.asarray(cfg["health"]["activity"])[lag_state]
-        act = np.where(self.t[None, :] >= w.onset_m[:, None] + oc["headcount_lag"], act * 0.6, act)
+        after = self.t[None, :] >= w.onset_m[:, None] + oc["headcount_lag"]
+        act = np.where(after, act * oc["post_onset_headcount"], act)
         noise = np.exp(oc["headcount_noise_sd"] * rng.standard_normal((w.n, self.M)))
         growth = np.sqrt(self.capacity / np.maximum(self.act * w.scale[:, None], 1e-9))
         head = np.maximum(np.round(w.headcount0[:, None] * act**1.5 * growth * noise), 1)
         self.headcount = head
         p_arr = np.asarray(oc["si_arrears_prob"])[lag_state]
         arrears = np.where(
-            rng.random((w.n, self.M)) < p_arr, head * 1100 * rng.uniform(0.5, 2.0, (w.n, self.M)), 0
+            rng.random((w.n, self.M)) < p_arr,
+            head * oc["si_arrears_cny_per_head"] * rng.uniform(0.5, 2.0, (w.n, self.M)),
+            0,
         )
-        i, t = np.nonzero(self.live)
+        i, t = np.nonzero(self.live & self.reporting("social_insurance"))
         df = pd.DataFrame(
             {
                 "usc_code": take_str(w.usc, i),
@@ -367,7 +409,7 @@ class ChunkTables:
             self.t[None, :] > w.onset_m[:, None], oc["post_onset_late_utility_prob"], p_late
         )
         late = rng.random(base.shape) < p_late
-        i, t = np.nonzero(self.live & ~w.utilities_missing[:, None])
+        i, t = np.nonzero(self.live & ~w.utilities_missing[:, None] & self.reporting("utilities"))
         df = pd.DataFrame(
             {
                 "usc_code": take_str(w.usc, i),
@@ -397,6 +439,9 @@ class ChunkTables:
         present = (w.modes >= 0)[:, :, None] & w.dest_present[:, None, :]  # firm x mode x dest
         val = mode_val[:, :, :, None] * w.dest_share.astype(np.float32)[:, None, None, :]
         del mode_val
+        # Buyer-mode flows stop a few months after the buyer stops paying.
+        sold = w.mode_has_buyer[:, :, None] & (w.buyer >= 0)[:, None, :]  # firm x mode x dest
+        val *= np.where(sold[:, None, :, :] & ~self.ship[:, :, None, :], 0, 1).astype(np.float32)
         mask = (val >= 1.0) & self.live[:, :, None, None] & present[:, None, :, :]
         i, t, j, d = np.nonzero(mask)
         del mask
@@ -405,6 +450,8 @@ class ChunkTables:
         per_list = np.where(w.mode_is_b2c[i, j], oc["list_value_usd"], oc["b2b_declaration_usd"])
         returns = np.asarray(oc["returns_share"])[self.obs[i, t]]
         anomalies = np.asarray(oc["inspection_anomaly_rate"])[self.obs[i, t]]
+        buyers = np.append(w.buyers.ids, None)
+        b = np.where(sold[i, j, d], w.buyer[i, d], len(buyers) - 1)
         df = pd.DataFrame(
             {
                 "usc_code": take_str(w.usc, i),
@@ -415,6 +462,7 @@ class ChunkTables:
                 "declaration_count": np.ceil(v / per_list).astype(np.int64),
                 "returned_value_usd": np.round(v * returns * rng.uniform(0.5, 1.5, len(i)), 2),
                 "inspection_anomalies": rng.poisson(anomalies),
+                "buyer_id": take_str(buyers, b),
             }
         )
         return typed(df, "customs_declarations")
@@ -425,11 +473,14 @@ class ChunkTables:
         cc = cfg["customs_credit"]
         n = w.n
         first = w.reg_m + cc["first_record_delay_months"]
-        p_aeo = cc["aeo_prob"] * np.exp(0.6 * w.z_cap + 0.6 * w.quality)
-        aeo = rng.random(n) < np.minimum(p_aeo, 0.9)
+        p_aeo = cc["aeo_prob"] * np.exp(
+            cc["aeo_size_effect"] * w.z_cap + cc["aeo_quality_effect"] * w.quality
+        )
+        aeo = rng.random(n) < np.minimum(p_aeo, cc["aeo_max_prob"])
         cat = np.where(aeo, CUSTOMS_CREDIT.index("aeo"), CUSTOMS_CREDIT.index("general"))
         day1 = rng.integers(1, 29, n)
-        dishonest_m = w.default_m + rng.integers(1, 7, n)
+        lo_d, hi_d = cc["dishonest_after_months"]
+        dishonest_m = w.default_m + rng.integers(lo_d, hi_d + 1, n)
         dis = (
             (w.default_m < NEVER)
             & (rng.random(n) < cfg["defaults"]["customs_dishonest_prob"])
@@ -456,25 +507,65 @@ class ChunkTables:
         )
         return typed(df, "customs_credit")
 
-    def fx_receipts(self) -> pd.DataFrame:
-        """Monthly money received from abroad by channel, short of exports for risky firms."""
-        w, cfg, rng = self.w, self.cfg, self.rng
-        fx = cfg["fx"]
-        n, M = w.n, self.M
-        prev = np.concatenate([self.exports[:, :1], self.exports[:, :-1]], axis=1)
+    def _fx_short(self) -> np.ndarray:
+        """Share of what falls due that the firm does not bring home (firm x month)."""
+        w, fx = self.w, self.cfg["fx"]
         short = (
             w.fx_shortfall[:, None]
             + fx["state_slope"] * np.maximum(self.obs - 1, 0)
-            + fx["noise_sd"] * rng.standard_normal((n, M))
+            + fx["noise_sd"] * self.rng.standard_normal((w.n, self.M))
         )
-        short = np.where(self.t[None, :] >= w.onset_m[:, None], short + 0.3, short)
-        received = prev * (1 - np.clip(short, 0, 1))
+        onset = self.t[None, :] >= w.onset_m[:, None]
+        return np.clip(np.where(onset, short + fx["post_onset_shortfall"], short), 0, 1)
+
+    def _fx_buyer_rows(self, short: np.ndarray, cls: np.ndarray) -> pd.DataFrame:
+        """One bank receipt row per firm, month and buyer with something due that month."""
+        w, b = self.w, self.w.buyers
+        frames = []
+        for d in range(w.buyer.shape[1]):
+            has = w.buyer[:, d] >= 0
+            terms = np.where(has, b.terms[w.buyer[:, d].clip(0)], 1)
+            # Due this month: the shipments made ``terms`` months earlier (the first months'
+            # dues come from shipments before the window, taken as month 0's).
+            src = np.clip(self.t[None, :] - terms[:, None], 0, self.M - 1)
+            due = np.take_along_axis(self.buyer_flow[:, :, d], src, 1)
+            i, t = np.nonzero(self.live & has[:, None] & (due >= 1.0))
+            bb = w.buyer[i, d]
+            paid = due[i, t] * b.pay_frac[bb, t] * (1 - short[i, t])
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "firm": i,
+                        "t": t,
+                        "c": FX_CHANNELS.index("bank"),
+                        "slot": d,
+                        "buyer": bb,
+                        "received_usd": np.round(paid, 2),
+                        "expected_usd": np.round(due[i, t], 2),
+                        "days_beyond_terms": np.minimum(b.days[bb, t], 3650.0),
+                        "cls": cls[i, t],
+                    }
+                )
+            )
+        return pd.concat(frames, ignore_index=True)
+
+    def fx_receipts(self) -> pd.DataFrame:
+        """Monthly money received from abroad: payouts and other flows by channel, and one row
+        per paying buyer (short where the buyer pays late or not at all).
+        """
+        w, cfg, rng = self.w, self.cfg, self.rng
+        fx = cfg["fx"]
+        n = w.n
+        short = self._fx_short()
+        other = np.maximum(self.exports - self.buyer_flow.sum(2), 0.0)
+        prev = np.concatenate([other[:, :1], other[:, :-1]], axis=1)
+        received = prev * (1 - short)
         pi_share = np.where(
             w.has_stores, fx["payment_institution_share_b2c"], fx["payment_institution_share_b2b"]
         )
         main = np.where(rng.random(n) < pi_share, 1, 0)  # index into FX_CHANNELS
         second = rng.random(n) < fx["second_channel_prob"]
-        split = np.where(second, rng.uniform(0.6, 0.8, n), 1.0)
+        split = np.where(second, rng.uniform(*fx["main_channel_share"], n), 1.0)
         fx_class = np.select(
             [w.fx_shortfall > fx["class_c_shortfall"], w.fx_shortfall > fx["class_b_shortfall"]],
             [2, 1],
@@ -485,7 +576,7 @@ class ChunkTables:
             1,
             fx_class[:, None],
         )
-        frames = []
+        frames = [self._fx_buyer_rows(short, cls)]
         for c in range(2):
             ch = np.where(c == 0, main, 1 - main)
             share = np.where(c == 0, split, 1 - split)
@@ -498,20 +589,25 @@ class ChunkTables:
                         "firm": i,
                         "t": t,
                         "c": ch[i],
+                        "slot": -1,
+                        "buyer": len(w.buyers.ids),
                         "received_usd": np.round(val[i, t], 2),
+                        "expected_usd": np.round(prev[i, t] * share[i], 2),
+                        "days_beyond_terms": 0.0,
                         "cls": cls[i, t],
                     }
                 )
             )
         df = (
             pd.concat(frames, ignore_index=True)
-            .sort_values(["firm", "t", "c"], kind="stable")
+            .sort_values(["firm", "t", "c", "slot"], kind="stable")
             .reset_index(drop=True)
         )
         df["usc_code"] = take_str(w.usc, df["firm"].to_numpy())
         df["period"] = take_str(self.periods, df["t"].to_numpy())
         df["channel"] = take_str(np.array(FX_CHANNELS, dtype=object), df["c"].to_numpy())
         df["fx_class"] = take_str(np.array(FX_CLASSES, dtype=object), df["cls"].to_numpy())
+        df["buyer_id"] = take_str(np.append(w.buyers.ids, None), df["buyer"].to_numpy())
         return typed(df, "fx_receipts")
 
     def marketplace_stores(self) -> pd.DataFrame:
@@ -519,7 +615,7 @@ class ChunkTables:
         w, cfg, rng = self.w, self.cfg, self.rng
         sc = cfg["stores"]
         st = self.store_status
-        i, t, k = np.nonzero(st >= 0)
+        i, t, k = np.nonzero((st >= 0) & self.reporting("marketplace_stores")[:, :, None])
         lag_state = _lagged(w.state, cfg["operations"]["refund_lag"]).clip(0)[i, t]
         status = st[i, t, k]
         b2c = self.export_base[i, t] * w.b2c_frac[i]
@@ -586,7 +682,8 @@ class ChunkTables:
         first_dest = w.dest[:, 0]
         c0 = np.where(np.isin(first_dest, countries), first_dest, countries[0])
         c1 = countries[rng.integers(0, len(countries), n)]
-        two = (rng.random(n) < 0.3) & (c1 != c0)
+        two = (rng.random(n) < wc["second_prob"]) & (c1 != c0)
+        s2 = wc["second_share"]
         cover = rng.uniform(wc["cover_months"][0], wc["cover_months"][1], n)
         stock = (
             self.capacity
@@ -596,10 +693,12 @@ class ChunkTables:
         stock = stock * rng.lognormal(0, 0.1, stock.shape)
         frames = []
         for slot, (cc, share) in enumerate(
-            [(c0, np.where(two, 0.7, 1.0)), (c1, np.where(two, 0.3, 0.0))]
+            [(c0, np.where(two, 1 - s2, 1.0)), (c1, np.where(two, s2, 0.0))]
         ):
             has = w.has_wh & (share > 0)
-            mask = self.live & has[:, None] & (self.t[None, :] >= w.reg_m[:, None] + 6)
+            first = w.reg_m[:, None] + wc["first_stock_after_months"]
+            mask = self.live & has[:, None] & (self.t[None, :] >= first)
+            mask &= self.reporting("overseas_warehouses")
             i, t = np.nonzero(mask)
             frames.append(
                 pd.DataFrame(
@@ -624,8 +723,11 @@ class ChunkTables:
     def loans(self) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
         """Build rolling one-year loans and their monthly repayments.
 
-        A firm with loans draws a new loan when the previous one matures, until distress.
-        From the onset month the loan is unpaid: days past due 30, 60, 90, ...
+        A firm with loans draws a new loan when the previous one matures, until the
+        delinquency that ends in default. A missed payment shows 30 days past due, then 60
+        if it rolls on, and clears (arrears paid, or the loan restructured) if it cures; from
+        the default the loan is unpaid: 90, 120, ... days past due (30, 60, ... after a default
+        without warning).
 
         Returns
         -------
@@ -655,6 +757,12 @@ class ChunkTables:
             np.minimum(w.default_m[firm] + lc["rows_after_default_months"], w.dereg_m[firm] - 1),
             np.minimum(start + term, w.dereg_m[firm] - 1),
         )
+        # A loan that matures in arrears stays on the books until it is current again.
+        mature = np.clip(start + term, 0, M - 1)
+        clear = self._next_current()[firm, mature]
+        last = np.where(
+            covers_onset, last, np.minimum(np.maximum(last, clear), w.dereg_m[firm] - 1)
+        )
         last = np.minimum(last, M - 1)
         keep = last >= np.maximum(start + 1, 0)
         firm, j, start, last, covers_onset = (
@@ -665,7 +773,7 @@ class ChunkTables:
             covers_onset[keep],
         )
         loan_route = np.zeros(n, bool)
-        loan_route[firm[covers_onset]] = True
+        loan_route[firm[covers_onset & (w.sudden[firm] == 0)]] = True
         cap0 = self.capacity[firm, np.clip(start, 0, M - 1)] / np.maximum(
             self.act[firm, np.clip(start, 0, M - 1)], 1e-9
         )
@@ -691,7 +799,30 @@ class ChunkTables:
                 "maturity_date": maturity,
             }
         )
-        # Repayment rows: months start+1 .. last, within the window.
+        reps = self._repayments(firm, start, last, principal, loan_id)
+        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+
+    def _next_current(self) -> np.ndarray:
+        """First month at or after each month with no arrears (firm x month; M if none)."""
+        dq = self.w.dq
+        out = np.full(dq.shape, self.M, np.int64)
+        nxt = np.full(dq.shape[0], self.M, np.int64)
+        for t in range(self.M - 1, -1, -1):
+            nxt = np.where(dq[:, t] == 0, t, nxt)
+            out[:, t] = nxt
+        return out
+
+    def _repayments(
+        self,
+        firm: np.ndarray,
+        start: np.ndarray,
+        last: np.ndarray,
+        principal: np.ndarray,
+        loan_id: np.ndarray,
+    ) -> pd.DataFrame:
+        """Monthly repayment rows of the loans (months ``start + 1 .. last``)."""
+        w, rng, lc = self.w, self.rng, self.cfg["loans"]
+        term = lc["term_months"]
         first = np.maximum(start + 1, 0)
         nrows = last - first + 1
         li = np.repeat(np.arange(len(firm)), nrows)
@@ -702,13 +833,27 @@ class ChunkTables:
         out_before = P * np.clip(1 - (k - 1) / term, 0, 1)
         interest = out_before * lc["annual_rate"] / 12
         due = np.where(k <= term, P / term + interest, 0.0)
-        ons = w.onset_m[f]
-        in_default = month >= ons
+        ons, dm = w.onset_m[f], w.default_m[f]
+        in_default = month >= dm
+        bucket = w.dq[f, month].astype(np.int64)
+        prev_bucket = w.dq[f, np.maximum(month - 1, 0)].astype(np.int64) * (month > 0)
+        delinquent = (bucket > 0) & ~in_default
+        restructured = w.restructured[f, month] & ~in_default
         late = (rng.random(len(li)) < np.asarray(lc["late_prob"])[self.obs[f, month]]) & (due > 0)
-        dpd = np.where(
-            in_default, 30 * (month - ons + 1), np.where(late, rng.integers(1, 30, len(li)), 0)
+        # A cure pays the missed instalments with this month's; a restructuring only this one.
+        cure = (prev_bucket > 0) & (bucket == 0) & ~restructured & ~in_default
+        late &= ~delinquent & ~in_default & ~restructured & ~cure
+        past_default = np.where(w.sudden[f] > 0, 1, 3) + month - dm
+        dpd = np.select(
+            [in_default, delinquent, late],
+            [30 * past_default, 30 * bucket, rng.integers(1, 30, len(li))],
+            0,
         )
-        paid = np.where(in_default, 0.0, np.where(late, due * rng.uniform(0.0, 0.8, len(li)), due))
+        paid = np.select(
+            [in_default | delinquent, late, cure],
+            [0.0, due * rng.uniform(0.0, 0.8, len(li)), due * (1 + prev_bucket)],
+            due,
+        )
         frozen = P * np.clip(1 - (ons - start[li] - 1) / term, 0, 1)
         outstanding = np.where(in_default, frozen, P * np.clip(1 - k / term, 0, 1))
         # The month a late payment is made good the principal still falls on schedule.
@@ -721,9 +866,10 @@ class ChunkTables:
                 "paid_cny": np.round(paid, 2),
                 "days_past_due": np.minimum(dpd, 3650).astype(np.int64),
                 "outstanding_cny": np.round(outstanding, 2),
+                "restructured": restructured,
             }
         )
-        return typed(loans, "loans"), typed(reps, "loan_repayments"), loan_route
+        return reps
 
     def court_records(self, loan_route: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
         """Judgments, enforcement cases and dishonest listings; returns each firm's default date.
@@ -771,12 +917,12 @@ class ChunkTables:
             enf,
         )
         add(
-            court_route & ~listed & ok_later & (rng.random(n) < 0.4),
+            court_route & ~listed & ok_later & (rng.random(n) < dc["dishonest_later_prob"]),
             later,
             rng.integers(1, 29, n),
             dis,
         )
-        before = w.default_m - rng.integers(0, 3, n)
+        before = w.default_m - rng.integers(0, dc["judgment_before_months"] + 1, n)
         add(
             defaulted & (before >= 0) & (rng.random(n) < dc["judgment_before_default"]),
             before,
@@ -799,7 +945,7 @@ class ChunkTables:
         amount = (
             self.capacity[firm, np.clip(month, 0, M - 1)]
             * cfg["loans"]["cny_per_usd"]
-            * rng.uniform(0.5, 4, len(firm))
+            * rng.uniform(*dc["court_amount_multiple"], len(firm))
         )
         closes = rng.random(len(firm)) < dc["close_prob"]
         close_m = month + rng.integers(
@@ -862,8 +1008,8 @@ class ChunkTables:
         )
         return typed(df, "admin_penalties")
 
-    def insurance_policies(self) -> pd.DataFrame:
-        """Yearly short-term export credit insurance policies of insured firms."""
+    def _policies(self) -> dict[str, np.ndarray]:
+        """Yearly policy terms of insured firms (firm, year number, start month, day, limits)."""
         w, cfg, rng = self.w, self.cfg, self.rng
         ic = cfg["insurance"]
         n, M = w.n, self.M
@@ -876,29 +1022,129 @@ class ChunkTables:
         keep = start + 12 > 0
         firm, j, start = firm[keep], j[keep], start[keep]
         day = rng.integers(1, 29, n)[firm]
-        sd = month_start(w.month0 + start) + (day - 1).astype("timedelta64[D]")
-        ed = month_start(w.month0 + start + 12) + (day - 2).astype("timedelta64[D]")
         cap = self.capacity[firm, np.clip(start, 0, M - 1)]
         turnover = 12 * cap * ic["insured_share_of_sales"] * rng.uniform(0.7, 1.1, len(firm))
-        limit = turnover * ic["buyer_limit_share"]
-        p_claim = ic["claim_prob"] + ic["claim_high_risk"] * w.high_risk_share[firm]
-        claims = np.where(
-            rng.random(len(firm)) < p_claim, limit * rng.uniform(0.05, 0.3, len(firm)), 0.0
+        ids = np.array([f"P{x}{jj:02d}" for x, jj in zip(self.ids[firm], j, strict=True)])
+        return {
+            "firm": firm,
+            "start": start,
+            "day": day,
+            "turnover": turnover,
+            "limit": turnover * ic["buyer_limit_share"],
+            "policy_id": ids.astype(object),
+        }
+
+    def _claims(self, pol: dict[str, np.ndarray]) -> pd.DataFrame:
+        """Claims: a buyer of an insured firm defaults while the firm's policy is in force.
+
+        The loss is the insured share of the receivables that fall due from the default on:
+        the shipments of the ``terms`` months before it and of the months the firm kept
+        shipping after it, capped at the policy's buyer limits.
+        """
+        w, cfg, rng = self.w, self.cfg, self.rng
+        cc, b = cfg["claims"], w.buyers
+        M = self.M
+        cum = np.concatenate(
+            [np.zeros((w.n, 1, self.buyer_flow.shape[2])), self.buyer_flow.cumsum(1)], 1
         )
+        rows = []
+        for d in range(w.buyer.shape[1]):
+            f = pol["firm"]
+            dm = w.buyer_default_m[f, d]
+            hit = (dm >= pol["start"]) & (dm < pol["start"] + 12) & (dm < M)
+            p = np.nonzero(hit)[0]
+            f, dm = f[p], dm[p]
+            bb = w.buyer[f, d]
+            kind = b.state[bb, dm]
+            wait = np.where(
+                kind == 2,
+                cc["notify_after_months"]["protracted"],
+                cc["notify_after_months"]["insolvency"],
+            )
+            notified = dm + wait
+            ok = notified < np.minimum(M, w.dereg_m[f])
+            lo = np.clip(dm - b.terms[bb], 0, M)
+            hi = np.clip(dm + cfg["buyers"]["stop_shipping_months"], 0, M)
+            unpaid = cum[f, hi, d] - cum[f, lo, d]
+            loss = np.minimum(unpaid * cfg["insurance"]["insured_share_of_sales"], pol["limit"][p])
+            ok &= loss >= 1.0
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "p": p[ok],
+                        "firm": f[ok],
+                        "buyer": bb[ok],
+                        "notified": notified[ok],
+                        "loss": loss[ok],
+                        "slot": d,
+                    }
+                )
+            )
+        df = (
+            pd.concat(rows, ignore_index=True)
+            .sort_values(["firm", "notified", "slot"], kind="stable")
+            .reset_index(drop=True)
+        )
+        k = len(df)
+        decided = df["notified"].to_numpy() + rng.integers(
+            cc["decision_after_months"][0], cc["decision_after_months"][1] + 1, k
+        )
+        declined = rng.random(k) < cc["decline_prob"]
+        day = rng.integers(1, 29, (2, k))
+        done = decided < M
+        status = np.where(~done, 0, np.where(declined, 2, 1))
+        df["paid_usd"] = np.where(
+            status == 1, np.round(df["loss"].to_numpy() * cc["indemnity"], 2), 0.0
+        )
+        df["status"] = np.array(CLAIM_STATUS, dtype=object)[status]
+        df["notified_date"] = month_start(w.month0 + df["notified"].to_numpy()) + (
+            day[0] - 1
+        ).astype("timedelta64[D]")
+        dec = month_start(w.month0 + np.where(done, decided, 0)) + (day[1] - 1).astype(
+            "timedelta64[D]"
+        )
+        df["decision_date"] = np.where(done, dec, np.datetime64("NaT"))
+        seq = df.groupby("firm").cumcount().to_numpy()
+        firm = df["firm"].to_numpy()
+        df["claim_id"] = [f"CL{x}{s_:03d}" for x, s_ in zip(self.ids[firm], seq, strict=True)]
+        df["policy_id"] = pol["policy_id"][df["p"].to_numpy()]
+        df["usc_code"] = take_str(w.usc, firm)
+        df["buyer_id"] = b.ids[df["buyer"].to_numpy()]
+        df["loss_usd"] = np.round(df["loss"].to_numpy(), 2)
+        return df.reset_index(drop=True)
+
+    def insurance_policies(self) -> pd.DataFrame:
+        """Yearly short-term export credit insurance policies of insured firms.
+
+        ``claims_paid_usd`` is the sum of the policy's claims paid in the window.
+        """
+        w, cfg, rng = self.w, self.cfg, self.rng
+        ic = cfg["insurance"]
+        pol = self._policies()
+        self.claims = self._claims(pol)
+        paid = np.zeros(len(pol["firm"]))
+        np.add.at(paid, self.claims["p"].to_numpy(), self.claims["paid_usd"].to_numpy())
+        firm, start, day = pol["firm"], pol["start"], pol["day"]
+        sd = month_start(w.month0 + start) + (day - 1).astype("timedelta64[D]")
+        ed = month_start(w.month0 + start + 12) + (day - 2).astype("timedelta64[D]")
         insurer = rng.choice(len(ic["insurers"]), len(firm), p=np.asarray(ic["insurer_weights"]))
         df = pd.DataFrame(
             {
-                "policy_id": [f"P{x}{jj:02d}" for x, jj in zip(self.ids[firm], j, strict=True)],
+                "policy_id": pol["policy_id"],
                 "usc_code": take_str(w.usc, firm),
                 "insurer": np.array(ic["insurers"], dtype=object)[insurer],
                 "start_date": sd,
                 "end_date": ed,
-                "insured_turnover_usd": np.round(turnover, 2),
-                "buyer_limit_usd": np.round(limit, 2),
-                "claims_paid_usd": np.round(claims, 2),
+                "insured_turnover_usd": np.round(pol["turnover"], 2),
+                "buyer_limit_usd": np.round(pol["limit"], 2),
+                "claims_paid_usd": np.round(paid, 2),
             }
         )
         return typed(df, "insurance_policies")
+
+    def insurance_claims(self) -> pd.DataFrame:
+        """Build the claims of the chunk (after :meth:`insurance_policies`)."""
+        return typed(self.claims, "insurance_claims")
 
     def all_tables(self) -> Iterator[tuple[str, pd.DataFrame]]:
         """Yield every raw table of the chunk in spec order, one at a time (to bound memory).
@@ -923,3 +1169,4 @@ class ChunkTables:
         yield "court_records", court
         yield "admin_penalties", self.admin_penalties()
         yield "insurance_policies", self.insurance_policies()
+        yield "insurance_claims", self.insurance_claims()

@@ -33,8 +33,6 @@ from tradefinance.pricing import (
 from tradefinance.products import IN_DEFAULT_FIELD, Product, ProductCatalog
 from tradefinance.rules import TraceRow, evaluate_rules, in_default, is_missing
 
-DEFAULT_PRODUCT = "sinosure_steci_comprehensive"
-
 
 class CountryTableError(ValueError):
     """A country-risk table that cannot be used."""
@@ -157,19 +155,28 @@ def _shipped_table(module: str, resource: str, as_of: str) -> CountryTable:
 class QuoteRequest(BaseModel):
     """What an insurer (or the firm) asks a quote for.
 
-    A product with a fixed shipment (upstream purchase cover: the buyer is the firm itself)
-    sets buyer country, terms, credit days and buyer grade; they may be omitted, and a value
-    that differs from the product's is refused rather than replaced.
+    A known platform buyer (``buyer_id``) brings its own country and grade. A product with a
+    fixed shipment (upstream purchase cover: the buyer is the firm itself) sets buyer country,
+    terms, credit days and buyer grade; they may be omitted, and a value that differs from the
+    product's is refused rather than replaced.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    product_id: str = Field(default=DEFAULT_PRODUCT, description="insurance product id")
+    product_id: str | None = Field(
+        default=None, description="insurance product id; pricing.yaml's default when omitted"
+    )
+    buyer_id: str | None = Field(
+        default=None,
+        max_length=40,
+        description="platform buyer id; when known its platform grade and country are used",
+    )
     buyer_country: str | None = Field(
         default=None, min_length=2, max_length=60, description="ISO3 code or name"
     )
     buyer_grade: str | None = Field(
-        default=None, description="insurer buyer grade A/B/C/D/unknown (default unknown)"
+        default=None,
+        description="caller's buyer grade A/B/C/D/unknown (unknown buyers only; default unknown)",
     )
     terms: PaymentTerms | None = Field(default=None, description="L/C, D/P, D/A or O/A")
     credit_days: int | None = Field(default=None, ge=0, le=720, description="credit period, days")
@@ -189,54 +196,17 @@ class QuoteInputError(ValueError):
         self.expected = expected
 
 
-def shipment_terms(
-    product: Product, request: QuoteRequest, exporter_grade: str | None, table: CountryTable
-) -> tuple[str, str, int, str]:
-    """Buyer country, terms, credit days and buyer grade a quote uses.
+@dataclass(frozen=True)
+class PlatformBuyer:
+    """The platform's grade of a known buyer (from the buyer grade model) and its limit."""
 
-    Raises
-    ------
-    QuoteInputError
-        A field the product fixes was sent with another value, or a field an ordinary
-        product needs is missing.
-    """
-    assert product.insurance is not None
-    fixed = product.insurance.shipment
-    if fixed is None:
-        for name in ("buyer_country", "terms", "credit_days"):
-            if getattr(request, name) is None:
-                raise QuoteInputError(name, "is required for this product", _EXPECTED[name])
-        assert request.buyer_country is not None and request.terms is not None
-        assert request.credit_days is not None
-        grade = request.buyer_grade if request.buyer_grade is not None else "unknown"
-        return request.buyer_country, request.terms, request.credit_days, grade
-    mapping = product.insurance.buyer_grade_from_exporter or {}
-    grade = mapping.get(str(exporter_grade), "unknown")
-    wanted = {
-        "buyer_country": table.lookup(fixed.buyer_country).iso3,
-        "terms": fixed.terms,
-        "credit_days": fixed.credit_days,
-        "buyer_grade": grade,
-    }
-    for name, value in wanted.items():
-        given = getattr(request, name)
-        if name == "buyer_country" and given is not None and given in table:
-            given = table.lookup(given).iso3
-        if given is not None and given != value:
-            raise QuoteInputError(
-                name,
-                f"product {product.id!r} fixes {name} to {value!r} (the buyer is the firm "
-                f"itself); got {given!r}",
-                f"{value!r} or omitted",
-            )
-    return fixed.buyer_country, fixed.terms, fixed.credit_days, grade
-
-
-_EXPECTED = {
-    "buyer_country": "an ISO3 code or name of the OECD table (GET /v1/countries)",
-    "terms": "one of L/C, D/P, D/A, O/A",
-    "credit_days": "days, 0-720",
-}
+    buyer_id: str
+    country_iso3: str
+    grade: str
+    pd: float
+    as_of: str
+    source: str
+    limit_usd: float | None = None
 
 
 @dataclass
@@ -280,6 +250,15 @@ class Quote:
     credit_days: int
     cover: float
     amount_usd: float
+    buyer_id: str | None = None
+    buyer_grade: str | None = None
+    # "platform" (the platform's buyer grade), "caller" (an unknown buyer: the caller's grade)
+    # or "product" (upstream purchase cover: the exporter's own grade maps to a buyer grade).
+    buyer_grade_source: str | None = None
+    buyer_grade_as_of: str | None = None
+    buyer_pd: float | None = None
+    # Where the buyer grade came from: {code, message_en, message_zh} (texts ins_note_*).
+    notes: list[dict[str, str]] = field(default_factory=list)
     rate: float | None = None
     components: list[dict[str, Any]] = field(default_factory=list)
     buyer_credit_limit_usd: float | None = None
@@ -310,22 +289,84 @@ def subsidy_share(product: Product, exports_12m_usd: float | None, pricing: Pric
     return s.share_above_threshold
 
 
-def _declines(
+def _shipment(
+    product: Product,
+    request: QuoteRequest,
     row: Mapping[str, Any],
-    trace: list[TraceRow],
-    spec: Any,
-    p: Any,
+    buyer: PlatformBuyer | None,
+    table: CountryTable,
+) -> tuple[str, str, int, str, str]:
+    """Return buyer country, terms, credit days, buyer grade and where the grade came from.
+
+    Raises
+    ------
+    QuoteInputError
+        A field the product fixes was sent with another value, or a field an ordinary
+        product needs is missing.
+    """
+    spec = product.insurance
+    assert spec is not None
+    fixed = spec.shipment
+    if fixed is not None:
+        # Upstream purchase cover: the "buyer" is the firm itself; a firm in default has no
+        # performing grade to map (it is declined).
+        grade = (spec.buyer_grade_from_exporter or {}).get(str(row["grade"]), "unknown")
+        wanted = {
+            "buyer_country": table.lookup(fixed.buyer_country).iso3,
+            "terms": fixed.terms,
+            "credit_days": fixed.credit_days,
+            "buyer_grade": grade,
+        }
+        for name, value in wanted.items():
+            given = getattr(request, name)
+            if name == "buyer_country" and given is not None and given in table:
+                given = table.lookup(given).iso3
+            if given is not None and given != value:
+                raise QuoteInputError(
+                    name,
+                    f"product {product.id!r} fixes {name} to {value!r} (the buyer is the firm "
+                    f"itself); got {given!r}",
+                    f"{value!r} or omitted",
+                )
+        return fixed.buyer_country, fixed.terms, fixed.credit_days, grade, "product"
+    needed = ("terms", "credit_days") if buyer is not None else _EXPECTED
+    for name in needed:
+        if getattr(request, name) is None:
+            raise QuoteInputError(name, "is required for this product", _EXPECTED[name])
+    assert request.terms is not None and request.credit_days is not None
+    if buyer is not None:
+        return buyer.country_iso3, request.terms, request.credit_days, buyer.grade, "platform"
+    assert request.buyer_country is not None
+    grade = request.buyer_grade if request.buyer_grade is not None else "unknown"
+    return request.buyer_country, request.terms, request.credit_days, grade, "caller"
+
+
+_EXPECTED = {
+    "buyer_country": "an ISO3 code or name of the OECD table (GET /v1/countries)",
+    "terms": "one of L/C, D/P, D/A, O/A",
+    "credit_days": "days, 0-720",
+}
+
+
+def _declines(
+    *,
+    row: Mapping[str, Any],
     country: Country,
     credit_days: int,
     cover: float,
-    defaulted: bool,
+    spec: Any,
+    p: Any,
+    trace: Sequence[TraceRow],
+    limit_usd: float | None = None,
 ) -> list[Decline]:
     """Every reason to decline cover (empty when the shipment can be quoted)."""
-    declines = []
-    if defaulted:
-        declines.append(decline("in_default"))
+    out = []
+    if limit_usd is not None and limit_usd <= 0:
+        out.append(decline("buyer_limit"))
+    if in_default(row):
+        out.append(decline("in_default"))
     if country.category in p.declined_categories or country.category not in p.country_base_rate:
-        declines.append(
+        out.append(
             decline(
                 "country_category",
                 iso3=country.iso3,
@@ -335,12 +376,12 @@ def _declines(
         )
     dishonest = row.get("dishonest_listed")
     if dishonest is not None and not is_missing(dishonest) and float(dishonest) >= 1:
-        declines.append(decline("dishonest_listed"))
+        out.append(decline("dishonest_listed"))
     max_days = min(spec.max_credit_days, p.max_credit_days)
     if credit_days > max_days:
-        declines.append(decline("credit_days", credit_days=credit_days, max_days=max_days))
+        out.append(decline("credit_days", credit_days=credit_days, max_days=max_days))
     if cover > spec.cover_max or cover < p.min_cover:
-        declines.append(
+        out.append(
             decline(
                 "cover",
                 cover=percent(cover),
@@ -348,19 +389,79 @@ def _declines(
                 max_cover=percent(spec.cover_max),
             )
         )
-    failed = [
-        t for t in trace if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD)
-    ]
-    for t in failed:
-        declines.append(
-            decline(
-                "eligibility",
-                field_name=t.field,
-                rule={lang: t.text(lang) for lang in LANGS},
-                actual={lang: value_label(t.field, t.actual, lang) for lang in LANGS},
+    for t in trace:
+        if not t.passed and t.field not in ("dishonest_listed", IN_DEFAULT_FIELD):
+            out.append(
+                decline(
+                    "eligibility",
+                    field_name=t.field,
+                    rule={lang: t.text(lang) for lang in LANGS},
+                    actual={lang: value_label(t.field, t.actual, lang) for lang in LANGS},
+                )
             )
+    return out
+
+
+def _note(code: str, **fields: str) -> dict[str, str]:
+    key = f"ins_note_{code}"
+    return {
+        "code": code,
+        "message_en": text(key, "en", **fields),
+        "message_zh": text(key, "zh", **fields),
+    }
+
+
+def _note_buyer(
+    q: Quote, request: QuoteRequest, buyer: PlatformBuyer | None, limit_usd: float | None
+) -> float | None:
+    """Say where the buyer grade came from; return the buyer limit to use (None: the table's)."""
+    if q.buyer_grade_source == "platform" and buyer is not None:
+        q.buyer_grade_as_of, q.buyer_pd = buyer.as_of, buyer.pd
+        q.notes.append(_note("platform", grade=buyer.grade, source=buyer.source, as_of=buyer.as_of))
+        return buyer.limit_usd if limit_usd is None else limit_usd
+    if q.buyer_grade_source == "caller":
+        code = "unknown_buyer" if request.buyer_id else "no_buyer_id"
+        q.notes.append(_note(code, grade=str(q.buyer_grade)))
+    return limit_usd
+
+
+def _price(
+    q: Quote, row: Mapping[str, Any], product: Product, cfg: PricingConfig, limit: float | None
+) -> None:
+    """Fill the premium, limits and subsidy of a quote that is not declined."""
+    p, spec = cfg.insurance, product.insurance
+    assert spec is not None and q.country_category is not None and q.buyer_grade is not None
+    pr = premium_rate(
+        country_category=q.country_category,
+        buyer_grade=q.buyer_grade,
+        terms=q.terms,
+        credit_days=q.credit_days,
+        cover=q.cover,
+        exporter_grade=str(row["grade"]),
+        product_factor=spec.product_factor,
+        params=p,
+    )
+    if limit is None:
+        limit = (
+            p.buyer_limit_base_usd[q.country_category] * p.buyer_grades[q.buyer_grade].limit_share
         )
-    return declines
+    insured = min(q.amount_usd, limit)
+    premium = max(pr.rate * insured, p.minimum_premium_usd)
+    exports = row.get("exports_12m_usd")
+    share = subsidy_share(
+        product, None if exports is None or is_missing(exports) else float(exports), cfg
+    )
+    q.decision = "quoted"
+    q.rate = pr.rate
+    q.components = [c.__dict__ for c in pr.components]
+    q.buyer_credit_limit_usd = limit
+    q.insured_amount_usd = insured
+    q.uninsured_amount_usd = q.amount_usd - insured
+    q.premium_usd = premium
+    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * q.cover)
+    q.subsidy_share = share
+    q.subsidy_usd = premium * share
+    q.net_premium_usd = premium - q.subsidy_usd
 
 
 def quote(
@@ -373,6 +474,8 @@ def quote(
     pricing: PricingConfig | None = None,
     countries: CountryTable | None = None,
     trace: list[TraceRow] | None = None,
+    buyer: PlatformBuyer | None = None,
+    limit_usd: float | None = None,
 ) -> Quote:
     """Price short-term export credit cover for a firm's shipment, or decline it.
 
@@ -391,6 +494,12 @@ def quote(
     countries : CountryTable, optional
     trace : list of TraceRow, optional
         The product's rules already evaluated for this firm.
+    buyer : PlatformBuyer, optional
+        The platform's grade of ``request.buyer_id`` when the buyer is known: its grade,
+        country and limit are used and the caller's ``buyer_grade`` is ignored.
+    limit_usd : float, optional
+        The buyer credit limit still free for this shipment (a shipment plan's earlier
+        shipments to the same buyer use part of it); overrides the buyer's and the table's.
 
     Returns
     -------
@@ -410,71 +519,47 @@ def quote(
     if product is None:
         if catalog is None:
             raise ValueError("quote needs a product or a catalog")
-        product = catalog[request.product_id]
+        product = catalog[request.product_id or p.default_product]
     if product.insurance is None:
         raise ValueError(
             f"product_id must be an insurance product; {product.id!r} is {product.kind}"
         )
     table = countries if countries is not None else load_country_table(ref=p.country_table)
-    spec = product.insurance
-    exporter_grade = str(row["grade"])
-    defaulted = in_default(row)
-    buyer_country, terms, credit_days, buyer_grade = shipment_terms(
-        product, request, exporter_grade, table
+    country_code, terms, credit_days, buyer_grade, source = _shipment(
+        product, request, row, buyer, table
     )
     if buyer_grade not in p.buyer_grades:
         raise ValueError(
             f"buyer_grade must be one of {sorted(p.buyer_grades)}; got {buyer_grade!r}"
         )
-    country = table.lookup(buyer_country)
-    cover = spec.cover_default if request.cover is None else request.cover
+    country = table.lookup(country_code)
+    cover = product.insurance.cover_default if request.cover is None else request.cover
     q = Quote(
-        product_id=product.id,
-        decision="declined",
-        buyer_country=country.iso3,
-        country_category=country.category,
-        terms=terms,
-        credit_days=credit_days,
-        cover=cover,
-        amount_usd=request.amount_usd,
+        product.id,
+        "declined",
+        country.iso3,
+        country.category,
+        terms,
+        credit_days,
+        cover,
+        request.amount_usd,
+        buyer_id=request.buyer_id,
+        buyer_grade=buyer_grade,
+        buyer_grade_source=source,
     )
+    limit_usd = _note_buyer(q, request, buyer, limit_usd)
     trace = trace if trace is not None else evaluate_rules(product.rules, row, grades)
     q.trace = [t.as_dict() for t in trace]
-
-    declines = _declines(row, trace, spec, p, country, credit_days, cover, defaulted)
-    if declines:
-        q.declines = declines
-        return q
-
-    pr = premium_rate(
-        country_category=country.category,
-        buyer_grade=buyer_grade,
-        terms=terms,
+    q.declines = _declines(
+        row=row,
+        country=country,
         credit_days=credit_days,
         cover=cover,
-        exporter_grade=exporter_grade,
-        product_factor=spec.product_factor,
-        params=p,
+        spec=product.insurance,
+        p=p,
+        trace=trace,
+        limit_usd=limit_usd,
     )
-    limit = p.buyer_limit_base_usd[country.category] * p.buyer_grades[buyer_grade].limit_share
-    exports = row.get("exports_12m_usd")
-    exports_usd = None if exports is None or is_missing(exports) else float(exports)
-    _fill_quoted(q, pr, limit, subsidy_share(product, exports_usd, cfg), p)
+    if not q.declines:
+        _price(q, row, product, cfg, limit_usd)
     return q
-
-
-def _fill_quoted(q: Quote, pr: Any, limit: float, share: float, p: Any) -> None:
-    """Fill a quoted answer: premium on the insured part, liability, subsidy, net premium."""
-    insured = min(q.amount_usd, limit)
-    premium = max(pr.rate * insured, p.minimum_premium_usd)
-    q.decision = "quoted"
-    q.rate = pr.rate
-    q.components = [c.__dict__ for c in pr.components]
-    q.buyer_credit_limit_usd = limit
-    q.insured_amount_usd = insured
-    q.uninsured_amount_usd = q.amount_usd - insured
-    q.premium_usd = premium
-    q.max_liability_usd = max(premium * p.max_liability_premium_multiple, limit * q.cover)
-    q.subsidy_share = share
-    q.subsidy_usd = premium * share
-    q.net_premium_usd = premium - q.subsidy_usd

@@ -266,7 +266,6 @@ def match(
     table = countries if countries is not None else ins.load_country_table()
     turnover = turnover_meur(_num(row.get("exports_12m_usd")), cfg.loan)
     shipment = need.shipment or Shipment(**cfg.default_shipment.model_dump())
-    result = MatchResult()
     defaulted = in_default(row)
 
     def _recourse(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
@@ -276,6 +275,7 @@ def match(
         plan = recourse(product, trace) if recourse is not None and not defaulted else None
         return {"hints": _hints(trace, actionable), "plan": plan}
 
+    result = MatchResult()
     for product in catalog.financing:
         result.financing.append(
             _financing_match(product, row, need, grades, cfg, turnover, _recourse)

@@ -49,6 +49,11 @@ class CapitalParams(_Strict):
     sme_correlation_cut: float = Field(ge=0, lt=0.12)
     maturity_min_years: float = Field(gt=0)
     maturity_max_years: float = Field(gt=0)
+    correlation_low: float = Field(gt=0, lt=1)
+    correlation_high: float = Field(gt=0, lt=1)
+    correlation_pd_decay: float = Field(gt=0)
+    maturity_b: tuple[float, float]
+    maturity_centre_years: float = Field(gt=0)
 
 
 def model_pd_floor() -> float:
@@ -105,6 +110,7 @@ class CountryTableRef(_Strict):
 class InsuranceParams(_Strict):
     """STECI premium parameters."""
 
+    default_product: str
     country_table: CountryTableRef
     country_base_rate: dict[str, float]
     declined_categories: list[str]
@@ -112,6 +118,7 @@ class InsuranceParams(_Strict):
     terms: dict[str, float]
     credit_day_bands: list[int]
     tenor_loading: float = Field(ge=0, lt=1)
+    tenor_year_days: int = Field(gt=0)
     max_credit_days: int = Field(gt=0)
     reference_cover: float = Field(gt=0, le=1)
     min_cover: float = Field(gt=0, le=1)
@@ -240,8 +247,9 @@ def irb_correlation(
         Correlation ``R`` between 0.08 and 0.24.
     """
     p = params or load_pricing_config().loan.capital
-    w = (1.0 - math.exp(-50.0 * pd)) / (1.0 - math.exp(-50.0))
-    r = 0.12 * w + 0.24 * (1.0 - w)
+    k = p.correlation_pd_decay
+    w = (1.0 - math.exp(-k * pd)) / (1.0 - math.exp(-k))
+    r = p.correlation_low * w + p.correlation_high * (1.0 - w)
     if turnover_meur is not None and turnover_meur < p.sme_turnover_max_meur:
         s = min(max(turnover_meur, p.sme_turnover_min_meur), p.sme_turnover_max_meur)
         span = p.sme_turnover_max_meur - p.sme_turnover_min_meur
@@ -286,11 +294,12 @@ def irb_capital(
     p = params or load_pricing_config().loan.capital
     m = min(max(maturity_years, p.maturity_min_years), p.maturity_max_years)
     r = irb_correlation(pd, turnover_meur, p)
-    b = (0.11852 - 0.05478 * math.log(pd)) ** 2
+    b = (p.maturity_b[0] - p.maturity_b[1] * math.log(pd)) ** 2
     conditional = _NORMAL.cdf(
         (_NORMAL.inv_cdf(pd) + math.sqrt(r) * _NORMAL.inv_cdf(p.confidence)) / math.sqrt(1.0 - r)
     )
-    k = (lgd * conditional - pd * lgd) * (1.0 + (m - 2.5) * b) / (1.0 - 1.5 * b)
+    mc = p.maturity_centre_years
+    k = (lgd * conditional - pd * lgd) * (1.0 + (m - mc) * b) / (1.0 - (mc - 1.0) * b)
     return max(k, 0.0) * p.scaler
 
 
@@ -532,10 +541,10 @@ def credit_day_band(credit_days: int, params: InsuranceParams | None = None) -> 
 
 
 def tenor_factor(credit_days: int, params: InsuranceParams | None = None) -> float:
-    """Return the tenor factor, a fixed loading plus time at risk: ``loading + (1 - loading) x band / 360``."""
+    """Return the tenor factor, a fixed loading plus time at risk: ``loading + (1 - loading) x band / year``."""
     p = params or load_pricing_config().insurance
     band = credit_day_band(credit_days, p)
-    return p.tenor_loading + (1.0 - p.tenor_loading) * band / 360.0
+    return p.tenor_loading + (1.0 - p.tenor_loading) * band / p.tenor_year_days
 
 
 def premium_rate(

@@ -21,7 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tradefinance.pricing import PricingConfig, load_pricing_config
+from tradefinance.insurance import load_country_table
+from tradefinance.insurer_config import InsurerConfig, load_insurer_config
+from tradefinance.portfolio import buyer_positions, simulate_losses
+from tradefinance.pricing import PricingConfig, load_pricing_config, premium_rate
 from tradefinance.products import Product, ProductCatalog, Rule
 from tradefinance.rules import eligible_mask
 
@@ -280,3 +283,234 @@ def coverage_summary(frame: pd.DataFrame) -> dict[str, Any]:
         if exports is not None and len(frame)
         else 0.0,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Measure 19 with the tail
+# ---------------------------------------------------------------------------------------------
+
+
+def _grade_floor(product: Product, grades: Sequence[str]) -> str:
+    """Return the product's own grade floor (its ``grade >=`` rule), the best grade when it has none."""
+    floor = next((r.value for r in product.rules if r.field == "grade" and r.op == ">="), None)
+    return str(floor) if floor in grades else grades[0]
+
+
+def _firm_rates(
+    frame: pd.DataFrame, cover: float, product: Product, cfg: PricingConfig
+) -> pd.Series:
+    """Premium rate per firm on the default shipment, by its exporter grade (NaN if unpriced)."""
+    p, ship = cfg.insurance, cfg.default_shipment
+    assert product.insurance is not None
+    category = load_country_table(ref=p.country_table).lookup(ship.buyer_country).category
+    by_grade = {
+        g: premium_rate(
+            country_category=category,
+            buyer_grade=ship.buyer_grade,
+            terms=ship.terms,
+            credit_days=ship.credit_days,
+            cover=cover,
+            exporter_grade=g,
+            product_factor=product.insurance.product_factor,
+            params=p,
+        ).rate
+        for g in p.exporter_grade_factor
+    }
+    return frame["grade"].astype("string").map(by_grade).astype(float)
+
+
+def firm_book(
+    frame: pd.DataFrame,
+    covered: pd.Series,
+    cover: float,
+    *,
+    limit_factor: float = 1.0,
+    pricing: PricingConfig | None = None,
+    insurer: InsurerConfig | None = None,
+) -> pd.DataFrame:
+    """Covered firms' insured turnover as portfolio positions (one per firm, every firm kept).
+
+    Insured exposure = exports x min(insurable share x limit factor, 1) for covered firms, 0
+    otherwise (so books of different loosenings share positions and random numbers). PD is
+    ``(buyer loss rate + exporter PD x exporter loss share) / lgd`` so that the position's
+    expected loss equals :func:`expected_loss`'s; all positions share one country factor.
+    """
+    cfg = pricing or load_pricing_config()
+    ins = insurer or load_insurer_config()
+    s, lgd = cfg.simulation, ins.portfolio.lgd
+    exports = pd.to_numeric(frame["exports_12m_usd"], errors="coerce").fillna(0.0).clip(lower=0)
+    share = min(s.insurable_share * limit_factor, 1.0)
+    loss_rate = s.buyer_loss_rate + frame["pd"].astype(float).clip(0, 1) * s.exporter_loss_share
+    return pd.DataFrame(
+        {
+            "buyer_id": frame["usc_code"] if "usc_code" in frame else frame.index.astype(str),
+            "exposure_usd": (exports * share * covered.astype(float)).to_numpy(),
+            "cover": cover,
+            "pd": (loss_rate / lgd).clip(1e-6, 1 - 1e-6).to_numpy(),
+            "country_iso3": "exporters",
+        }
+    )
+
+
+def measure19_tail(
+    frame: pd.DataFrame,
+    catalog: ProductCatalog,
+    *,
+    product_id: str,
+    grades: Sequence[str],
+    min_grade: str | None = None,
+    cover: float | None = None,
+    limit_factor: float = 1.0,
+    premium_factor: float = 1.0,
+    pricing: PricingConfig | None = None,
+    insurer: InsurerConfig | None = None,
+    scenarios: int | None = None,
+) -> dict[str, Any]:
+    """Measure 19 with the tail: :func:`measure19` plus premium, claims ratio, VaR/ES, headroom.
+
+    Both books are simulated with the same seed over the same positions (common random
+    numbers), so a looser book's loss is at least the stricter one's in every scenario.
+    ``cover_under_baseline_var_usd`` is the scenario book scaled (same mix) until its VaR equals
+    the baseline's -- losses scale linearly with exposure at a fixed mix -- and
+    ``extra_cover_under_same_var_usd`` what that adds to the baseline's insured exposure.
+
+    Parameters
+    ----------
+    frame, catalog, product_id, grades, min_grade, cover, pricing
+        As for :func:`measure19`.
+    limit_factor : float
+        Buyer limits raised by this factor (more of each firm's turnover insurable).
+    premium_factor : float
+        Premium rates multiplied by this factor (a cut is < 1).
+    insurer : InsurerConfig, optional
+    scenarios : int, optional
+        Monte Carlo scenarios; ``insurer.yaml`` ``measure19.scenarios`` when omitted.
+
+    Returns
+    -------
+    dict
+        :func:`measure19`'s result; ``baseline``/``scenario`` gain ``premium_usd``,
+        ``claims_ratio`` (expected: EL / premium), ``var_usd``, ``es_usd``, ``exports_covered_usd``;
+        plus ``newly_covered_exports_usd``, ``level``, the two headroom figures.
+    """
+    if limit_factor < 1 or premium_factor <= 0:
+        raise ValueError("limit_factor must be >= 1 and premium_factor > 0")
+    cfg = pricing or load_pricing_config()
+    ins = insurer or load_insurer_config()
+    base = measure19(
+        frame,
+        catalog,
+        product_id=product_id,
+        grades=grades,
+        min_grade=min_grade,
+        cover=cover,
+        pricing=cfg,
+    )
+    product = catalog[product_id]
+    relaxed = _relaxed(product, min_grade)
+    masks = {
+        "baseline": eligible_mask(product, frame, grades),
+        "scenario": eligible_mask(relaxed, frame, grades),
+    }
+    settings = {
+        "baseline": (base["baseline"]["cover"], 1.0, 1.0),
+        "scenario": (base["scenario"]["cover"], limit_factor, premium_factor),
+    }
+    level = ins.portfolio.headline_level
+    n = scenarios or ins.measure19.scenarios
+    exports = pd.to_numeric(frame["exports_12m_usd"], errors="coerce").fillna(0.0).clip(lower=0)
+    for side, mask in masks.items():
+        cov, lf, pf = settings[side]
+        book = firm_book(frame, mask, cov, limit_factor=lf, pricing=cfg, insurer=ins)
+        pos = buyer_positions(book, lgd=ins.portfolio.lgd)
+        dist = simulate_losses(pos, scenarios=n, params=ins.portfolio)
+        rates = _firm_rates(frame, cov, product, cfg).fillna(0.0).to_numpy() * pf
+        premium = float((rates * book["exposure_usd"].to_numpy()).sum())
+        el = float(pos["expected_loss_usd"].sum())
+        base[side].update(
+            insured_exposure_usd=float(book["exposure_usd"].sum()),
+            expected_loss_usd=el,
+            premium_usd=premium,
+            claims_ratio=el / premium if premium > 0 else 0.0,
+            var_usd=dist.var(level),
+            es_usd=dist.es(level),
+            exports_covered_usd=float(exports[mask].sum()),
+            limit_factor=lf,
+            premium_factor=pf,
+        )
+    b, s = base["baseline"], base["scenario"]
+    fits = s["insured_exposure_usd"] * b["var_usd"] / s["var_usd"] if s["var_usd"] > 0 else None
+    base.update(
+        level=level,
+        scenarios=n,
+        newly_covered_exports_usd=s["exports_covered_usd"] - b["exports_covered_usd"],
+        expected_loss_change_usd=s["expected_loss_usd"] - b["expected_loss_usd"],
+        cover_under_baseline_var_usd=fits,
+        extra_cover_under_same_var_usd=None if fits is None else fits - b["insured_exposure_usd"],
+    )
+    return base
+
+
+def measure19_curve(
+    frame: pd.DataFrame,
+    catalog: ProductCatalog,
+    *,
+    product_id: str,
+    grades: Sequence[str],
+    steps: int | None = None,
+    pricing: PricingConfig | None = None,
+    insurer: InsurerConfig | None = None,
+    scenarios: int | None = None,
+) -> pd.DataFrame:
+    """Coverage against tail loss along a loosening path (one row per step, step 0 = today).
+
+    Step ``t`` of ``steps`` moves every lever by ``t / (steps - 1)`` of its range: the grade
+    floor from the product's own to the worst grade, cover from the product's default to the
+    maximum, buyer limits up to ``measure19.max_limit_factor``, premium down to
+    ``measure19.min_premium_factor``. Each lever only loosens, so covered exposure, expected
+    loss and VaR do not fall along the path.
+    """
+    cfg = pricing or load_pricing_config()
+    ins = insurer or load_insurer_config()
+    m = ins.measure19
+    k = steps or m.curve_steps
+    product = catalog[product_id]
+    if product.insurance is None:
+        raise ValueError(f"product_id must be an insurance product; got {product_id!r}")
+    g0 = list(grades).index(_grade_floor(product, grades))
+    c0, c1 = product.insurance.cover_default, cfg.insurance.max_cover
+    rows = []
+    for t in range(k):
+        f = t / (k - 1)
+        r = measure19_tail(
+            frame,
+            catalog,
+            product_id=product_id,
+            grades=grades,
+            min_grade=grades[round(g0 + f * (len(grades) - 1 - g0))],
+            cover=c0 + f * (max(c1, c0) - c0),
+            limit_factor=1 + f * (m.max_limit_factor - 1),
+            premium_factor=1 - f * (1 - m.min_premium_factor),
+            pricing=cfg,
+            insurer=ins,
+            scenarios=scenarios,
+        )
+        s = r["scenario"]
+        rows.append(
+            {
+                "step": t,
+                "min_grade": r["min_grade"],
+                "cover": s["cover"],
+                "limit_factor": s["limit_factor"],
+                "premium_factor": s["premium_factor"],
+                "covered_firms": s["covered_firms"],
+                "exports_covered_usd": s["exports_covered_usd"],
+                "insured_exposure_usd": s["insured_exposure_usd"],
+                "expected_loss_usd": s["expected_loss_usd"],
+                "var_usd": s["var_usd"],
+                "es_usd": s["es_usd"],
+                "claims_ratio": s["claims_ratio"],
+                "financing_unlocked": sum(u["scenario"] for u in r["financing_unlocked"]),
+            }
+        )
+    return pd.DataFrame(rows)

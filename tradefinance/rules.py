@@ -24,6 +24,7 @@ __all__ = [
     "default_trace",
     "eligible_mask",
     "evaluate_rules",
+    "failed_counts",
     "in_default",
     "is_missing",
     "rule_mask",
@@ -254,3 +255,38 @@ def eligible_mask(
         else:
             ok &= rule_mask(rule, frame, grades)
     return ok
+
+
+def failed_counts(
+    rules: Sequence[Rule],
+    frame: pd.DataFrame,
+    row: Mapping[str, Any],
+    grades: Sequence[str],
+) -> np.ndarray:
+    """Rules each candidate row fails: columns of ``frame`` first, the firm's ``row`` otherwise.
+
+    The vectorised count of failed :func:`evaluate_rules` rows for a frame of variants of one
+    firm (e.g. recourse candidates: the moved features and the model outputs as columns, every
+    other field the firm's own value).
+
+    Parameters
+    ----------
+    rules : sequence of Rule
+    frame : DataFrame
+        One row per candidate.
+    row : mapping
+        The firm's values of the fields the frame lacks.
+    grades : sequence of str
+
+    Returns
+    -------
+    ndarray of int, shape (len(frame),)
+        Includes the failed ``not in default`` row when the firm is in default.
+    """
+    fails = np.full(len(frame), len(default_trace(row)), dtype=np.int64)
+    for rule in rules:
+        if rule.field in frame.columns:
+            fails += ~rule_mask(rule, frame, grades).to_numpy(dtype=bool)
+        elif not rule_passes(rule, row.get(rule.field), grades):
+            fails += 1
+    return fails

@@ -33,8 +33,12 @@ def run_training(
     name: str | None,
     progress: bool = True,
     num_threads: int = 1,
+    table_opts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, report, log and register (the body of ``kuaxin train``).
+
+    ``table_opts`` carries the ``--table`` options: ``positive``, ``directions`` (a file),
+    ``seconds`` (time budget), ``workers`` and ``master_scale`` (a file).
 
     Returns
     -------
@@ -44,7 +48,8 @@ def run_training(
     import pandas as pd
 
     from training.registry import MODEL_NAME, log_training
-    from training.report import _default, build_report, render_html, write_metrics
+    from training.report import _default, build_report, plots, render_html, write_metrics
+    from training.table_prep import read_directions, read_master_scale
     from training.train import read_table, train_credit, train_table
 
     t0 = time.perf_counter()
@@ -53,6 +58,9 @@ def run_training(
     if table is not None:
         if not target:
             raise ValueError("--table needs --target COL")
+        opts = dict(table_opts or {})
+        opts["directions"] = read_directions(opts.get("directions"))
+        opts["master_scale"] = read_master_scale(opts.get("master_scale"))
         result = train_table(
             read_table(table),
             target,
@@ -61,6 +69,7 @@ def run_training(
             trials=trials,
             num_threads=num_threads,
             progress=progress,
+            **opts,
         )
     else:
         assert dataset is not None
@@ -75,9 +84,15 @@ def run_training(
     report["source"] = str(dataset or table)
     report = json.loads(json.dumps(report, default=_default))
     if register:
-        html = render_html(result, report)
+        figures = plots(result, report)
+        html = render_html(result, report, figures=figures)
         run_id, version = log_training(
-            result, report, html, name=name or MODEL_NAME, tracking_uri=tracking_uri
+            result,
+            report,
+            html,
+            name=name or MODEL_NAME,
+            tracking_uri=tracking_uri,
+            figures=figures,
         )
         report["run_id"], report["registered_version"] = run_id, version
     report["total_seconds"] = time.perf_counter() - t0
@@ -88,7 +103,11 @@ def run_training(
 
 def register(app: typer.Typer) -> None:
     """Add the model commands to the ``kuaxin`` app."""
+    _register_train(app)
+    _register_registry(app)
 
+
+def _register_train(app: typer.Typer) -> None:
     @app.command("train")
     def train(
         dataset: Annotated[
@@ -121,8 +140,31 @@ def register(app: typer.Typer) -> None:
         ] = None,
         name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
         threads: Annotated[int, typer.Option(help="LightGBM threads.")] = 1,
+        positive: Annotated[
+            str | None, typer.Option(help="Target value of --table meaning default (else 0/1).")
+        ] = None,
+        directions: Annotated[
+            Path | None,
+            typer.Option(help="CSV/YAML of column,direction (increases_risk/decreases_risk)."),
+        ] = None,
+        budget_seconds: Annotated[
+            float | None, typer.Option(help="Time budget of the --table search, in seconds.")
+        ] = None,
+        workers: Annotated[
+            int | None, typer.Option(help="--table searches run at once (0: free cores).")
+        ] = None,
+        master_scale: Annotated[
+            Path | None, typer.Option(help="YAML master scale of --table (grade, upper, class).")
+        ] = None,
     ) -> None:
         """Train the PD model, write the report and register a new model version."""
+        table_opts = {
+            "positive": positive,
+            "directions": directions,
+            "seconds": budget_seconds,
+            "workers": workers,
+            "master_scale": master_scale,
+        }
         try:
             report = run_training(
                 dataset,
@@ -137,12 +179,15 @@ def register(app: typer.Typer) -> None:
                 tracking_uri,
                 name,
                 num_threads=threads,
+                table_opts=table_opts,
             )
         except (ValueError, FileNotFoundError, KeyError) as exc:
             _fail(str(exc))
             return
         typer.echo(_summary(report))
 
+
+def _register_registry(app: typer.Typer) -> None:
     @app.command("promote")
     def promote_cmd(
         version: Annotated[str | None, typer.Option(help="Candidate version (latest).")] = None,
@@ -212,8 +257,10 @@ def _summary(report: dict[str, Any]) -> str:
             parts.append(f"oracle AUC {report['oracle']['oracle_auc']:.4f}")
     else:
         parts.append(
-            f"CV AUC defaults {report['defaults']['mean_auc']:.4f}, "
-            f"tuned {report['tuned']['mean_auc']:.4f}, challenger {report['challenger']['mean_auc']:.4f}"
+            f"CV mean AUC defaults {report['defaults']['mean_auc']:.4f}, "
+            f"tuned {report['tuned']['mean_auc']:.4f} (headline; pooled OOF "
+            f"{report['tuned']['pooled_oof_auc']:.4f}), "
+            f"challenger {report['challenger']['mean_auc']:.4f}"
         )
     if "registered_version" in report:
         parts.append(f"registered version {report['registered_version']}")

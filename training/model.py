@@ -16,9 +16,10 @@ categories, calibration, scales, version, training window, metadata) and ``catal
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from training.manifest import ManifestError, probe_booster, verify_manifest, write_manifest
 from training.scale import PD_FLOOR, MasterScale, ScoreScale
 
 FORMAT_VERSION = 1
@@ -88,6 +90,9 @@ class CreditModel:
         Training window, data fingerprints, metrics and anything else to keep with the model.
     catalog_yaml : str, optional
         The catalog the model was trained with, saved as ``catalog.yaml``.
+    linear : training.blend.Scorecard, optional
+        A linear scorecard blended into the margin (table models chosen by inner CV);
+        ``margin = (1 - w) * booster + w * scorecard``, explained term by term.
     """
 
     booster: lgb.Booster
@@ -99,6 +104,7 @@ class CreditModel:
     version: str = "0"
     metadata: dict[str, Any] = field(default_factory=dict)
     catalog_yaml: str | None = None
+    linear: Any = None
 
     # ------------------------------------------------------------------ inputs
     @property
@@ -184,12 +190,153 @@ class CreditModel:
                 x[:, j] = prepared[f.name].to_numpy(dtype=np.float64, na_value=np.nan)
         return x
 
+    # ------------------------------------------------------------------ one-row fast path
+    def _row_codes(self) -> list[tuple[int, dict[str, float] | None]]:
+        """Per feature (model order): its position and, for a categorical one, level -> code."""
+        cached = self.__dict__.get("_fast_codes")
+        if cached is None:
+            cached = [
+                (
+                    j,
+                    {str(c): float(k) for k, c in enumerate(f.categories or [])}
+                    if f.kind == "category"
+                    else None,
+                )
+                for j, f in enumerate(self.features)
+            ]
+            self.__dict__["_fast_codes"] = cached
+        return cached
+
+    def row_vector(self, values: Mapping[str, Any], out: np.ndarray | None = None) -> np.ndarray:
+        """Build the booster input row of one feature dict, without a DataFrame.
+
+        Codes categorical values with the model's own level list (unseen or missing levels
+        become NaN, as :meth:`matrix` does) and reads numeric values as float64.
+
+        Parameters
+        ----------
+        values : mapping
+            Feature name -> value (at least the model's features; others are ignored).
+        out : ndarray of shape (k,), optional
+            Filled in place when given.
+
+        Returns
+        -------
+        ndarray of shape (k,)
+
+        Raises
+        ------
+        ValueError
+            A feature is missing or a numeric one holds a non-numeric value.
+        """
+        x = np.empty(len(self.features), dtype=np.float64) if out is None else out
+        for (j, codes), name in zip(self._row_codes(), self.feature_names_tuple, strict=True):
+            try:
+                v = values[name]
+            except KeyError:
+                raise ValueError(
+                    f"input must have the model's feature columns; missing [{name!r}]"
+                ) from None
+            if codes is None:
+                try:
+                    x[j] = v  # numpy converts ints, floats, bools and NaN like float64 astype
+                except (TypeError, ValueError):
+                    x[j] = _numeric(name, v)
+            elif v is None or v != v or v is pd.NA:
+                x[j] = np.nan
+            else:
+                x[j] = codes.get(str(v), np.nan)
+        return x
+
+    def encode(self, name: str, value: Any) -> float:
+        """One feature value as the booster reads it (category code, or float; NaN missing)."""
+        position = self.__dict__.get("_fast_position")
+        if position is None:
+            position = {f.name: k for k, f in enumerate(self.features)}
+            self.__dict__["_fast_position"] = position
+        codes = self._row_codes()[position[name]][1]
+        if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+            return math.nan
+        if codes is not None:
+            return codes.get(str(value), math.nan)
+        return _numeric(name, value)
+
+    @property
+    def feature_names_tuple(self) -> tuple[str, ...]:
+        """Input feature names in model order (cached tuple for the per-row path)."""
+        cached = self.__dict__.get("_fast_names")
+        if cached is None:
+            cached = tuple(f.name for f in self.features)
+            self.__dict__["_fast_names"] = cached
+        return cached
+
+    def score_row(self, x: np.ndarray | Mapping[str, Any]) -> dict[str, Any]:
+        """Score one row: the same steps as :meth:`score` without building a DataFrame.
+
+        Parameters
+        ----------
+        x : ndarray of shape (k,) or mapping
+            A booster input row (see :meth:`row_vector`) or a feature dict.
+
+        Returns
+        -------
+        dict
+            ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class`` as Python values;
+            equal to :meth:`score` on the same row (to rounding).
+        """
+        row = self.row_vector(x) if isinstance(x, Mapping) else x
+        margin = float(self.margin_matrix(row.reshape(1, -1), num_threads=1)[0])
+        log_odds = self.calibration["intercept"] + self.calibration["slope"] * margin
+        return self.outcome(log_odds)
+
+    def outcome(self, log_odds: float) -> dict[str, Any]:
+        """PD, score, grade and supervision class of one calibrated log-odds value.
+
+        The scalar twin of :meth:`floor`, ``ScoreScale.score`` and ``MasterScale.grade``
+        (plain ``math`` on one float; the bands are read once from the master scale).
+        """
+        bands = self.__dict__.get("_fast_bands")
+        if bands is None:
+            table = self.master_scale.to_list()
+            bands = (
+                [float(b["upper"]) for b in table],
+                [(str(b["grade"]), str(b["supervision_class"])) for b in table],
+            )
+            self.__dict__["_fast_bands"] = bands
+        pd_ = 1.0 / (1.0 + math.exp(-log_odds)) if log_odds > -700 else 0.0
+        pd_ = min(max(pd_, self.pd_floor), 1.0 - 1e-12)
+        uppers, labels = bands
+        grade, supervision = labels[min(bisect.bisect_right(uppers, pd_), len(labels) - 1)]
+        scale = self.score_scale
+        return {
+            "pd": pd_,
+            "log_odds": log_odds,
+            "score": scale.offset + scale.factor * math.log((1.0 - pd_) / pd_),
+            "grade": grade,
+            "supervision_class": supervision,
+        }
+
     # ------------------------------------------------------------------ scoring
+    def margin_matrix(self, x: np.ndarray, num_threads: int = 1) -> np.ndarray:
+        """Raw margin of booster input rows (the one place the booster predicts a margin).
+
+        Parameters
+        ----------
+        x : ndarray of shape (n, k)
+            Rows as built by :meth:`matrix` or :meth:`row_vector`.
+        num_threads : int
+            LightGBM threads.
+        """
+        m = np.asarray(self.booster.predict(x, raw_score=True, num_threads=num_threads))
+        if self.linear is None:
+            return m
+        # a blend with the scorecard adds its linear margin (weights chosen by inner CV)
+        w = self.linear.weight
+        return (1.0 - w) * m + w * self.linear.log_odds(x)
+
     def margin(self, df: pd.DataFrame, num_threads: int = 1) -> np.ndarray:
         """Raw booster margin (uncalibrated log-odds)."""
-        return np.asarray(
-            self.booster.predict(self.matrix(df), raw_score=True, num_threads=num_threads)
-        )
+        return self.margin_matrix(self.matrix(df), num_threads=num_threads)
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """Calibrated log-odds of default from raw margins."""
@@ -236,6 +383,10 @@ class CreditModel:
         log_odds = self.calibrate(self.margin(df, num_threads))
         return self._frame(log_odds, df.index)
 
+    def frame_from_log_odds(self, log_odds: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        """Build the :meth:`score` frame from precomputed calibrated log-odds (no booster call)."""
+        return self._frame(np.asarray(log_odds, dtype=np.float64), index)
+
     def _frame(self, log_odds: np.ndarray, index: pd.Index) -> pd.DataFrame:
         pd_ = self.floor(log_odds)
         grades = self.master_scale.grade(pd_)
@@ -269,9 +420,14 @@ class CreditModel:
         base : ndarray of shape (n,)
             The calibrated base value; ``contrib.sum(1) + base`` equals ``log_odds``.
         """
-        raw = np.asarray(
-            self.booster.predict(self.matrix(df), pred_contrib=True, num_threads=num_threads)
-        )
+        x = self.matrix(df)
+        raw = np.asarray(self.booster.predict(x, pred_contrib=True, num_threads=num_threads))
+        if self.linear is not None:
+            w = self.linear.weight
+            lin, lin_base = self.linear.contributions(x)
+            raw = (1.0 - w) * raw
+            raw[:, :-1] += w * lin
+            raw[:, -1] += w * lin_base
         slope = self.calibration["slope"]
         contrib = raw[:, :-1] * slope
         base = self.calibration["intercept"] + slope * raw[:, -1]
@@ -330,6 +486,50 @@ class CreditModel:
             out.append(row)
         return out
 
+    def row_reasons(self, contrib: np.ndarray, x: np.ndarray, top: int = 4) -> list[dict[str, Any]]:
+        """List the :meth:`reasons` of one row from its contributions and booster input row.
+
+        Parameters
+        ----------
+        contrib : ndarray of shape (k,)
+            The row's contributions (from :meth:`explain`).
+        x : ndarray of shape (k,)
+            The row as the booster reads it (:meth:`matrix` / :meth:`row_vector`); a reason's
+            ``value`` is read back from it (a category code becomes its level).
+        top : int
+            At most this many reasons.
+
+        Returns
+        -------
+        list of dict
+            Equal to ``reasons(df)[i]`` for the row ``i`` of ``df`` these arrays came from.
+        """
+        order = np.argsort(-contrib, kind="stable")
+        row: list[dict[str, Any]] = []
+        for j in order[:top]:
+            c = float(contrib[j])
+            if not c > 0:
+                break
+            f = self.features[j]
+            v = float(x[j])
+            if math.isnan(v):
+                value: Any = None
+            elif f.kind == "category":
+                value = (f.categories or [])[int(v)]
+            else:
+                value = v
+            row.append(
+                {
+                    "code": reason_code(int(j)),
+                    "feature": f.name,
+                    "value": value,
+                    "contribution": c,
+                    "text_en": f.reason_en or f.name,
+                    "text_zh": f.reason_zh or f.name,
+                }
+            )
+        return row
+
     # ------------------------------------------------------------------ persistence
     def to_json(self) -> dict[str, Any]:
         """Everything but the booster and catalog, as saved in ``model.json``."""
@@ -342,6 +542,7 @@ class CreditModel:
             "master_scale": self.master_scale.to_list(),
             "pd_floor": self.pd_floor,
             "metadata": self.metadata,
+            "linear": None if self.linear is None else self.linear.to_json(),
         }
 
     def save(self, path: Path | str) -> Path:
@@ -368,27 +569,51 @@ class CreditModel:
             {"features": [asdict(f) for f in self.features]}, allow_unicode=True, sort_keys=False
         )
         (folder / CATALOG_FILE).write_text(catalog, encoding="utf-8")
+        write_manifest(folder)
         return folder
 
     @classmethod
-    def load(cls, path: Path | str) -> CreditModel:
+    def load(cls, path: Path | str, isolated: bool = False) -> CreditModel:
         """Read a model folder written by :meth:`save`.
+
+        The folder's manifest (``manifest.json``, SHA-256 of every file) is checked before any
+        file is parsed.
+
+        Parameters
+        ----------
+        path : Path or str
+            The model folder.
+        isolated : bool, default False
+            Parse the booster in a child process first (:func:`training.manifest.probe_booster`),
+            so a file that crashes LightGBM's parser cannot take this process down. The service
+            loads this way.
 
         Raises
         ------
         ModelFileError
-            When a file is missing or unreadable, naming it.
+            When a file is missing, unreadable or does not match the manifest, naming it.
         """
         folder = Path(path)
         for name in (BOOSTER_FILE, MODEL_FILE, CATALOG_FILE):
             if not (folder / name).is_file():
                 raise ModelFileError(f"model folder {folder} must contain {name}; it does not")
         try:
+            verify_manifest(folder, required=(BOOSTER_FILE, MODEL_FILE, CATALOG_FILE))
+            if isolated:
+                probe_booster(folder / BOOSTER_FILE)
+        except ManifestError as exc:
+            raise ModelFileError(str(exc)) from exc
+        try:
             data = json.loads((folder / MODEL_FILE).read_text(encoding="utf-8"))
             features = [FeatureInfo(**f) for f in data["features"]]
             calibration = {k: float(v) for k, v in data["calibration"].items()}
             score_scale = ScoreScale.from_dict(data["score_scale"])
             master_scale = MasterScale.from_list(data["master_scale"])
+            linear = None
+            if data.get("linear"):
+                from training.blend import Scorecard
+
+                linear = Scorecard.from_json(data["linear"])
         except (ValueError, KeyError, TypeError) as exc:
             raise ModelFileError(f"{folder / MODEL_FILE} is not a valid model file: {exc}") from exc
         try:
@@ -410,6 +635,7 @@ class CreditModel:
             version=str(data.get("version", "0")),
             metadata=data.get("metadata", {}),
             catalog_yaml=(folder / CATALOG_FILE).read_text(encoding="utf-8"),
+            linear=linear,
         )
 
 
@@ -473,6 +699,16 @@ def features_from_catalog(
             )
         )
     return out
+
+
+def _numeric(name: str, value: Any) -> float:
+    """Read one numeric feature value as ``prepare`` does: missing -> NaN, else a number."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be numeric; got {value!r}") from None
 
 
 def _plain(value: Any) -> Any:

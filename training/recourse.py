@@ -16,12 +16,17 @@ product's eligibility rules.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
 
 from features.values import is_missing, plain
 
@@ -30,13 +35,42 @@ if TYPE_CHECKING:
     from training.model import CreditModel
 
 Goal = Callable[[Mapping[str, Any]], bool]
-#: Charge per changed feature (in units of one feature scale): prefers sparse plans.
-PER_FEATURE_COST = 0.05
-#: Moves tried per feature: one step, and these fractions of the feature's scale.
-SCALE_FRACTIONS = (0.25, 0.5, 1.0, 2.0)
-#: A move straight to the favourable catalog bound is tried when it is this many scales away or less.
-BOUND_REACH = 3.0
+#: A goal over a frame of scored candidates (one bool per row), the vectorised twin of a Goal.
+GoalMask = Callable[[pd.DataFrame], np.ndarray]
 SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
+#: The shipped search settings.
+CONFIG_PATH = Path(__file__).parent / "config" / "recourse.yaml"
+
+
+class RecourseConfig(BaseModel):
+    """Costs, moves and limits of the recourse search (``training/config/recourse.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    per_feature_cost: float = Field(ge=0)
+    scale_fractions: tuple[float, ...] = Field(min_length=1)
+    bound_reach: float = Field(ge=0)
+    max_features: int = Field(ge=1)
+    max_steps: int = Field(ge=1)
+    beam: int = Field(ge=1)
+    prune_rounds: int = Field(ge=0)
+    prune_fractions: tuple[float, ...]
+    time_budget_s: float = Field(gt=0)
+    match_products: int = Field(ge=0)
+    match_memo_size: int = Field(ge=0)
+
+
+@lru_cache(maxsize=8)
+def load_recourse_config(path: str | None = None) -> RecourseConfig:
+    """Read and validate the recourse settings (the shipped file when ``path`` is None).
+
+    Raises
+    ------
+    pydantic.ValidationError
+        Naming the field that is wrong.
+    """
+    with open(path or CONFIG_PATH, encoding="utf-8") as fh:
+        return RecourseConfig.model_validate(yaml.safe_load(fh))
 
 
 class ChangeError(ValueError):
@@ -222,10 +256,13 @@ def _snap(move: _Move, origin: float, value: float) -> float:
 
 
 def _cost(
-    changes: Mapping[str, float], origin: Mapping[str, float], moves: Mapping[str, _Move]
+    changes: Mapping[str, float],
+    origin: Mapping[str, float],
+    moves: Mapping[str, _Move],
+    per_feature: float,
 ) -> float:
     return sum(
-        abs(v - origin[f]) / moves[f].scale + PER_FEATURE_COST
+        abs(v - origin[f]) / moves[f].scale + per_feature
         for f, v in changes.items()
         if v != origin[f]
     )
@@ -267,7 +304,7 @@ def score_matrix(model: CreditModel, x: np.ndarray) -> pd.DataFrame:
     DataFrame
         ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
     """
-    margin = np.asarray(model.booster.predict(x, raw_score=True, num_threads=1))
+    margin = model.margin_matrix(x, num_threads=1)
     log_odds = model.calibrate(margin)
     pd_ = model.floor(log_odds)
     grades = np.atleast_1d(model.master_scale.grade(pd_)).astype(str)
@@ -292,10 +329,12 @@ def find_recourse(
     scales: Mapping[str, float] | None = None,
     features: Sequence[str] | None = None,
     keep: Sequence[str] = (),
-    max_features: int = 12,
-    max_steps: int = 40,
-    beam: int = 8,
+    max_features: int | None = None,
+    max_steps: int | None = None,
+    beam: int | None = None,
     progress: Callable[[pd.DataFrame], np.ndarray] | None = None,
+    goal_mask: GoalMask | None = None,
+    config: RecourseConfig | None = None,
 ) -> RecoursePlan:
     """Search the cheapest plausible changes of actionable features that meet ``goal``.
 
@@ -317,15 +356,18 @@ def find_recourse(
     keep : sequence of str
         Features always searched even when they do not move the PD (e.g. a product rule's
         own feature); the others are narrowed to the ``max_features`` that lower it most.
-    max_features : int
-        Features searched after the first round.
-    max_steps : int
-        Most single-feature moves in a plan (search depth).
-    beam : int
-        Partial plans kept per depth.
+    max_features, max_steps, beam : int, optional
+        Features searched after the first round, most single-feature moves in a plan (search
+        depth) and partial plans kept per depth; default from ``config``.
     progress : callable, optional
         Lower is closer to the goal, over a frame of scored candidates (score columns plus
         the moved features); the calibrated log-odds by default.
+    goal_mask : callable, optional
+        ``goal`` over that whole frame at once (one bool per row); used during the search
+        instead of calling ``goal`` per candidate. The final plan is still checked by ``goal``.
+    config : RecourseConfig, optional
+        Costs, moves and limits (default: ``training/config/recourse.yaml``); the search stops
+        after ``time_budget_s`` with the best plan found so far.
 
     Returns
     -------
@@ -334,166 +376,223 @@ def find_recourse(
         ``CreditModel.score``; when the goal cannot be met the plan holds the changes with the
         best progress found.
     """
-    if isinstance(row, pd.Series):
-        row = row.to_dict()
-    base = {name: row[name] for name in model.feature_names}
-    context = dict(row)
-    progress = progress or (lambda f: f["log_odds"].to_numpy())
-    x0 = model.matrix(pd.DataFrame([base]))
-    column = {name: j for j, name in enumerate(model.feature_names)}
-    scored0 = score_matrix(model, x0)
-    before = {c: plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
-    if goal(_RowView(context, {}, before)):
-        return RecoursePlan(True, True, [], 0.0, before, before, dict(base), 1)
-    moves = {m.feature: m for m in _moves(model, catalog, base, scales or {}, features)}
-    origin = {f: float(base[f]) for f in moves}
-    evaluated = 1
+    cfg = config or load_recourse_config()
+    search = _Search(model, row, goal, cfg, progress, goal_mask)
+    if search.already_met:
+        before = search.before
+        return RecoursePlan(True, True, [], 0.0, before, before, dict(search.base), 1)
+    search.moves = {
+        m.feature: m for m in _moves(model, catalog, search.base, scales or {}, features)
+    }
+    search.origin = {f: float(search.base[f]) for f in search.moves}
+    plan = search.run(
+        cfg.max_steps if max_steps is None else max_steps,
+        cfg.beam if beam is None else beam,
+        cfg.max_features if max_features is None else max_features,
+        keep,
+    )
+    return search.finish(plan)
 
-    def evaluate(candidates: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-        nonlocal evaluated
-        x = np.repeat(x0, len(candidates), axis=0)
+
+class _Search:
+    """State of one beam search: the firm, its moves, the evaluator and the best plans."""
+
+    def __init__(
+        self,
+        model: CreditModel,
+        row: Mapping[str, Any] | pd.Series,
+        goal: Goal,
+        cfg: RecourseConfig,
+        progress: Callable[[pd.DataFrame], np.ndarray] | None,
+        goal_mask: GoalMask | None,
+    ) -> None:
+        if isinstance(row, pd.Series):
+            row = row.to_dict()
+        self.model, self.goal, self.cfg, self.goal_mask = model, goal, cfg, goal_mask
+        self.deadline = time.monotonic() + cfg.time_budget_s
+        self.base = {name: row[name] for name in model.feature_names}
+        self.context = dict(row)
+        self.progress = progress or (lambda f: f["log_odds"].to_numpy())
+        self.x0 = model.row_vector(self.base).reshape(1, -1)
+        self.column = {name: j for j, name in enumerate(model.feature_names)}
+        scored0 = score_matrix(model, self.x0)
+        self.before = {c: plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
+        self.already_met = bool(goal(_RowView(self.context, {}, self.before)))
+        self.p0 = float(self.progress(scored0)[0])
+        self.moves: dict[str, _Move] = {}
+        self.origin: dict[str, float] = {}
+        self.evaluated = 1
+
+    def cost(self, changes: Mapping[str, float]) -> float:
+        return _cost(changes, self.origin, self.moves, self.cfg.per_feature_cost)
+
+    def evaluate(self, candidates: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
+        """Score candidates in one booster call: which meet the goal, and their progress."""
+        x = np.repeat(self.x0, len(candidates), axis=0)
         changed = {f for c in candidates for f in c}
         for f in changed:
-            x[:, column[f]] = [c.get(f, origin[f]) for c in candidates]
-        scored = score_matrix(model, x)
+            x[:, self.column[f]] = [c.get(f, self.origin[f]) for c in candidates]
+        scored = score_matrix(self.model, x)
         for f in changed:
-            scored[f] = x[:, column[f]]
-        evaluated += len(candidates)
-        records = scored[list(SCORE_COLUMNS)].to_dict("records")
-        met = np.array(
-            [bool(goal(_RowView(context, c, r))) for c, r in zip(candidates, records, strict=True)]
-        )
-        return met, np.asarray(progress(scored), dtype=float)
+            scored[f] = x[:, self.column[f]]
+        self.evaluated += len(candidates)
+        if self.goal_mask is not None:
+            met = np.asarray(self.goal_mask(scored), dtype=bool)
+        else:
+            records = scored[list(SCORE_COLUMNS)].to_dict("records")
+            met = np.array(
+                [
+                    bool(self.goal(_RowView(self.context, c, r)))
+                    for c, r in zip(candidates, records, strict=True)
+                ]
+            )
+        return met, np.asarray(self.progress(scored), dtype=float)
 
-    def expand(state: dict[str, float]) -> list[dict[str, float]]:
+    def expand(self, state: dict[str, float]) -> list[dict[str, float]]:
+        """Every plan one move away from ``state``."""
         out = []
-        for f, m in moves.items():
-            current = state.get(f, origin[f])
-            targets = {
-                current + m.sign * d for d in {m.step} | {q * m.scale for q in SCALE_FRACTIONS}
-            }
+        for f, m in self.moves.items():
+            current = state.get(f, self.origin[f])
+            deltas = {m.step} | {q * m.scale for q in self.cfg.scale_fractions}
+            targets = {current + m.sign * d for d in deltas}
             # Straight to the favourable bound (clear arrears, no overdue days) when in reach.
             bound = m.lower if m.sign < 0 else m.upper
-            if math.isfinite(bound) and abs(bound - current) <= BOUND_REACH * m.scale:
+            if math.isfinite(bound) and abs(bound - current) <= self.cfg.bound_reach * m.scale:
                 targets.add(bound)
             for target in targets:
-                value = _snap(m, origin[f], target)
+                value = _snap(m, self.origin[f], target)
                 if value != current:
                     out.append({**state, f: value})
         return out
 
-    best: dict[str, float] | None = None
-    best_cost = math.inf
-    p0 = float(progress(scored0)[0])
-    best_progress: tuple[float, float, dict[str, float]] = (p0, 0.0, {})
-    frontier: list[dict[str, float]] = [{}]
-    seen: set[tuple] = {()}
-    for depth in range(max_steps):
-        candidates = []
-        for state in frontier:
-            for cand in expand(state):
-                key = tuple(sorted(cand.items()))
-                if key not in seen:
-                    seen.add(key)
-                    candidates.append(cand)
-        if not candidates:
-            break
-        met, prog = evaluate(candidates)
-        costs = np.array([_cost(c, origin, moves) for c in candidates])
-        if depth == 0:
-            # Narrow the search to the features whose single moves help most per unit of cost
-            # (and `keep`); when no single move helps, keep searching all of them.
-            ratio: dict[str, float] = {}
-            for c, p, ok, k in zip(candidates, prog, met, costs, strict=True):
-                (f,) = c
-                value = (p0 - p) / k + (1e6 if ok else 0.0)
-                ratio[f] = max(ratio.get(f, 0.0), value)
-            ranked = [f for f in sorted(ratio, key=lambda f: -ratio[f]) if ratio[f] > 0]
-            if ranked:
-                chosen = set(ranked[:max_features]) | {f for f in keep if f in moves}
-                moves = {f: m for f, m in moves.items() if f in chosen}
-                mask = np.array([all(f in moves for f in c) for c in candidates])
-                candidates = [c for c, ok in zip(candidates, mask, strict=True) if ok]
-                met, prog, costs = met[mask], prog[mask], costs[mask]
-        for hit in np.flatnonzero(met):
-            if costs[hit] < best_cost:
-                best, best_cost = candidates[hit], float(costs[hit])
-        for c, p, k in zip(candidates, prog, costs, strict=True):
-            if (p, k) < best_progress[:2]:
-                best_progress = (float(p), float(k), c)
-        open_ = [int(i) for i in range(len(candidates)) if not met[i] and costs[i] < best_cost]
-        if not open_:
-            break
-        # Half the beam by progress, half by progress per unit cost.
-        by_prog = sorted(open_, key=lambda i: prog[i])
-        by_ratio = sorted(open_, key=lambda i: -(p0 - prog[i]) / costs[i])
-        keep_idx: list[int] = []
-        for i in [int(x) for pair in zip(by_prog, by_ratio, strict=False) for x in pair]:
-            if i not in keep_idx:
-                keep_idx.append(i)
-            if len(keep_idx) >= beam:
+    def narrow(
+        self,
+        candidates: list[dict[str, float]],
+        met: np.ndarray,
+        prog: np.ndarray,
+        costs: np.ndarray,
+        max_features: int,
+        keep: Sequence[str],
+    ) -> tuple[list[dict[str, float]], np.ndarray, np.ndarray, np.ndarray]:
+        """After the first round keep the features whose single moves help most per cost."""
+        ratio: dict[str, float] = {}
+        for c, p, ok, k in zip(candidates, prog, met, costs, strict=True):
+            (f,) = c
+            ratio[f] = max(ratio.get(f, 0.0), (self.p0 - p) / k + (1e6 if ok else 0.0))
+        ranked = [f for f in sorted(ratio, key=lambda f: -ratio[f]) if ratio[f] > 0]
+        if not ranked:  # no single move helps: keep searching all of them
+            return candidates, met, prog, costs
+        chosen = set(ranked[:max_features]) | {f for f in keep if f in self.moves}
+        self.moves = {f: m for f, m in self.moves.items() if f in chosen}
+        mask = np.array([all(f in self.moves for f in c) for c in candidates])
+        kept = [c for c, ok in zip(candidates, mask, strict=True) if ok]
+        return kept, met[mask], prog[mask], costs[mask]
+
+    def run(
+        self, max_steps: int, beam: int, max_features: int, keep: Sequence[str]
+    ) -> dict[str, float]:
+        """Beam search; return the cheapest plan meeting the goal, else the most progress."""
+        best: dict[str, float] | None = None
+        best_cost = math.inf
+        best_progress: tuple[float, float, dict[str, float]] = (self.p0, 0.0, {})
+        frontier: list[dict[str, float]] = [{}]
+        seen: set[tuple] = {()}
+        for depth in range(max_steps):
+            candidates = []
+            for state in frontier:
+                for cand in self.expand(state):
+                    key = tuple(sorted(cand.items()))
+                    if key not in seen:
+                        seen.add(key)
+                        candidates.append(cand)
+            if not candidates:
                 break
-        frontier = [candidates[i] for i in keep_idx]
-    chosen_plan = best if best is not None else best_progress[2]
-    if best is not None:
-        chosen_plan = _prune(best, origin, moves, evaluate)
-    final = {**base, **{f: (int(v) if moves[f].integer else v) for f, v in chosen_plan.items()}}
-    # The re-check goes through the model's public scoring path on a DataFrame.
-    rescored = model.score(pd.DataFrame([final]), num_threads=1)
-    after = {c: plain(rescored[c].iat[0]) for c in SCORE_COLUMNS}
-    reached = bool(goal(_RowView(context, final, after)))
-    changes = [
-        PlannedChange(
-            feature=f,
-            before=plain(base[f]),
-            after=plain(final[f]),
-            cost=abs(v - origin[f]) / moves[f].scale + PER_FEATURE_COST,
+            met, prog = self.evaluate(candidates)
+            costs = np.array([self.cost(c) for c in candidates])
+            if depth == 0:
+                candidates, met, prog, costs = self.narrow(
+                    candidates, met, prog, costs, max_features, keep
+                )
+            for hit in np.flatnonzero(met):
+                if costs[hit] < best_cost:
+                    best, best_cost = candidates[hit], float(costs[hit])
+            for c, p, k in zip(candidates, prog, costs, strict=True):
+                if (p, k) < best_progress[:2]:
+                    best_progress = (float(p), float(k), c)
+            open_ = [i for i in range(len(candidates)) if not met[i] and costs[i] < best_cost]
+            if not open_ or time.monotonic() > self.deadline:
+                break
+            frontier = [candidates[i] for i in _beam(open_, prog, costs, self.p0, beam)]
+        if best is None:
+            return best_progress[2]
+        return self.prune(best)
+
+    def prune(self, plan: dict[str, float]) -> dict[str, float]:
+        """Walk changes back towards the original values while the goal still holds."""
+        current = dict(plan)
+        for _ in range(self.cfg.prune_rounds):
+            candidates = []
+            for f, v in current.items():
+                m, o = self.moves[f], self.origin[f]
+                for q in self.cfg.prune_fractions:
+                    back = _snap(m, o, o + q * (v - o))
+                    if back != v:
+                        cand = dict(current)
+                        if back == o:
+                            del cand[f]
+                        else:
+                            cand[f] = back
+                        candidates.append(cand)
+            if not candidates:
+                break
+            met, _ = self.evaluate(candidates)
+            ok = [c for c, good in zip(candidates, met, strict=True) if good]
+            if not ok:
+                break
+            cheapest = min(ok, key=self.cost)
+            if self.cost(cheapest) >= self.cost(current):
+                break
+            current = cheapest
+        return current
+
+    def finish(self, plan: dict[str, float]) -> RecoursePlan:
+        """Re-score the final vector through the model's DataFrame path and describe it."""
+        base, moves = self.base, self.moves
+        final = {**base, **{f: (int(v) if moves[f].integer else v) for f, v in plan.items()}}
+        rescored = self.model.score(pd.DataFrame([final]), num_threads=1)
+        after = {c: plain(rescored[c].iat[0]) for c in SCORE_COLUMNS}
+        reached = bool(self.goal(_RowView(self.context, final, after)))
+        changes = [
+            PlannedChange(
+                feature=f,
+                before=plain(base[f]),
+                after=plain(final[f]),
+                cost=abs(v - self.origin[f]) / moves[f].scale + self.cfg.per_feature_cost,
+            )
+            for f, v in plan.items()
+            if v != self.origin[f]
+        ]
+        changes.sort(key=lambda c: -c.cost)
+        return RecoursePlan(
+            reached=reached,
+            already_met=False,
+            changes=changes,
+            cost=float(sum(c.cost for c in changes)),
+            before=self.before,
+            after=after,
+            features={k: plain(v) for k, v in final.items()},
+            evaluated=self.evaluated,
         )
-        for f, v in chosen_plan.items()
-        if v != origin[f]
-    ]
-    changes.sort(key=lambda c: -c.cost)
-    return RecoursePlan(
-        reached=reached,
-        already_met=False,
-        changes=changes,
-        cost=float(sum(c.cost for c in changes)),
-        before=before,
-        after=after,
-        features={k: plain(v) for k, v in final.items()},
-        evaluated=evaluated,
-    )
 
 
-def _prune(
-    plan: dict[str, float],
-    origin: Mapping[str, float],
-    moves: Mapping[str, _Move],
-    evaluate: Callable[[list[dict[str, float]]], tuple[np.ndarray, np.ndarray]],
-) -> dict[str, float]:
-    """Walk changes back towards the original values while the goal still holds."""
-    current = dict(plan)
-    for _ in range(20):
-        candidates = []
-        for f, v in current.items():
-            m = moves[f]
-            for q in (0.0, 0.25, 0.5, 0.75, 0.9):
-                back = _snap(m, origin[f], origin[f] + q * (v - origin[f]))
-                if back != v:
-                    cand = dict(current)
-                    if back == origin[f]:
-                        del cand[f]
-                    else:
-                        cand[f] = back
-                    candidates.append(cand)
-        if not candidates:
+def _beam(open_: list[int], prog: np.ndarray, costs: np.ndarray, p0: float, beam: int) -> list[int]:
+    """Half the beam by progress, half by progress per unit cost."""
+    by_prog = sorted(open_, key=lambda i: prog[i])
+    by_ratio = sorted(open_, key=lambda i: -(p0 - prog[i]) / costs[i])
+    keep_idx: list[int] = []
+    for i in [int(x) for pair in zip(by_prog, by_ratio, strict=False) for x in pair]:
+        if i not in keep_idx:
+            keep_idx.append(i)
+        if len(keep_idx) >= beam:
             break
-        met, _ = evaluate(candidates)
-        ok = [c for c, good in zip(candidates, met, strict=True) if good]
-        if not ok:
-            break
-        cheapest = min(ok, key=lambda c: _cost(c, origin, moves))
-        if _cost(cheapest, origin, moves) >= _cost(current, origin, moves):
-            break
-        current = cheapest
-    return current
+    return keep_idx

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training.manifest import write_manifest
 from training.metrics import binary_metrics
 from training.model import MODEL_FILE, CreditModel
 from training.scale import load_config
@@ -92,6 +93,7 @@ def log_training(
     tracking_uri: str | None = None,
     experiment: str | None = None,
     run_name: str | None = None,
+    figures: dict[str, str] | None = None,
 ) -> tuple[str, str]:
     """Log one training run and register its model as a new version.
 
@@ -111,6 +113,9 @@ def log_training(
         Experiment name (config ``registry.experiment``).
     run_name : str, optional
         MLflow run name.
+    figures : dict, optional
+        The report's plots (name → base64 PNG), logged one file each under ``plots/`` so the
+        MLflow UI shows them without opening the report.
 
     Returns
     -------
@@ -155,19 +160,8 @@ def log_training(
         )
         if model.catalog_yaml:
             mlflow.log_text(model.catalog_yaml, "catalog.yaml")
-        if len(result.trials):
-            trials_path = Path(tmp) / "search_trials.csv"
-            result.trials.to_csv(trials_path, index=False)
-            mlflow.log_artifact(str(trials_path))
-        # The evaluation window goes with the run so the gate can score the champion on it.
-        eval_path = Path(tmp) / "test_window.parquet"
-        keep = [
-            c
-            for c in result.eval_frame.columns
-            if c in (*model.feature_names, "label", "usc_code", "as_of")
-        ]
-        result.eval_frame[keep].to_parquet(eval_path, index=False)
-        mlflow.log_artifact(str(eval_path), "evaluation")
+        _log_figures(figures or {}, Path(tmp) / "plots")
+        _log_trials_and_window(result, model, Path(tmp))
 
         model_dir = model.save(Path(tmp) / "credit_model")
         example = result.eval_frame[model.feature_names].head(3)
@@ -182,12 +176,48 @@ def log_training(
             signature=infer_signature(_signature_input(example), scored),
             input_example=_signature_input(example),
             pip_requirements=_requirements(),
+            # the model's own code travels with it: `mlflow models serve` and
+            # `mlflow.pyfunc.load_model` work outside this checkout
+            code_paths=[str(Path(__file__).parent)],
             registered_model_name=name,
         )
         version = str(info.registered_model_version)
         client.set_model_version_tag(name, version, "model_version", model.version)
         client.set_model_version_tag(name, version, "run_id", run.info.run_id)
         return run.info.run_id, version
+
+
+def _log_trials_and_window(result: Any, model: CreditModel, tmp: Path) -> None:
+    import mlflow
+
+    if len(result.trials):
+        trials_path = tmp / "search_trials.csv"
+        result.trials.to_csv(trials_path, index=False)
+        mlflow.log_artifact(str(trials_path))
+    # The evaluation window goes with the run so the gate can score the champion on it.
+    eval_path = tmp / "test_window.parquet"
+    keep = [
+        c
+        for c in result.eval_frame.columns
+        if c in (*model.feature_names, "label", "usc_code", "as_of")
+    ]
+    result.eval_frame[keep].to_parquet(eval_path, index=False)
+    mlflow.log_artifact(str(eval_path), "evaluation")
+
+
+def _log_figures(figures: dict[str, str], folder: Path) -> None:
+    import base64
+    import re
+
+    import mlflow
+
+    if not figures:
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, png in figures.items():
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        (folder / f"{safe}.png").write_bytes(base64.b64decode(png))
+    mlflow.log_artifacts(str(folder), "plots")
 
 
 def _signature_input(frame: pd.DataFrame) -> pd.DataFrame:
@@ -236,26 +266,37 @@ def load_version(
     version: str | None = None,
     alias: str | None = None,
     tracking_uri: str | None = None,
+    isolated: bool = False,
 ) -> CreditModel:
-    """Load a registered version (by number or alias) as a :class:`CreditModel`."""
+    """Load a registered version (by number or alias) as a :class:`CreditModel`.
+
+    ``isolated`` parses the booster in a child process first (see :meth:`CreditModel.load`).
+    """
     if (version is None) == (alias is None):
         raise ValueError("give exactly one of version or alias")
     uri = f"models:/{name}/{version}" if version is not None else f"models:/{name}@{alias}"
     with tempfile.TemporaryDirectory() as tmp:
-        return CreditModel.load(_download_model_dir(uri, tracking_uri, Path(tmp)))
+        return CreditModel.load(_download_model_dir(uri, tracking_uri, Path(tmp)), isolated)
 
 
-def load_champion(name: str = MODEL_NAME, tracking_uri: str | None = None) -> CreditModel:
-    """Load the registered model's ``champion`` version.
+def load_champion(
+    name: str = MODEL_NAME,
+    tracking_uri: str | None = None,
+    alias: str = CHAMPION,
+    isolated: bool = False,
+) -> CreditModel:
+    """Load the registered model's ``champion`` version (or the version another alias names;
+    ``isolated``: see :func:`load_version`).
 
     Raises
     ------
     GateError
-        When the model has no champion yet.
+        When the model has no version under that alias.
     """
-    if _alias_version(_client(tracking_uri), name, CHAMPION) is None:
-        raise GateError(f"registered model {name!r} has no {CHAMPION!r} alias; run kuaxin promote")
-    return load_version(name, alias=CHAMPION, tracking_uri=tracking_uri)
+    if _alias_version(_client(tracking_uri), name, alias) is None:
+        hint = "run kuaxin promote" if alias == CHAMPION else "set it in the registry"
+        raise GateError(f"registered model {name!r} has no {alias!r} alias; {hint}")
+    return load_version(name, alias=alias, tracking_uri=tracking_uri, isolated=isolated)
 
 
 def _alias_version(client: Any, name: str, alias: str) -> str | None:
@@ -396,7 +437,8 @@ def export(
 ) -> Path:
     """Write the champion as a self-contained model package ``dest/<name>/``.
 
-    The folder (``booster.txt``, ``model.json``, ``catalog.yaml``, ``registry.json``) loads
+    The folder (``booster.txt``, ``model.json``, ``catalog.yaml``, ``registry.json`` and the
+    ``manifest.json`` listing their SHA-256) loads
     with :meth:`CreditModel.load` without the tracking store.
 
     Returns
@@ -428,6 +470,7 @@ def export(
         ),
         encoding="utf-8",
     )
+    write_manifest(staging)  # the package's files, registry.json included
     if target.exists():
         shutil.rmtree(target)
     staging.rename(target)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from features.drift import psi, verdict
+from training.cycle import cycle_plot, cycle_report, oracle_per_year
 from training.metrics import calibration_table, safe_auc
 from training.scale import load_config
 
@@ -143,31 +144,28 @@ def build_report(
     dict
         JSON-ready.
     """
-    cfg = (config or load_config())["report"]
+    full = config or load_config()
+    cfg = full["report"]
     model = result.model
     ev, tr = result.eval_frame, result.train_frame
     report = dict(result.metrics)
-    bins = int(cfg["psi_bins"])
-    train_score = model.score(tr, num_threads=1)["score"]
-    eval_score = model.score_scale.score(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1 - 1e-12))
-    score_psi = psi(train_score, pd.Series(eval_score), bins)
-    feature_psi = {n: psi(tr[n], ev[n], bins) for n in model.feature_names}
-    report["psi"] = {
-        "reference": "training rows",
-        "current": "evaluation rows",
-        "score": {"psi": score_psi, "verdict": verdict(score_psi)},
-        "features": {
-            n: {"psi": v, "verdict": verdict(v)}
-            for n, v in sorted(feature_psi.items(), key=lambda kv: -kv[1])
-        },
-    }
-    report["segments"] = segment_aucs(
+    cycle = cycle_report(result, full)
+    if cycle is not None:
+        report["cycle"] = cycle
+    if report.get("protocol", {}).get("kind") == "out_of_time":
+        # PSI compares the training window with the later test window; cross-validation has
+        # no later window (its evaluation rows are the training rows), so it has no PSI.
+        report["psi"] = _psi_section(model, tr, ev, int(cfg["psi_bins"]))
+    segments = segment_aucs(
         ev,
         tr,
         cfg.get("segments", {}),
         int(cfg["min_segment_rows"]),
         int(cfg["min_segment_defaults"]),
     )
+    if segments:
+        report["segments"] = segments
+    eval_score = model.score_scale.score(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1 - 1e-12))
     grades = model.master_scale.grade(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1.0))
     per_grade = []
     for band in model.master_scale.bands:
@@ -189,12 +187,40 @@ def build_report(
             }
         )
     report["grades"] = per_grade
+    crowded = max(per_grade, key=lambda g: g["share"])
+    if crowded["share"] > 0.5:
+        report["grades_note"] = (
+            f"{crowded['share']:.0%} of the rows land in grade {crowded['grade']} of the master "
+            f"scale (PD bands {model.master_scale.to_list()[0]['upper']}…1); the scale does not "
+            f"fit a table whose default rate is {float(ev['label'].mean()):.1%}: give the table "
+            "its own scale (kuaxin train --master-scale FILE)"
+        )
     report["calibration_table"] = calibration_table(
         ev["label"], ev["pd"], int(cfg["calibration_bins"])
     ).to_dict("records")
     if oracle_dir is not None and "usc_code" in ev.columns:
-        report["oracle"] = oracle_comparison(ev, read_oracle(oracle_dir))
+        oracle = read_oracle(oracle_dir)
+        report["oracle"] = oracle_comparison(ev, oracle)
+        if "cycle" in report:
+            report["cycle"]["oracle_out_of_time"] = oracle_per_year(ev, oracle, full)
     return report
+
+
+def _psi_section(model: Any, tr: pd.DataFrame, ev: pd.DataFrame, bins: int) -> dict[str, Any]:
+    """PSI of the score and of every feature from the training to the evaluation rows."""
+    train_score = model.score(tr, num_threads=1)["score"]
+    eval_score = model.score_scale.score(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1 - 1e-12))
+    score_psi = psi(train_score, pd.Series(eval_score), bins)
+    feature_psi = {n: psi(tr[n], ev[n], bins) for n in model.feature_names}
+    return {
+        "reference": "training rows",
+        "current": "evaluation rows",
+        "score": {"psi": score_psi, "verdict": verdict(score_psi)},
+        "features": {
+            n: {"psi": v, "verdict": verdict(v)}
+            for n, v in sorted(feature_psi.items(), key=lambda kv: -kv[1])
+        },
+    }
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -230,6 +256,8 @@ def plots(
     ax.set_title("Calibration (PD deciles)")
     ax.legend()
     out["calibration"] = _png(fig)
+    if report.get("cycle"):
+        out["calibration_per_year"] = _png(cycle_plot(report["cycle"]))
 
     score = model.score_scale.score(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1 - 1e-12))
     grades = model.master_scale.grade(np.clip(ev["pd"].to_numpy(), model.pd_floor, 1.0))
@@ -267,11 +295,17 @@ def plots(
     return out
 
 
-def render_html(result: Any, report: dict[str, Any], config: dict[str, Any] | None = None) -> str:
-    """One self-contained HTML page with the metrics tables and the plots."""
+def render_html(
+    result: Any,
+    report: dict[str, Any],
+    config: dict[str, Any] | None = None,
+    figures: dict[str, str] | None = None,
+) -> str:
+    """One self-contained HTML page with the metrics tables and the plots (drawn if not given)."""
     from jinja2 import Template
 
-    figures = plots(result, report, config)
+    if figures is None:
+        figures = plots(result, report, config)
     template = Template(_TEMPLATE)
     return template.render(
         r=report,
@@ -291,6 +325,7 @@ def _headline(report: dict[str, Any]) -> list[tuple[str, Any]]:
     else:
         for k in ("defaults", "tuned", "challenger"):
             rows.append((f"{k} mean CV AUC", (report[k]["mean_auc"], report[k]["std_auc"])))
+            rows.append((f"{k} pooled OOF AUC", (report[k]["pooled_oof_auc"], None)))
         for k in ("auc", "brier", "log_loss", "ece"):
             rows.append((f"calibrated OOF {k}", (report["calibrated_oof"][k], None)))
     return rows
@@ -305,13 +340,21 @@ td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}img{max-width:100%}
 <h2>Headline</h2><table><tr><th>metric</th><th>LightGBM / value</th><th>challenger / sd</th></tr>
 {% for k, v in headline %}<tr><td>{{ k }}</td><td>{{ fmt(v[0]) }}</td><td>{{ fmt(v[1]) }}</td></tr>{% endfor %}</table>
 {% if r.oracle %}<h2>Oracle (simulated data)</h2><table>{% for k, v in r.oracle.items() %}<tr><td>{{ k }}</td><td>{{ fmt(v) }}</td></tr>{% endfor %}</table>{% endif %}
+{% if r.cycle %}<h2>Through the cycle (per as-of year)</h2><p>{{ esc(r.cycle.description) }}</p>
+<table><tr><th>window</th><th>year</th><th>n</th><th>defaults</th><th>default rate</th><th>mean PD</th><th>observed / PD</th><th>AUC</th><th>ECE</th><th>challenger AUC / ECE</th></tr>
+{% for w in ["in_sample", "out_of_time"] %}{% for y in r.cycle.get(w, []) %}<tr><td>{{ w }}</td><td>{{ y.year }}</td><td>{{ y.n }}</td><td>{{ y.defaults }}</td><td>{{ fmt(y.default_rate) }}</td><td>{{ fmt(y.mean_pd) }}</td><td>{{ fmt(y.ratio_observed_to_pd) }}</td><td>{{ fmt(y.auc) }}</td><td>{{ fmt(y.ece) }}</td><td>{% if y.challenger_auc is defined %}{{ fmt(y.challenger_auc) }} / {{ fmt(y.challenger_ece) }}{% endif %}</td></tr>{% endfor %}{% endfor %}
+{% for y in r.cycle.get("oracle_out_of_time", []) %}<tr><td>oracle</td><td>{{ y.year }}</td><td>{{ y.n }}</td><td>{{ y.defaults }}</td><td>{{ fmt(y.default_rate) }}</td><td>{{ fmt(y.mean_pd) }}</td><td>{{ fmt(y.ratio_observed_to_pd) }}</td><td>{{ fmt(y.auc) }}</td><td>{{ fmt(y.ece) }}</td><td></td></tr>{% endfor %}</table>
+{% if r.cycle.modes %}<h3>Calibration level: {{ r.cycle.calibration.mode }} (long-run default rate {{ fmt(r.cycle.calibration.long_run_default_rate) }}, TTC shift {{ fmt(r.cycle.calibration.ttc_shift) }} log-odds)</h3>
+<table><tr><th>mode</th><th>test ECE</th><th>test mean PD</th>{% for y in r.cycle.modes.point_in_time.years %}<th>{{ y.year }} mean PD / ECE</th>{% endfor %}</tr>
+{% for name, m in r.cycle.modes.items() %}<tr><td>{{ name }}</td><td>{{ fmt(m.ece) }}</td><td>{{ fmt(m.mean_pd) }}</td>{% for y in m.years %}<td>{{ fmt(y.mean_pd) }} / {{ fmt(y.ece) }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}{% endif %}
 <h2>Grades</h2><table><tr><th>grade</th><th>class</th><th>n</th><th>defaults</th><th>default rate</th><th>mean PD</th></tr>
 {% for g in r.grades %}<tr><td>{{ g.grade }}</td><td>{{ g.supervision_class }}</td><td>{{ g.n }}</td><td>{{ g.defaults }}</td><td>{{ fmt(g.default_rate) }}</td><td>{{ fmt(g.mean_pd) }}</td></tr>{% endfor %}</table>
+{% if r.grades_note %}<p><b>Note:</b> {{ esc(r.grades_note) }}</p>{% endif %}
 {% for name, img in figures.items() %}<h3>{{ name }}</h3><img src="data:image/png;base64,{{ img }}">{% endfor %}
 {% if r.segments %}<h2>AUC per segment</h2>{% for seg, rows in r.segments.items() %}<h3>{{ seg }}</h3><table><tr><th>value</th><th>n</th><th>defaults</th><th>AUC</th><th>mean PD</th><th>default rate</th></tr>
 {% for s in rows %}<tr><td>{{ esc(s.segment) }}</td><td>{{ s.n }}</td><td>{{ s.defaults }}</td><td>{{ fmt(s.auc) }}</td><td>{{ fmt(s.mean_pd) }}</td><td>{{ fmt(s.default_rate) }}</td></tr>{% endfor %}</table>{% endfor %}{% endif %}
-<h2>PSI (training → evaluation)</h2><p>score: {{ fmt(r.psi.score.psi) }} ({{ r.psi.score.verdict }})</p><table><tr><th>feature</th><th>PSI</th><th>verdict</th></tr>
-{% for n, v in r.psi.features.items() %}<tr><td>{{ n }}</td><td>{{ fmt(v.psi) }}</td><td>{{ v.verdict }}</td></tr>{% endfor %}</table>
+{% if r.psi %}<h2>PSI (training → evaluation)</h2><p>score: {{ fmt(r.psi.score.psi) }} ({{ r.psi.score.verdict }})</p><table><tr><th>feature</th><th>PSI</th><th>verdict</th></tr>
+{% for n, v in r.psi.features.items() %}<tr><td>{{ n }}</td><td>{{ fmt(v.psi) }}</td><td>{{ v.verdict }}</td></tr>{% endfor %}</table>{% endif %}
 </body></html>"""
 
 

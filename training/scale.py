@@ -35,11 +35,19 @@ def load_config(path: Path | str | None = None) -> dict[str, Any]:
     Returns
     -------
     dict
-        The parsed configuration.
+        The parsed configuration, validated by :class:`training.model_config.ModelConfig`.
+
+    Raises
+    ------
+    ValueError
+        Naming the file and the offending keys when the configuration is invalid.
     """
-    with open(path or CONFIG_PATH, encoding="utf-8") as fh:
-        config: dict[str, Any] = yaml.safe_load(fh)
-    return config
+    from training.model_config import validate_config
+
+    source = Path(path or CONFIG_PATH)
+    with open(source, encoding="utf-8") as fh:
+        raw: dict[str, Any] = yaml.safe_load(fh)
+    return validate_config(raw, str(source))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from serving.audit import access_log
 from serving.auth import Principal
 from serving.deps import DbSession, require_firm_owner
 from serving.problems import problem_responses
-from serving.schemas import AccessLog
+from serving.schemas import MAX_ID, AccessLog
 
 router = APIRouter(tags=["access log"])
 
@@ -28,7 +28,7 @@ def get_access_log(
     session: DbSession,
     limit: Annotated[int, Query(ge=1, le=1000, description="rows per page")] = 100,
     before_id: Annotated[
-        int | None, Query(ge=1, description="next_before_id of the previous page")
+        int | None, Query(ge=1, le=MAX_ID, description="next_before_id of the previous page")
     ] = None,
     role: Annotated[
         list[Role] | None, Query(description="only accesses by these roles (repeatable)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from serving.auth import Principal
@@ -12,7 +12,7 @@ from serving.consent import ConsentError, grant, list_consents, revoke, scopes_o
 from serving.deps import DbSession, require_firm_owner, require_role
 from serving.models import Consent
 from serving.problems import ProblemError, field_error, problem_responses
-from serving.schemas import ConsentOut, ConsentRequest
+from serving.schemas import MAX_ID, ConsentOut, ConsentRequest
 
 router = APIRouter(tags=["consents"])
 
@@ -93,7 +93,10 @@ def firm_consents(usc_code: str, principal: FirmOwner, session: DbSession) -> li
     responses=problem_responses(401, 403, 404, 422),
 )
 def revoke_consent(
-    usc_code: str, consent_id: int, principal: FirmOwner, session: DbSession
+    usc_code: str,
+    consent_id: Annotated[int, Path(ge=1, le=MAX_ID, description="the consent's id")],
+    principal: FirmOwner,
+    session: DbSession,
 ) -> dict[str, Any]:
     """Revoke a consent at once."""
     try:

@@ -25,33 +25,21 @@ from serving.deps import (
     require_firm_access,
 )
 from serving.guards import require_known, require_performing
-from serving.market import MarketDep, firm_row, grades_of, load_market
+from serving.market import MarketDep, effective_products, firm_row, grades_of, load_market
 from serving.problems import field_error, problem_responses
+from serving.schemas import LoanPriceResponse, MatchResponse, ProductsResponse
 from serving.state import Loaded
 from tradefinance.matching import Need, TraceRow, evaluate_rules, match
 from tradefinance.pricing import PricingInputError, loan_lgd, loan_rate, turnover_meur
 from tradefinance.products import Product
+from tradefinance.rules import failed_counts
 
 router = APIRouter(tags=["matching and pricing"])
-
-#: Ineligible products that get a model-based recourse plan per match call (fewest failures first).
-RECOURSE_PRODUCTS = 3
 
 
 # ---------------------------------------------------------------------------------------------
 # Schemas
 # ---------------------------------------------------------------------------------------------
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow")
-
-
-class ProductsResponse(BaseModel):
-    """The product catalog."""
-
-    version: str
-    products: list[dict[str, Any]]
 
 
 class MatchRequest(Need):
@@ -75,22 +63,6 @@ class MatchRequest(Need):
     )
 
 
-class MatchResponse(BaseModel):
-    """Every product ranked for the firm and need, and the bundles."""
-
-    usc_code: str
-    grade: str
-    pd: float
-    in_default: bool = False
-    need: dict[str, Any]
-    financing: list[dict[str, Any]]
-    insurance: list[dict[str, Any]]
-    bundles: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
-    catalog_version: str
-
-
 class LoanPriceRequest(BaseModel):
     """Price a loan for a firm: a product's range and LGD, or explicit ones."""
 
@@ -110,38 +82,69 @@ class LoanPriceRequest(BaseModel):
     )
 
 
-class LoanPriceResponse(BaseModel):
-    """A loan rate and its components."""
-
-    usc_code: str
-    product_id: str | None
-    grade: str
-    price: dict[str, Any]
-    model_version: str
-    as_of: Any
-
-
 # ---------------------------------------------------------------------------------------------
 # Routes
 # ---------------------------------------------------------------------------------------------
 
 
 @router.get("/products", response_model=ProductsResponse, responses=problem_responses(401))
-def list_products(_: CurrentKey, market: MarketDep) -> dict[str, Any]:
-    """List the product catalog: eligibility rules, amounts, tenors, pricing, policy tags, subsidies."""
-    return {
-        "version": market.products.version,
-        "products": [p.summary() for p in market.products],
-    }
+def list_products(_: CurrentKey, market: MarketDep, session: DbSession) -> dict[str, Any]:
+    """List the product catalog in force: eligibility rules, amounts, tenors, pricing, policy tags, subsidies."""
+    catalog = effective_products(session, market)
+    return {"version": catalog.version, "products": [p.summary() for p in catalog]}
 
 
-def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: list[int]) -> Any:
-    """Wrap ``training.recourse.find_recourse`` with a product-eligibility goal and a budget."""
-    from training.recourse import find_recourse
+def _recourse_fn(
+    loaded: Loaded, usc_code: str, row: Mapping[str, Any], settings: Any, budget: list[int]
+) -> Any:
+    """Wrap ``training.recourse.find_recourse`` with a product-eligibility goal and a budget.
+
+    A plan depends on the firm and the product's rules only (the need's own checks block a
+    plan before any search), so plans are kept per served bundle (:attr:`Loaded.memo`): the
+    first match call of a firm searches, later ones with any need reuse the plans. The search
+    evaluates the rules over all candidates at once (``failed_counts``) and is bounded by the
+    recourse configuration's time budget.
+    """
+    from training.recourse import find_recourse, load_recourse_config
 
     grades = grades_of(loaded)
     actionable = set(loaded.catalog.actionable) if loaded.catalog is not None else set()
     movable = actionable & set(loaded.model.feature_names)
+    config = load_recourse_config()
+
+    def search(product: Product) -> dict[str, Any]:
+        rules = product.rules
+
+        def goal(scored: Mapping[str, Any]) -> bool:
+            return all(t.passed for t in evaluate_rules(rules, scored, grades))
+
+        def goal_mask(frame: pd.DataFrame) -> Any:
+            return failed_counts(rules, frame, row, grades) == 0
+
+        def progress(frame: pd.DataFrame) -> Any:
+            fails = failed_counts(rules, frame, row, grades)
+            return fails * 10.0 + frame["log_odds"].to_numpy()
+
+        assert loaded.catalog is not None
+        result = find_recourse(
+            loaded.model,
+            loaded.catalog,
+            dict(row),
+            goal,
+            scales=loaded.scales,
+            max_steps=settings.recourse_max_steps,
+            beam=settings.recourse_beam,
+            progress=progress,
+            goal_mask=goal_mask,
+            config=config,
+        )
+        return {
+            "searched": True,
+            "reached": result.reached,
+            "blocked_by": [],
+            "changes": [asdict(c) for c in result.changes],
+            "after": {k: result.after.get(k) for k in ("pd", "score", "grade")},
+        }
 
     def plan(product: Product, trace: list[TraceRow]) -> dict[str, Any] | None:
         failed = [t for t in trace if not t.passed]
@@ -153,38 +156,14 @@ def _recourse_fn(loaded: Loaded, row: Mapping[str, Any], settings: Any, budget: 
         ]
         if blockers:
             return {"searched": False, "reached": False, "blocked_by": blockers, "changes": []}
-        if budget[0] <= 0 or loaded.catalog is None:
+        if loaded.catalog is None:
             return None
-        budget[0] -= 1
-        rules = product.rules
-
-        def goal(scored: Mapping[str, Any]) -> bool:
-            return all(t.passed for t in evaluate_rules(rules, scored, grades))
-
-        def progress(frame: pd.DataFrame) -> Any:
-            fails = [
-                sum(not t.passed for t in evaluate_rules(rules, r, grades))
-                for r in frame.to_dict("records")
-            ]
-            return pd.Series(fails, dtype=float).to_numpy() * 10.0 + frame["log_odds"].to_numpy()
-
-        result = find_recourse(
-            loaded.model,
-            loaded.catalog,
-            dict(row),
-            goal,
-            scales=loaded.scales,
-            max_steps=settings.recourse_max_steps,
-            beam=settings.recourse_beam,
-            progress=progress,
-        )
-        return {
-            "searched": True,
-            "reached": result.reached,
-            "blocked_by": [],
-            "changes": [asdict(c) for c in result.changes],
-            "after": {k: result.after.get(k) for k in ("pd", "score", "grade")},
-        }
+        if budget[0] <= 0:
+            return None
+        budget[0] -= 1  # a kept plan counts too: every call answers the same products
+        key = ("match-recourse", usc_code, product.id, settings.recourse_max_steps)
+        found = loaded.memo.get(key)
+        return found if found is not None else loaded.memo.put(key, search(product))
 
     return plan
 
@@ -219,14 +198,16 @@ def firm_matches(
         )
     need = Need(**body.model_dump(exclude={"recourse"}))
     recourse = None
-    if body.recourse:
-        budget = [RECOURSE_PRODUCTS]
-        recourse = _recourse_fn(loaded, row, settings, budget)
+    if body.recourse and "explanation" in access.scopes:
+        from training.recourse import load_recourse_config
+
+        budget = [load_recourse_config().match_products]
+        recourse = _recourse_fn(loaded, access.usc_code, row, settings, budget)
     catalog_names = set(loaded.catalog.actionable) if loaded.catalog is not None else None
     result = match(
         row,
         need,
-        market.products,
+        effective_products(session, market),
         grades=grades_of(loaded),
         pricing=market.pricing,
         countries=market.countries,
@@ -234,17 +215,20 @@ def firm_matches(
         recourse=recourse,
     )
     audit_access(request, session, [access], loaded.model_version)
-    return {
-        "usc_code": access.usc_code,
-        "grade": row["grade"],
-        "pd": row["pd"],
-        "in_default": row["in_default"],
-        "need": need.model_dump(),
-        **result.as_dict(),
-        "model_version": loaded.model_version,
-        "as_of": loaded.as_of,
-        "catalog_version": market.products.version,
-    }
+    # Feature values in the traces and recourse plans need the explanation scope.
+    return access.redact(
+        {
+            "usc_code": access.usc_code,
+            "grade": row["grade"],
+            "pd": row["pd"],
+            "in_default": row["in_default"],
+            "need": need.model_dump(),
+            **result.as_dict(),
+            "model_version": loaded.model_version,
+            "as_of": loaded.as_of,
+            "catalog_version": market.products.version,
+        }
+    )
 
 
 @router.post(

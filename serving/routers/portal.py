@@ -42,6 +42,7 @@ NAV = [
     ("matches", "matches"),
     ("whatif", "what-if"),
     ("quote", "quote"),
+    ("applications", "applications"),  # served by serving/routers/console.py
     ("access", "access-log"),
 ]
 PAGES = {
@@ -123,6 +124,12 @@ def portal_root() -> RedirectResponse:
 @router.get(f"{PREFIX}/", response_class=HTMLResponse)
 def sign_in(request: Request, lang: LangQuery = None) -> Response:
     """Sign-in page."""
+    return _render(request, "signin", "signin.html", "signin_title", pick_lang(request, lang))
+
+
+@router.post(f"{PREFIX}/", response_class=HTMLResponse)
+def sign_in_without_script(request: Request, lang: LangQuery = None) -> Response:
+    """Answer the sign-in form sent without JavaScript with the page (the key is never sent)."""
     return _render(request, "signin", "signin.html", "signin_title", pick_lang(request, lang))
 
 

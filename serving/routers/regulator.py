@@ -12,18 +12,20 @@ from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel
 
 from serving.auth import Principal
 from serving.deps import LoadedDep, require_role
 from serving.market import Market, MarketDep, grades_of
 from serving.problems import field_error, problem_responses
+from serving.schemas import Measure19CurveResponse, Measure19Response, OverviewResponse
 from serving.state import Loaded
 from tradefinance.regulator import (
     coverage_summary,
     eligibility_shares,
     grade_distribution,
     measure19,
+    measure19_curve,
+    measure19_tail,
 )
 
 router = APIRouter(prefix="/regulator", tags=["regulator"])
@@ -64,34 +66,6 @@ def _overview(loaded: Loaded, market: Market) -> tuple[pd.DataFrame, dict[str, A
     return frame, overview
 
 
-class OverviewResponse(BaseModel):
-    """Headline numbers, grade distribution and product coverage."""
-
-    summary: dict[str, Any]
-    grades: list[dict[str, Any]]
-    products: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
-    catalog_version: str
-
-
-class Measure19Response(BaseModel):
-    """Effect of loosening an insurer's underwriting (measure 19)."""
-
-    product_id: str
-    firms: int
-    min_grade: str | None
-    baseline: dict[str, Any]
-    scenario: dict[str, Any]
-    gained_firms: int
-    lost_firms: int
-    gained_by_grade: dict[str, int]
-    expected_loss_change_usd: float
-    financing_unlocked: list[dict[str, Any]]
-    model_version: str
-    as_of: Any
-
-
 @router.get(
     "/overview", response_model=OverviewResponse, responses=problem_responses(401, 403, 503)
 )
@@ -108,8 +82,8 @@ def measure19_simulation(
     loaded: LoadedDep,
     market: MarketDep,
     product_id: Annotated[
-        str, Query(description="insurance product")
-    ] = "sinosure_steci_comprehensive",
+        str | None, Query(description="insurance product; pricing.yaml's default when omitted")
+    ] = None,
     min_grade: Annotated[str | None, Query(description="accept firms down to this grade")] = None,
     cover: Annotated[float | None, Query(gt=0, le=1, description="new cover percentage")] = None,
 ) -> dict[str, Any]:
@@ -117,6 +91,7 @@ def measure19_simulation(
     frame, _ov = _overview(loaded, market)
     # Scenarios move the grade floor over performing grades: a firm in default is never covered.
     grades = list(loaded.model.master_scale.grades)
+    product_id = product_id or market.pricing.insurance.default_product
     if product_id not in market.products or market.products[product_id].insurance is None:
         names = ", ".join(p.id for p in market.products.insurance)
         raise field_error("query.product_id", f"not an insurance product: {product_id!r}", names)
@@ -135,3 +110,60 @@ def measure19_simulation(
         pricing=market.pricing,
     )
     return {**result, "model_version": loaded.model_version, "as_of": loaded.as_of}
+
+
+@router.get(
+    "/measure19/tail",
+    response_model=Measure19CurveResponse,
+    responses=problem_responses(401, 403, 422, 503),
+)
+def measure19_tail_curve(
+    _: RegulatorKey,
+    loaded: LoadedDep,
+    market: MarketDep,
+    product_id: Annotated[str | None, Query(description="insurance product")] = None,
+    steps: Annotated[int | None, Query(ge=2, le=12, description="points on the curve")] = None,
+    min_grade: Annotated[str | None, Query(description="detail: grade floor")] = None,
+    cover: Annotated[float | None, Query(gt=0, le=1, description="detail: cover")] = None,
+    limit_factor: Annotated[float, Query(ge=1, le=5, description="detail: buyer limits x")] = 1.0,
+    premium_factor: Annotated[float, Query(gt=0, le=1, description="detail: premium x")] = 1.0,
+) -> dict[str, Any]:
+    """Measure 19 with the tail: newly covered firms and exports, EL, VaR/ES, claims ratio, headroom."""
+    frame, _ov = _overview(loaded, market)
+    grades = list(loaded.model.master_scale.grades)
+    product_id = product_id or market.pricing.insurance.default_product
+    if product_id not in market.products or market.products[product_id].insurance is None:
+        names = ", ".join(p.id for p in market.products.insurance)
+        raise field_error("query.product_id", f"not an insurance product: {product_id!r}", names)
+    if min_grade is not None and min_grade not in grades:
+        raise field_error("query.min_grade", f"unknown grade {min_grade!r}", ", ".join(grades))
+    max_cover = market.pricing.insurance.max_cover
+    if cover is not None and cover > max_cover:
+        raise field_error("query.cover", f"{cover} is above the maximum", f"at most {max_cover}")
+    curve = measure19_curve(
+        frame,
+        market.products,
+        product_id=product_id,
+        grades=grades,
+        steps=steps,
+        pricing=market.pricing,
+    )
+    tail = measure19_tail(
+        frame,
+        market.products,
+        product_id=product_id,
+        grades=grades,
+        min_grade=min_grade,
+        cover=cover,
+        limit_factor=limit_factor,
+        premium_factor=premium_factor,
+        pricing=market.pricing,
+    )
+    return {
+        "product_id": product_id,
+        "level": tail["level"],
+        "curve": curve.to_dict("records"),
+        "tail": tail,
+        "model_version": loaded.model_version,
+        "as_of": loaded.as_of,
+    }

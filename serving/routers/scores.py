@@ -18,6 +18,7 @@ from serving.deps import (
     audit_access,
     require_firm_access,
     require_role,
+    route_rule,
 )
 from serving.guards import require_known
 from serving.problems import FieldError, ProblemError, problem_responses
@@ -87,13 +88,15 @@ def batch_scores(
     errors: list[dict[str, Any]] = []
     granted: list[FirmAccess] = []
     if principal.role in CONSENT_ROLES:
-        consents = active_consents_for(session, codes, principal.org, "score")
+        rule = route_rule(request)
+        scope = (rule.grant(principal.role) if rule is not None else None) or "score"
+        consents = active_consents_for(session, codes, principal.org, scope)
         for code in codes:
             consent = consents.get(code)
             if consent is None:
                 errors.append(
                     BatchError(
-                        usc_code=code, status=403, detail="no active consent with scope 'score'"
+                        usc_code=code, status=403, detail=f"no active consent with scope {scope!r}"
                     ).model_dump()
                 )
             else:

@@ -10,23 +10,30 @@ import pandas as pd
 import pytest
 
 from features import io, uscc
-from features.tables import PERIOD_REGEX, TABLES, Column
+from features.tables import BUYER_ID_REGEX, PERIOD_REGEX, TABLES, Column
 
 #: A value matching each pattern of the spec (the contracts test checks they match).
 PATTERN_SAMPLES = {
     PERIOD_REGEX: "2021-03",
     r"^[A-Z]{3}$": "USA",
     r"^(9610|9710|9810|1210|0110)(,(9610|9710|9810|1210|0110))*$": "9610,9710",
+    BUYER_ID_REGEX: "BYUSA000000",
 }
 #: Identifier columns that are the whole key of their table (unique per row).
-ID_COLUMNS = ("loan_id", "case_id", "penalty_id", "policy_id", "store_id")
+ID_COLUMNS = ("loan_id", "case_id", "penalty_id", "policy_id", "store_id", "claim_id")
 
 Factory = Callable[..., pd.DataFrame]
 
 
-def _column_values(col: Column, n: int, codes: list[str]) -> pd.Series:
+def _column_values(col: Column, n: int, codes: list[str], table: str = "") -> pd.Series:
     if col.name == "usc_code":
         return pd.Series(codes[:n], dtype="str")
+    if col.name == "buyer_id":  # row i's buyer is buyers row i, so references hold
+        return pd.Series([f"BYUSA{i:06d}" for i in range(n)], dtype="str")
+    if col.name == "received_date":  # arrived in time
+        return pd.Series([pd.NaT] * n, dtype="datetime64[ns]")
+    if col.name == "period" and TABLES[table].key == ("period",):
+        return pd.Series([str(pd.Period("2021-01", "M") + i) for i in range(n)], dtype="str")
     if col.name in ID_COLUMNS:
         prefix = {"loan_id": "L"}.get(col.name, col.name[0].upper())
         return pd.Series([f"{prefix}{i:05d}" for i in range(n)], dtype="str")
@@ -65,7 +72,7 @@ def make_valid(firm_codes: list[str]) -> Factory:
 
     def make(table: str, n: int = 5) -> pd.DataFrame:
         spec = TABLES[table]
-        return pd.DataFrame({c.name: _column_values(c, n, firm_codes) for c in spec.columns})
+        return pd.DataFrame({c.name: _column_values(c, n, firm_codes, table) for c in spec.columns})
 
     return make
 

@@ -25,6 +25,7 @@ from features.tables import (
 )
 
 START, END = pd.Period("2019-01", "M"), pd.Period("2024-12", "M")
+BUYERS = [f"BY{c}{k:06d}" for c in ("USA", "DEU", "BRA") for k in range(4)]
 MONTHS = pd.period_range(START, END, freq="M")
 DESTS = ["USA", "GBR", "DEU", "RUS", "BRA", "NGA", "VNM", "XYZ"]
 
@@ -81,6 +82,7 @@ def make_world(n_firms: int = 30, seed: int = 0) -> dict[str, pd.DataFrame]:
     )
     first = [max(pd.Period(r, "M"), START) for r in reg]
     rows: dict[str, list[dict]] = {name: [] for name in TABLES if name != "firms"}
+    _reference_rows(rng, rows)
     loan_no = case_no = pen_no = pol_no = 0
     for i, code in enumerate(codes):
         size = rng.lognormal(10, 1)
@@ -133,6 +135,7 @@ def make_world(n_firms: int = 30, seed: int = 0) -> dict[str, pd.DataFrame]:
                             "declaration_count": int(rng.integers(0, 40)),
                             "returned_value_usd": float(rng.uniform(0, 100)),
                             "inspection_anomalies": int(rng.random() < 0.05),
+                            "buyer_id": rng.choice(BUYERS) if mode in ("9710", "0110") else None,
                         }
                     )
         if i % 4 == 0:
@@ -155,8 +158,25 @@ def make_world(n_firms: int = 30, seed: int = 0) -> dict[str, pd.DataFrame]:
                                 "channel": channel,
                                 "received_usd": float(size * rng.uniform(0, 0.8)),
                                 "fx_class": rng.choice(FX_CLASSES, p=[0.8, 0.15, 0.05]),
+                                "buyer_id": None,
+                                "expected_usd": float(size * 0.8),
+                                "days_beyond_terms": 0.0,
                             }
                         )
+                if i % 2 == 1 and rng.random() < 0.6:  # a named buyer paying, late at times
+                    due = float(size * rng.uniform(0.1, 0.5))
+                    rows["fx_receipts"].append(
+                        {
+                            "usc_code": code,
+                            "period": p,
+                            "channel": "bank",
+                            "received_usd": due * float(rng.choice([1.0, 1.0, 0.5, 0.0])),
+                            "fx_class": "A",
+                            "buyer_id": BUYERS[i % len(BUYERS)],
+                            "expected_usd": due,
+                            "days_beyond_terms": float(rng.choice([0.0, 2.0, 45.0])),
+                        }
+                    )
         if i % 5 != 0:
             for s in range(int(rng.integers(1, 4))):
                 mkt = rng.choice(MARKETPLACES)
@@ -219,6 +239,7 @@ def make_world(n_firms: int = 30, seed: int = 0) -> dict[str, pd.DataFrame]:
                             "paid_cny": 1e6 / months * float(rng.choice([1.0, 1.0, 0.5])),
                             "days_past_due": int(rng.choice([0, 0, 0, 0, 15, 45, 100])),
                             "outstanding_cny": 1e6 * (1 - (k + 1) / months),
+                            "restructured": bool(rng.random() < 0.05),
                         }
                     )
         for _ in range(int(rng.poisson(0.8))):
@@ -264,10 +285,54 @@ def make_world(n_firms: int = 30, seed: int = 0) -> dict[str, pd.DataFrame]:
                         "claims_paid_usd": float(rng.choice([0.0, 0.0, size / 10])),
                     }
                 )
+                if rng.random() < 0.5:  # a buyer did not pay a shipment under this policy
+                    notified = start + pd.Timedelta(days=int(rng.integers(30, 330)))
+                    decided = notified + pd.Timedelta(days=int(rng.integers(20, 200)))
+                    paid = rng.random() < 0.7
+                    rows["insurance_claims"].append(
+                        {
+                            "claim_id": f"CL{pol_no:05d}",
+                            "policy_id": f"Y{pol_no:05d}",
+                            "usc_code": code,
+                            "buyer_id": BUYERS[pol_no % len(BUYERS)],
+                            "notified_date": notified,
+                            "loss_usd": float(size / 5),
+                            "paid_usd": float(size / 6) if paid else 0.0,
+                            "decision_date": decided
+                            if decided < pd.Timestamp("2024-12-01")
+                            else pd.NaT,
+                            "status": ("paid" if paid else "declined")
+                            if decided < pd.Timestamp("2024-12-01")
+                            else "pending",
+                        }
+                    )
     out = {"firms": firms}
     for name, recs in rows.items():
         out[name] = conform(name, pd.DataFrame(recs))
     return out
+
+
+def _reference_rows(rng: np.random.Generator, rows: dict[str, list[dict]]) -> None:
+    """The tables not keyed by firm: the buyer directory and the monthly macro indicators."""
+    for k, buyer in enumerate(BUYERS):
+        rows["buyers"].append(
+            {
+                "buyer_id": buyer,
+                "name": f"Buyer {k} Ltd",
+                "country_iso3": buyer[2:5],
+                "size_band": ("small", "medium", "large")[k % 3],
+                "sector": "importer",
+            }
+        )
+    for j, p in enumerate(MONTHS):
+        rows["macro_indicators"].append(
+            {
+                "period": str(p),
+                "export_orders_pmi": float(50 + 3 * np.sin(j / 5) + rng.normal(0, 0.5)),
+                "freight_cost_index": float(100 * np.exp(0.2 * np.sin(j / 7))),
+                "western_demand_index": float(100 + j * 0.1 + rng.normal(0, 0.3)),
+            }
+        )
 
 
 def conform(name: str, df: pd.DataFrame) -> pd.DataFrame:

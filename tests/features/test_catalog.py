@@ -63,7 +63,7 @@ def _entry(**over: object) -> dict:
 
 
 def test_size_families_and_required_names() -> None:
-    assert 60 <= len(CATALOG) <= 120
+    assert 60 <= len(CATALOG) <= 130
     for name, dtype in REQUIRED.items():
         assert CATALOG[name].dtype == dtype, name
     families = {f.family for f in CATALOG}
@@ -80,6 +80,8 @@ def test_size_families_and_required_names() -> None:
         "insurance",
         "social_insurance",
         "utilities",
+        "buyers",
+        "macro",
     } <= families
 
 
@@ -185,20 +187,31 @@ def test_snapshot_of_hand_built_world_matches_catalog() -> None:
 def test_snapshot_of_simulated_world_matches_catalog(snapshot: pd.DataFrame) -> None:
     _check_snapshot_against_catalog(snapshot, CATALOG)
     # every numeric feature takes more than one value somewhere (no dead feature) in the
-    # snapshot, except the default-event ones that are rare by construction
+    # snapshot, except the default-event ones and the insurance claims and restructurings that
+    # are rare by construction; the macro features are one value per date for every firm
     numeric = snapshot[CATALOG.numeric]
     dead = [c for c in numeric if numeric[c].nunique(dropna=True) < 2]
+    macro = {f.name for f in CATALOG if f.family == "macro"}
+    assert macro
     assert set(dead) <= {
         "customs_credit_downgrades_24m",
         "enforcement_amount_open_cny",
         "enforcement_open",
         "dishonest_listed",
+        "claims_paid_24m_usd",
+        "claims_notified_24m",
+        "claims_pending",
+        "restructured_24m",
+        *macro,
     }, dead
 
 
 def test_training_set_matches_catalog(train_dataset: pd.DataFrame) -> None:
     snap_like = train_dataset.drop(columns=["label", "default_date"])
     _check_snapshot_against_catalog(snap_like, CATALOG)
+    # over many dates the rare and the per-date features do move
+    for name in ("restructured_24m", "macro_export_orders_pmi", "macro_freight_cost_index"):
+        assert train_dataset[name].nunique(dropna=True) > 1, name
 
 
 def test_directions_agree_with_simulated_default_rates_or_are_explained(

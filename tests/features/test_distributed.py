@@ -24,6 +24,7 @@ from features.distributed import (
     shard_clean,
     shard_folders,
 )
+from features.tables import TABLES
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +58,15 @@ def test_partition_reads_only_and_all_of_its_firms_rows(clean_dir, clean_tables)
     for codes in parts:
         got = read_partition(clean_dir, codes)
         for name, frame in got.items():
+            if not TABLES[name].firm_keyed:  # reference tables are read whole
+                assert len(frame) == len(clean_tables[name]), name
+                continue
             assert frame["usc_code"].isin(codes).all(), name
             seen[name] += len(frame)
     firms = set(clean_tables["firms"]["usc_code"])
     for name, table in clean_tables.items():
-        assert seen[name] == int(table["usc_code"].isin(firms).sum()), name
+        if TABLES[name].firm_keyed:
+            assert seen[name] == int(table["usc_code"].isin(firms).sum()), name
 
 
 def test_dask_snapshot_equals_pandas_snapshot(clean_dir, snapshot, client):
@@ -91,10 +96,10 @@ def test_sharded_folder_gives_the_pandas_snapshot_and_training_set(
     shards = shard_folders(sharded)
     assert shards is not None and len(shards) == 3
     assert shard_folders(clean_dir) is None
-    # every row of every table lands in exactly one shard
+    # every row of every firm table lands in exactly one shard; reference tables in all
     for name, table in clean_tables.items():
         n = sum(len(pd.read_parquet(d / name)) for d in shards)
-        assert n == len(table), name
+        assert n == len(table) * (1 if TABLES[name].firm_keyed else len(shards)), name
     got = build_snapshot_dask(sharded, snapshot["as_of"].iloc[0].date(), client=client)
     pd.testing.assert_frame_equal(got, snapshot, check_exact=True)
     start, end = train_dataset["as_of"].min().date(), train_dataset["as_of"].max().date()

@@ -154,3 +154,38 @@ def test_cli_refuses_missing_file_in_one_line(tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert "a.parquet" in result.output and "Traceback" not in result.output
+
+
+def test_verdict_bands_come_from_configuration(tmp_path: Path) -> None:
+    from features.drift import load_drift_bands
+
+    cfg = tmp_path / "drift.yaml"
+    cfg.write_text("moderate: 0.05\nsignificant: 0.5\nempty_bin_share: 0.0001\n")
+    bands = load_drift_bands(cfg)
+    assert verdict(0.07, bands) == "moderate"
+    assert verdict(0.07) == "stable"
+    assert verdict(0.3, bands) == "moderate"
+
+
+def test_drift_bands_must_be_ordered(tmp_path: Path) -> None:
+    from features.drift import load_drift_bands
+
+    cfg = tmp_path / "drift.yaml"
+    cfg.write_text("moderate: 0.3\nsignificant: 0.2\nempty_bin_share: 0.0001\n")
+    with pytest.raises(ValueError, match="significant"):
+        load_drift_bands(cfg)
+
+
+def test_psi_by_group_equals_psi_of_each_group() -> None:
+    from features.drift import psi_by_group
+
+    rng = np.random.default_rng(5)
+    ref = pd.Series(rng.normal(size=3000))
+    cur = pd.Series(np.r_[rng.normal(size=1000), rng.normal(0.5, 1, 1000), [np.nan] * 50])
+    groups = np.r_[["a"] * 1000, ["b"] * 1050]
+    out = psi_by_group(ref, cur, groups)
+    assert out["a"] == pytest.approx(psi(ref, cur[:1000]))
+    assert out["b"] == pytest.approx(psi(ref, cur[1000:].reset_index(drop=True)))
+    cats = pd.Series(rng.choice(["x", "y", None], 500))
+    by = psi_by_group(cats, cats, np.r_[[1] * 250, [2] * 250])
+    assert by[1] == pytest.approx(psi(cats, cats[:250]))

@@ -382,6 +382,8 @@ def test_cli_corrupt_data_pages(raw_world, tmp_path) -> None:
 def test_order_puts_references_first() -> None:
     assert ORDER[0] == "firms"
     assert ORDER.index("loans") < ORDER.index("loan_repayments")
+    assert ORDER.index("buyers") < ORDER.index("customs_declarations")
+    assert ORDER.index("insurance_policies") < ORDER.index("insurance_claims")
     assert sorted(ORDER) == sorted(TABLES)
 
 
@@ -396,6 +398,7 @@ FAULT_KINDS = {
     "out_of_range": lambda col: {f"{col}: range", f"{col}: allowed"},
     "bad_period": lambda col: {"period: format"},
     "duplicate": lambda col: {"duplicate"},
+    "late_arrival": lambda col: {"received_date: late"},
 }
 
 
@@ -497,3 +500,24 @@ def test_to_logical_conversions() -> None:
     assert logical["tax_year"].iloc[1:].isna().all()
     assert problems["index"].tolist() == [1, 2]
     assert problems["reason"].iloc[0] == "tax_year: type: expected an integer, got 2020.5"
+
+
+def test_late_row_and_unknown_buyer_are_quarantined(raw_world, make_valid, tmp_path) -> None:
+    from features.feature_availability import SnapshotConfig
+
+    fx = make_valid("fx_receipts", N)
+    lag = SnapshotConfig.load().lag("fx_receipts")
+    due = pd.Timestamp(fx.loc[1, "period"] + "-01") + pd.offsets.MonthEnd(0)
+    fx.loc[1, "received_date"] = due + pd.Timedelta(days=lag + 1)  # one day late
+    fx.loc[2, "received_date"] = due + pd.Timedelta(days=lag)  # just in time: kept
+    fx.loc[3, "buyer_id"] = "BYUSA999999"  # no such buyer
+    fx.loc[4, "buyer_id"] = None  # a marketplace payout: no buyer, not checked
+    report = ingest(raw_world({"fx_receipts": fx}, n=N), tmp_path / "clean", progress=False)
+    q = io.read_table(tmp_path / "clean" / "quarantine", "fx_receipts")
+    assert q["_row"].tolist() == [1, 3]
+    assert q["_reason"].iloc[0].startswith("received_date: late: expected on or before")
+    assert q["_reason"].iloc[1] == "buyer_id: reference: unknown buyer BYUSA999999"
+    assert report["fx_receipts"]["by_reason"] == {
+        "received_date: late": 1,
+        "buyer_id: reference": 1,
+    }

@@ -43,6 +43,10 @@ def _known_at(name: str, df: pd.DataFrame) -> pd.DataFrame:
     if name == "insurance_policies":  # claims are known only once the policy year settled
         unsettled = known["end_date"] + pd.Timedelta(days=CONFIG.lag(name, "claims_lag_days")) > TS
         known.loc[unsettled, "claims_paid_usd"] = 0.0
+    if name == "insurance_claims":  # a decision is known only after its own lag
+        lag = pd.Timedelta(days=CONFIG.lag(name, "decision_lag_days"))
+        pending = ~(known["decision_date"] + lag <= TS)
+        known.loc[pending, ["decision_date", "paid_usd", "status"]] = [pd.NaT, 0.0, "pending"]
     return known.reset_index(drop=True)
 
 
@@ -65,7 +69,8 @@ def _late_rows(name: str, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
     rows = []
     for i, code in enumerate(firms):
         row = template.copy()
-        row["usc_code"] = code
+        if spec.firm_keyed:
+            row["usc_code"] = code
         for col in spec.key:
             if col.endswith("_id"):
                 row[col] = f"LATE-{name}-{i}"
@@ -86,6 +91,12 @@ def _late_rows(name: str, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 row["channel"] = "payment_institution" if i % 2 else "bank"
             if name == "marketplace_stores":
                 row["store_id"] = f"LATE-{i}"
+            if name == "macro_indicators":
+                # a revised value for a month, arriving after T (later it is the latest month)
+                row["period"] = ["2022-03", "2022-02", "2024-04"][i % 3]
+                row["export_orders_pmi"] = 10.0 + i
+        elif name == "buyers":
+            row["buyer_id"] = f"BYZZZ{i:06d}"  # a buyer no firm has sold to yet
         else:
             lag = CONFIG.lag(name)
             day = (
@@ -103,6 +114,8 @@ def _late_rows(name: str, world: dict[str, pd.DataFrame]) -> pd.DataFrame:
                 row["maturity_date"] = day + pd.DateOffset(years=1)
             if name == "insurance_policies":
                 row["end_date"] = day + pd.DateOffset(years=1)
+            if name == "insurance_claims":
+                row["decision_date"] = pd.NaT
         rows.append(row)
     return conform(name, pd.concat(rows, ignore_index=True))
 
@@ -113,7 +126,9 @@ def test_truncating_a_source_to_what_was_known_at_t_changes_nothing(
 ) -> None:
     full = build_snapshot(world, T)
     known = _known_at(name, world[name])
-    assert len(known) < len(world[name]) or name == "firms", f"{name}: nothing late to drop"
+    # firms: registrations only; buyers: a static directory without dates (known at once)
+    undated = name in ("firms", "buyers")
+    assert len(known) < len(world[name]) or undated, f"{name}: nothing late to drop"
     truncated = build_snapshot({**world, name: known}, T)
     _assert_same(full, truncated)
 
@@ -132,7 +147,8 @@ def test_appending_late_rows_changes_nothing(world: dict[str, pd.DataFrame], nam
     _assert_same(before, after)
     # the same rows do count once they are known (the test would catch a dead feature)
     later = date(2024, 6, 1)
-    if name != "firms":
+    # New buyers change nothing until a firm sells to them (customs and fx rows do that).
+    if name not in ("firms", "buyers"):
         assert not build_snapshot(world, later).equals(build_snapshot(appended, later))
 
 
@@ -240,6 +256,16 @@ ROWS: dict[str, dict] = {
         "buyer_limit_usd": 1e5,
         "claims_paid_usd": 0.0,
     },
+    "insurance_claims": {
+        "claim_id": "BLANK-CL1",
+        "policy_id": "BLANK-Y1",
+        "buyer_id": "BYUSA000000",
+        "notified_date": pd.Timestamp("2021-03-10"),
+        "loss_usd": 1e4,
+        "paid_usd": 0.0,
+        "decision_date": pd.NaT,
+        "status": "pending",
+    },
 }
 
 
@@ -277,6 +303,56 @@ def test_record_becomes_visible_exactly_when_its_lag_has_passed(
         )
     ]
     assert changed, f"{name}: the record did not show on its availability day {avail}"
+
+
+def test_claim_decision_visible_after_its_own_lag(world: dict[str, pd.DataFrame]) -> None:
+    blank = _blank_firm()
+    code = blank["usc_code"].iloc[0]
+    decided = pd.Timestamp("2021-06-01")
+    row = {**ROWS["insurance_claims"], "usc_code": code, "decision_date": decided}
+    tables = {
+        **world,
+        "firms": pd.concat([world["firms"], blank], ignore_index=True),
+        "insurance_claims": pd.concat(
+            [world["insurance_claims"], conform("insurance_claims", pd.DataFrame([row]))],
+            ignore_index=True,
+        ),
+    }
+    known = (
+        decided + pd.Timedelta(days=CONFIG.lag("insurance_claims", "decision_lag_days"))
+    ).date()
+
+    def pending(day: date) -> float:
+        return float(build_snapshot(tables, day).set_index("usc_code").loc[code, "claims_pending"])
+
+    assert pending(known - timedelta(days=1)) == 1.0
+    assert pending(known) == 0.0
+
+
+def test_macro_month_visible_to_every_firm_when_published(world: dict[str, pd.DataFrame]) -> None:
+    row = conform(
+        "macro_indicators",
+        pd.DataFrame(
+            [
+                {
+                    "period": "2025-01",
+                    "export_orders_pmi": 41.5,
+                    "freight_cost_index": 180.0,
+                    "western_demand_index": 90.0,
+                }
+            ]
+        ),
+    )
+    tables = {
+        **world,
+        "macro_indicators": pd.concat([world["macro_indicators"], row], ignore_index=True),
+    }
+    published = pd.Timestamp("2025-01-31") + pd.Timedelta(days=CONFIG.lag("macro_indicators"))
+    before = build_snapshot(tables, (published - pd.Timedelta(days=1)).date())
+    on = build_snapshot(tables, published.date())
+    assert (before["macro_export_orders_pmi"] != 41.5).all()
+    assert (on["macro_export_orders_pmi"] == 41.5).all() and len(on) > 0
+    assert (on["macro_freight_cost_index"] == 180.0).all()
 
 
 def test_court_closure_visible_after_its_own_lag(world: dict[str, pd.DataFrame]) -> None:

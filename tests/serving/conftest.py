@@ -174,6 +174,8 @@ def make_service(svc_loaded: Any) -> Iterator[Callable[..., Service]]:
 
     def make(url: str, loaded: Any = "default", **settings: Any) -> Service:
         bundle = svc_loaded if loaded == "default" else loaded
+        # Tests fire requests faster than any client would: limits only where a test asks.
+        settings.setdefault("rate_limits_enabled", False)
         cfg = Settings(database_url=url, load_on_start=False, **settings)
         app = create_app(cfg, ServingState(bundle))
         client = stack.enter_context(TestClient(app))

@@ -41,3 +41,4 @@ def test_policy_simulation_notebook_runs(
         if o.get("name") == "stdout"
     )
     assert "firms covered" in text and "expected loss change" in text
+    assert "more cover under the same VaR" in text and "claims ratio" in text

@@ -33,7 +33,8 @@ def fuzz(module_db_url: str, svc_loaded: Any, svc_firms: Any) -> Any:
     from serving.state import ServingState
 
     app = create_app(
-        Settings(database_url=module_db_url, load_on_start=False), ServingState(svc_loaded)
+        Settings(database_url=module_db_url, load_on_start=False, rate_limits_enabled=False),
+        ServingState(svc_loaded),
     )
     with TestClient(app) as client:
         svc = Service(client=client, app=app, db=Database(module_db_url), loaded=svc_loaded)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -19,8 +20,15 @@ def h(key: str) -> dict[str, str]:
 
 
 @pytest.fixture()
-def svc(make_service: Any, db_url: str, svc_settings_kwargs: dict[str, Any]) -> Any:
-    return make_service(db_url, **svc_settings_kwargs)
+def svc(
+    make_service: Any,
+    db_url: str,
+    svc_settings_kwargs: dict[str, Any],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Any:
+    # The tests' files live under pytest's base folder: that is where admins may reload from.
+    base = tmp_path_factory.getbasetemp()
+    return make_service(db_url, **svc_settings_kwargs, model_roots=[base], snapshot_roots=[base])
 
 
 def _broken_model(src: Path, dest: Path, how: str) -> Path:
@@ -47,8 +55,12 @@ def test_corrupt_model_is_refused_and_old_keeps_serving(
     assert any("load refused" in rec.getMessage() for rec in caplog.records)
     after = svc.client.get(f"/v1/firms/{svc_firms.a}/score", headers=h(ent))
     assert after.status_code == 200 and after.json() == before
-    ready = svc.client.get("/v1/ready").json()
+    ready = svc.client.get("/v1/ready", headers=h(admin)).json()
     assert ready["ready"] and str(bad) in ready["last_error"]
+    # Without an admin key, readiness says a reload failed but shows no paths or errors.
+    public = svc.client.get("/v1/ready").json()
+    assert public["reload_failed"] and public["last_error"] is None
+    assert public["served"]["snapshot"] is None and str(bad) not in json.dumps(public)
 
 
 def test_corrupt_or_mismatched_snapshot_is_refused(
@@ -99,7 +111,8 @@ def test_reload_swaps_without_dropping_requests(
     assert r.status_code == 200, r.text
     assert r.json()["firms"] == 100
     assert statuses and set(statuses) == {200}
-    assert svc.client.get("/v1/ready").json()["served"]["snapshot"] == str(small)
+    served = svc.client.get("/v1/ready", headers=h(admin)).json()["served"]
+    assert served["snapshot"] == str(small.resolve())
     # Non-admins may not reload.
     assert svc.client.post("/v1/admin/reload", json={}, headers=h(ent)).status_code == 403
 
@@ -129,8 +142,20 @@ def test_startup_without_loadable_model_is_not_ready(
         snapshot=svc_snapshot_path,
     )
     with TestClient(create_app(settings)) as client:
-        r = client.get("/v1/ready")
+        r = client.get("/v1/ready", headers=h(_admin_key(db_url)))
         assert r.status_code == 503 and "nope" in r.json()["last_error"]
+
+
+def _admin_key(url: str) -> str:
+    from serving.auth import create_key
+    from serving.db import Database
+
+    db = Database(url)
+    try:
+        with db.session() as s:
+            return create_key(s, "admin", "ops")[0]
+    finally:
+        db.dispose()
 
 
 def test_startup_loads_and_migrates(db_url: str, svc_settings_kwargs: dict[str, Any]) -> None:
@@ -142,7 +167,9 @@ def test_startup_loads_and_migrates(db_url: str, svc_settings_kwargs: dict[str, 
     url = db_url
     with TestClient(create_app(Settings(database_url=url, **svc_settings_kwargs))) as client:
         assert client.get("/v1/ready").json()["ready"] is True
-    assert current_revision(url) == "0001"
+    from serving.db import head_revision
+
+    assert current_revision(url) == head_revision()
 
 
 def test_startup_loads_the_registry_champion(
@@ -169,7 +196,8 @@ def test_startup_loads_the_registry_champion(
         snapshot=svc_snapshot_path,
     )
     with TestClient(create_app(settings)) as client:
-        served = client.get("/v1/ready").json()["served"]
+        key = _admin_key(settings.database_url)
+        served = client.get("/v1/ready", headers=h(key)).json()["served"]
     assert served["model_version"] == trained_credit.model.version
     assert served["model_source"] == f"models:/{name}@champion"
 
@@ -188,9 +216,13 @@ def test_database_down_fails_closed(svc_loaded: Any, svc_firms: Any) -> None:
     with TestClient(create_app(settings, ServingState(svc_loaded))) as client:
         r = client.get(f"/v1/firms/{svc_firms.a}/score", headers=h("kx_000000000000_" + "a" * 43))
         assert r.status_code == 503 and r.headers["retry-after"] == "5"
-        assert client.get("/v1/ready").json() == {
+        body = client.get("/v1/ready").json()
+        assert body == {
             "ready": False,
             "database": False,
-            "served": client.get("/v1/ready").json()["served"],
+            "database_writable": False,
+            "audit_writes": True,  # no audit write was tried: the key check failed first
+            "served": body["served"],
             "last_error": None,
+            "reload_failed": False,
         }

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.feature_availability import SnapshotConfig
 from features.io import part_files, read_table
-from features.tables import TABLES
+from features.tables import LATE_CAPABLE, TABLES
 from features.uscc import SHENZHEN_DISTRICTS, validate
-from simulator.simulate import SimulationError, load_config, simulate
+from simulator.simulate import ORACLE_TABLES, WORLD_TABLES, SimulationError, load_config, simulate
 
 PARQUET_DTYPES = {
     "str": "str",
@@ -91,7 +92,10 @@ def test_same_arguments_give_byte_identical_files(tmp_path: Path) -> None:
     kw = {"fault_rate": 0.02, "chunk_size": 80}
     a = _hashes(*_run(tmp_path / "a", **kw))
     b = _hashes(*_run(tmp_path / "b", **kw))
-    assert len(a) == (len(TABLES) + 3) * 2  # two chunks of every table and oracle part
+    # Two chunks of every firm table and of true_pd, defaults; one part of the world tables
+    # and oracles; faults: the world part plus one per chunk.
+    chunked = len(TABLES) - len(WORLD_TABLES) + 2
+    assert len(a) == 2 * chunked + len(WORLD_TABLES) + 3 + (len(ORACLE_TABLES) - 3)
     assert a == b
     c = _hashes(*_run(tmp_path / "c", seed=4, **kw))
     assert c.keys() == a.keys()
@@ -130,23 +134,26 @@ def test_oracle_tables_have_their_columns(sim_dirs: tuple[Path, Path]) -> None:
     assert (tp["as_of"].dt.day == 1).all()
     assert tp["pd_12m"].between(0, 1).all()
     d = read_table(oracle, "defaults")
-    assert list(d.columns) == ["usc_code", "default_date"]
+    assert list(d.columns) == ["usc_code", "default_date", "kind"]
     assert d["usc_code"].is_unique
-    # PD 1 means distress has begun (30/60 days past due): the default follows within 2 months.
-    certain = tp[
-        (tp["pd_12m"] >= 1.0) & (tp["as_of"] <= tp["as_of"].max() - pd.DateOffset(months=2))
-    ]
-    assert len(certain) > 0
-    dd = certain["usc_code"].map(d.set_index("usc_code")["default_date"])
-    horizon = certain["as_of"] + pd.DateOffset(months=2) + pd.offsets.MonthEnd(0)
-    assert ((dd > certain["as_of"]) & (dd <= horizon)).all()
+    assert set(d["kind"]) <= {"credit", *load_config()["sudden"]["causes"]}
+    # Delinquency can cure, so no PD is certain; a firm 60 days past due at the start of a
+    # month defaults in it with the 60->90 roll rate at least.
+    assert (tp["pd_12m"] < 1.0).all()
+    rep = _clean(*sim_dirs, "loan_repayments")
+    at60 = rep[rep["days_past_due"].between(60, 89)]
+    nxt = (pd.to_datetime(at60["period"] + "-01") + pd.DateOffset(months=1)).rename("as_of")
+    pd60 = pd.DataFrame({"usc_code": at60["usc_code"], "as_of": nxt}).merge(tp)
+    assert len(pd60) > 0
+    assert (pd60["pd_12m"] >= load_config()["delinquency"]["roll_60_90"] - 1e-6).all()
     # No oracle row after a firm's default.
     after = tp["as_of"] >= tp["usc_code"].map(d.set_index("usc_code")["default_date"])
     assert not after.any()
 
 
 def _row_problems(df: pd.DataFrame, name: str, firms: set[str]) -> pd.Series:
-    """Per row, whether it breaks the table spec (types aside), a key or the firm reference."""
+    """Per row, whether it breaks the table spec (types aside), a key, the firm reference or
+    arrived after its publication lag."""
     bad = pd.Series(False, index=df.index)
     for col in TABLES[name].columns:
         s = df[col.name]
@@ -159,11 +166,16 @@ def _row_problems(df: pd.DataFrame, name: str, firms: set[str]) -> pd.Series:
         if col.allowed is not None:
             bad |= s.notna() & ~s.isin(col.allowed)
         if col.regex is not None:
-            bad |= ~s.astype(str).str.match(col.regex)
-    valid = {c: validate(c).valid for c in df["usc_code"].unique()}
-    bad |= ~df["usc_code"].map(valid).astype(bool)
-    if name != "firms":
-        bad |= ~df["usc_code"].isin(firms)
+            bad |= s.notna() & ~s.astype(str).str.match(col.regex)
+    if "usc_code" in df:
+        valid = {c: validate(c).valid for c in df["usc_code"].unique()}
+        bad |= ~df["usc_code"].map(valid).astype(bool)
+        if name != "firms":
+            bad |= ~df["usc_code"].isin(firms)
+    if name in LATE_CAPABLE:
+        due = pd.to_datetime(df["period"], format="%Y-%m", errors="coerce") + pd.offsets.MonthEnd(0)
+        lag = pd.Timedelta(days=SnapshotConfig.load().lag(name))
+        bad |= (df["received_date"] > due + lag).fillna(False)
     bad |= df.duplicated(keep="first")
     bad |= df.duplicated(subset=list(TABLES[name].key), keep=False) & ~bad
     return bad
@@ -206,6 +218,13 @@ def test_each_fault_is_what_the_ground_truth_says(sim_dirs: tuple[Path, Path]) -
             if r.fault == "duplicate":
                 assert row.equals(df.iloc[r._3 - 1])
                 continue
+            if r.fault == "late_arrival":
+                end = pd.Timestamp(row["period"] + "-01") + pd.offsets.MonthEnd(0)
+                lag = SnapshotConfig.load().lag(name)
+                assert row["received_date"] > end + pd.Timedelta(days=lag)
+                assert name in LATE_CAPABLE
+                continue
+            assert pd.isna(row.get("received_date"))
             assert not row.equals(df.iloc[r._3 - 1])
             if r.fault == "uscc_check":
                 reason = validate(row["usc_code"]).reason
@@ -232,7 +251,9 @@ def test_fault_kinds_and_rate(sim_dirs: tuple[Path, Path]) -> None:
     mix = load_config()["faults"]["mix"]
     assert set(faults["fault"]) == set(mix)
     total = sum(len(read_table(raw, name)) for name in TABLES)
-    rate = len(faults) / (total - len(faults))
+    # A late row is the fault itself, not an extra copy.
+    extra = int((faults["fault"] != "late_arrival").sum())
+    rate = len(faults) / (total - extra)
     assert 0.008 < rate < 0.012
     share = faults["fault"].value_counts(normalize=True)
     for kind, w in mix.items():
@@ -357,26 +378,31 @@ def test_suspension_wave_hits_concentrated_firms(sim_dirs: tuple[Path, Path]) ->
     assert rate[0] > rate[1]
 
 
-@pytest.fixture(scope="module")
-def calibration_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """A bigger, fault-free world after the wave (the oracle does not foresee shocks)."""
-    return _run(
-        tmp_path_factory.mktemp("calib"), n_firms=3000, seed=5, start="2022-01", end="2024-12"
-    )
+@pytest.mark.parametrize(
+    ("path", "value", "word"),
+    [
+        (("delinquency", "roll_30_60"), 1.4, r"delinquency\.roll_30_60: .*less than or equal"),
+        (("macro", "rho"), 1.0, r"macro\.rho: "),
+        (("buyers", "size_weights"), {"small": 1.0}, r"buyers: .*size_weights must name"),
+        (("sudden", "share_of_defaults"), 1.0, r"sudden\.share_of_defaults: "),
+        (("mnar", "stop_prob"), {"no_such_table": 0.5}, r"mnar: .*stop_prob: unknown table"),
+    ],
+)
+def test_bad_configuration_is_rejected_naming_the_field(
+    tmp_path: Path, path: tuple[str, str], value: object, word: str
+) -> None:
+    import copy
 
-
-def test_oracle_is_calibrated_by_decile(calibration_world: tuple[Path, Path]) -> None:
-    _, oracle = calibration_world
-    tp = read_table(oracle, "true_pd")
-    tp = tp[tp["as_of"] <= pd.Timestamp("2024-01-01")]  # full 12-month outcome window
-    d = read_table(oracle, "defaults").set_index("usc_code")["default_date"]
-    dd = tp["usc_code"].map(d)
-    y = ((dd > tp["as_of"]) & (dd <= tp["as_of"] + pd.DateOffset(months=12))).astype(float)
-    decile = pd.qcut(tp["pd_12m"].rank(method="first"), 10, labels=False)
-    g = pd.DataFrame({"p": tp["pd_12m"], "y": y, "dec": decile}).groupby("dec")
-    p, obs, n = g["p"].mean(), g["y"].mean(), g["y"].size()
-    # Rows of one firm in consecutive months share outcomes: about 12 rows per independent one.
-    se = np.sqrt(p * (1 - p) / (n / 12))
-    assert (np.abs(p - obs) <= 4 * se + 0.003).all(), pd.DataFrame({"p": p, "obs": obs, "se": se})
-    assert p.iloc[-1] > 20 * p.iloc[0]
-    assert obs.iloc[-1] > 10 * max(obs.iloc[:3].mean(), 1e-4)
+    cfg = copy.deepcopy(load_config())
+    cfg[path[0]][path[1]] = value
+    with pytest.raises(SimulationError, match=word):
+        simulate(
+            n_firms=5,
+            seed=1,
+            start="2020-01",
+            end="2020-06",
+            out_dir=tmp_path / "r",
+            oracle_dir=tmp_path / "o",
+            progress=False,
+            config=cfg,
+        )

@@ -110,3 +110,85 @@ def test_gate_thresholds_refuse_a_first_model(trained_credit, mlflow_tracking_ur
     assert any("min_auc" in r for r in decision["reasons"])
     with pytest.raises(GateError, match="no 'champion'"):
         load_champion(NAME, mlflow_tracking_uri)
+
+
+def test_registered_pyfunc_carries_its_code_and_plots(
+    trained_credit, mlflow_tracking_uri, tmp_path
+):
+    """A fresh process in another folder, without this checkout on its path, loads and scores
+    the registered model from the code logged with it; the plots are run artifacts of their own."""
+    import base64
+    import io
+    import os
+    import subprocess
+    import sys
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    run_id, version = log_training(
+        trained_credit,
+        trained_credit.metrics,
+        "<html></html>",
+        name=NAME,
+        tracking_uri=mlflow_tracking_uri,
+        figures={"shap_beeswarm": png, "waterfall_0_row 7": png},
+    )
+    client = mlflow.MlflowClient(tracking_uri=mlflow_tracking_uri)
+    assert sorted(a.path for a in client.list_artifacts(run_id, "plots")) == [
+        "plots/shap_beeswarm.png",
+        "plots/waterfall_0_row_7.png",
+    ]
+    rows = trained_credit.eval_frame[trained_credit.model.feature_names].head(5)
+    for c in trained_credit.model.categorical:
+        rows[c] = rows[c].astype(object).astype("string")
+    rows.to_parquet(tmp_path / "rows.parquet")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = (
+        "import mlflow, pandas as pd, sys\n"
+        f"mlflow.set_tracking_uri({mlflow_tracking_uri!r})\n"
+        f"m = mlflow.pyfunc.load_model('models:/{NAME}/{version}')\n"
+        "import training.model\n"
+        "print(training.model.__file__)\n"
+        f"print(m.predict(pd.read_parquet({str(tmp_path / 'rows.parquet')!r}))['pd'].tolist())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    module_file, pds = done.stdout.strip().splitlines()[-2:]
+    repo = str(Path(__file__).resolve().parents[2])
+    assert not module_file.startswith(repo) and "/code/training/model.py" in module_file
+    np.testing.assert_allclose(
+        eval(pds),
+        trained_credit.model.predict_pd(rows.astype({c: object for c in rows})),
+        rtol=1e-12,
+    )
+
+
+def test_service_lookup_honours_the_model_alias(trained_credit, mlflow_tracking_uri):
+    from serving.settings import Settings
+    from serving.state import LoadError, load_model
+
+    _, v1 = _log(trained_credit, mlflow_tracking_uri)
+    _, v2 = _log(_worse(trained_credit), mlflow_tracking_uri)
+    client = mlflow.MlflowClient(tracking_uri=mlflow_tracking_uri)
+    client.set_registered_model_alias(NAME, "champion", v1)
+    client.set_registered_model_alias(NAME, "shadow", v2)
+    base = {"mlflow_tracking_uri": mlflow_tracking_uri, "model_name": NAME}
+    champ, source = load_model(None, Settings(**base))
+    assert source.endswith("@champion") and not champ.version.endswith("-worse")
+    shadow, source = load_model(None, Settings(**base, model_alias="shadow"))
+    assert source.endswith("@shadow") and shadow.version.endswith("-worse")
+    with pytest.raises(LoadError, match="no 'nobody' alias"):
+        load_model(None, Settings(**base, model_alias="nobody"))

@@ -1,0 +1,182 @@
+"""Group commit of the audit log: batching, all-or-nothing batches, bounded waits, processes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import sqlalchemy as sa
+
+from serving.audit import AuditEntry, AuditUnavailableError, append, verify, writer_for
+from serving.db import Database, upgrade
+from serving.models import AuditLog
+
+
+def entry(i: int) -> AuditEntry:
+    return AuditEntry(
+        request_id=f"req-{i}",
+        key_id=1,
+        role="bank",
+        institution="Bank",
+        firm_usc="91440300MA5G2X7K3Q",
+        purpose="loan review",
+        endpoint="GET /v1/firms/{usc_code}/score",
+        model_version="m1",
+    )
+
+
+@contextmanager
+def head_locked(db: Database) -> Iterator[None]:
+    """Hold the head row's lock from another connection (as a stuck writer would)."""
+    with db.engine.connect() as conn:
+        if db.dialect == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.execute(sa.text("SELECT last_id FROM audit_head WHERE id = 1 FOR UPDATE"))
+        try:
+            yield
+        finally:
+            conn.rollback()
+
+
+def _run_threads(db: Database, ids: range, timeout_s: float, out: dict[int, object]) -> list:
+    def work(i: int) -> None:
+        with db.sessions() as s:
+            try:
+                out[i] = append(s, [entry(i)], timeout_s=timeout_s)[0].id
+            except AuditUnavailableError as exc:
+                out[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def _wait_queued(db: Database, n: int) -> None:
+    writer = writer_for(db.engine)
+    deadline = time.monotonic() + 20
+    while len(writer._queue) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(writer._queue) >= n, "requests did not queue behind the writer"
+
+
+def test_waiting_requests_are_written_in_one_batch(db_url: str) -> None:
+    upgrade(db_url)
+    db = Database(db_url)
+    writer = writer_for(db.engine, timeout_s=30)
+    out: dict[int, object] = {}
+    with head_locked(db):
+        # The first request becomes the writer and waits for the lock; nine queue behind it.
+        threads = _run_threads(db, range(10), 30, out)
+        _wait_queued(db, 9)
+    for t in threads:
+        t.join(30)
+    assert sorted(out.values()) == list(range(1, 11))  # type: ignore[type-var]
+    assert writer.batches == 2 and writer.entries == 10
+    with db.sessions() as s:
+        assert verify(s).ok
+    db.dispose()
+
+
+def test_a_locked_head_fails_every_request_of_the_batch_in_bounded_time(db_url: str) -> None:
+    upgrade(db_url)
+    db = Database(db_url)
+    out: dict[int, object] = {}
+    with head_locked(db):
+        start = time.monotonic()
+        threads = _run_threads(db, range(6), 0.3, out)
+        for t in threads:
+            t.join(30)
+        elapsed = time.monotonic() - start
+    assert all(isinstance(v, AuditUnavailableError) for v in out.values()), out
+    assert len(out) == 6
+    # At most two batches ran, each bounded by the timeout (plus slack for a loaded machine).
+    assert elapsed < 10
+    with db.sessions() as s:
+        assert s.scalar(sa.select(sa.func.count()).select_from(AuditLog)) == 0
+        assert verify(s).ok
+        # The chain is usable again once the lock is gone.
+        assert append(s, [entry(99)])[0].id == 1
+    db.dispose()
+
+
+def test_a_session_with_its_own_writes_is_committed_before_the_audit(db_url: str) -> None:
+    from serving.auth import create_key
+
+    upgrade(db_url)
+    db = Database(db_url)
+    with db.sessions() as s:
+        _, row = create_key(s, "bank", "Bank")  # flushed, not committed: holds SQLite's lock
+        append(s, [entry(1)], timeout_s=5)
+        key_id = row.id
+    with db.sessions() as s:
+        assert s.scalar(sa.text(f"SELECT count(*) FROM api_keys WHERE id = {key_id}")) == 1
+    db.dispose()
+
+
+def _process_load(url: str, worker: int, threads: int, n: int) -> None:
+    db = Database(url)
+
+    def work(t: int) -> None:
+        for i in range(n):
+            with db.sessions() as s:
+                append(s, [entry(worker * 10_000 + t * 100 + i)])
+
+    pool = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    db.dispose()
+
+
+def test_group_commit_across_processes_keeps_one_chain(db_url: str) -> None:
+    upgrade(db_url)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_process_load, args=(db_url, w, 4, 10)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert all(p.exitcode == 0 for p in procs)
+    db = Database(db_url)
+    with db.sessions() as s:
+        result = verify(s)
+        ids = list(s.scalars(sa.select(AuditLog.id).order_by(AuditLog.id)))
+        requests = set(s.scalars(sa.select(AuditLog.request_id)))
+    assert result.ok and result.rows == 3 * 4 * 10, result
+    assert ids == list(range(1, 121))
+    assert len(requests) == 120
+    db.dispose()
+
+
+def test_waiting_requests_do_not_starve_the_writer_of_a_connection(db_url: str) -> None:
+    from sqlalchemy.orm import sessionmaker
+
+    upgrade(db_url)
+    # Two pooled connections for eight concurrent requests that each read before auditing.
+    engine = sa.create_engine(db_url, pool_size=2, max_overflow=0, pool_timeout=20)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    out: dict[int, object] = {}
+
+    def work(i: int) -> None:
+        with sessions() as s:
+            s.execute(sa.text("SELECT count(*) FROM api_keys")).scalar()
+            try:
+                out[i] = append(s, [entry(i)], timeout_s=10)[0].id
+            except AuditUnavailableError as exc:
+                out[i] = exc
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(out.values()) == list(range(1, 9)), out  # type: ignore[type-var]
+    with sessions() as s:
+        assert verify(s).ok
+    engine.dispose()
