@@ -23,6 +23,7 @@ import pandas as pd
 
 from features.tables import BUYER_SECTORS, BUYER_SIZES
 from simulator.macro import Macro, region_index
+from simulator.months import month_end, month_start
 
 NEVER = 1_000_000
 #: Payment states.
@@ -219,8 +220,6 @@ def buyer_oracle(b: Buyers, pc: dict[str, Any], macro: Macro, month0: int) -> pd
     pandas.DataFrame
         ``buyer_id``, ``as_of`` (first of the month), ``pd_12m``.
     """
-    from simulator.tables import month_start
-
     late0, prot0, ins0 = _logits(b, pc)
     m = b.state.shape[1]
     v_on = np.zeros((b.n, m))
@@ -262,8 +261,6 @@ def buyers_table(b: Buyers, countries: Any) -> pd.DataFrame:
 
 def default_frame(b: Buyers, month0: int) -> pd.DataFrame:
     """``ORACLE/buyer_defaults``: buyer, default date (month end) and kind."""
-    from simulator.tables import month_end
-
     idx = np.nonzero(b.default_m < NEVER)[0]
     kind = b.state[idx, b.default_m[idx]]
     return pd.DataFrame(

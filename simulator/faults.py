@@ -89,10 +89,13 @@ def _amount_column(table: str) -> str | None:
 
 
 @cache
+def _availability() -> dict[str, Any]:
+    return yaml.safe_load((REFERENCE_DIR / "availability.yaml").read_text("utf-8"))
+
+
 def publication_lag(table: str) -> int:
     """Publication lag in days of a monthly table (``features/config/availability.yaml``)."""
-    data = yaml.safe_load((REFERENCE_DIR / "availability.yaml").read_text("utf-8"))
-    return int(data["tables"][table]["lag_days"])
+    return int(_availability()["tables"][table]["lag_days"])
 
 
 def _late_dates(
@@ -153,7 +156,7 @@ def inject(
     drawn = np.array(kinds, dtype=object)[rng.choice(len(kinds), n_f, p=weights / weights.sum())]
     late = np.sort(picked[drawn == LATE])
     if len(late):
-        df = df.copy()
+        df = df.copy(deep=False)  # only received_date changes: no copy of the other columns
         received = df["received_date"].to_numpy(dtype="datetime64[ns]").copy()
         received[late] = _late_dates(df["period"].iloc[late], table, rng, cfg["late_arrival_days"])
         df["received_date"] = received

@@ -456,16 +456,17 @@ def buyer_effect(w: World, months: np.ndarray, before: np.ndarray | None = None)
     """
     bc = w.cfg["buyers"]
     out = np.zeros((w.n, len(months)), np.float32)
+    # Only firms with a buyer that defaults in the window carry an effect.
+    rows = np.nonzero((w.buyer_default_m < NEVER).any(1))[0]
     for d in range(w.buyer.shape[1]):
-        dm = w.buyer_default_m[:, d][:, None]
+        dm = w.buyer_default_m[rows, d][:, None]
         since = months[None, :] - dm
         decay = 0.5 ** ((np.maximum(since, 1) - 1) / bc["effect_half_life_months"])
         hit = since > 0
         if before is not None:
             hit &= dm < before[None, :]
-        out += (bc["firm_hazard_effect"] * w.buyer_share[:, d][:, None] * decay * hit).astype(
-            np.float32
-        )
+        share = w.buyer_share[rows, d][:, None]
+        out[rows] += (bc["firm_hazard_effect"] * share * decay * hit).astype(np.float32)
     return out
 
 

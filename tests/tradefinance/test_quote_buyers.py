@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kx_firms import GRADES
 
-from tradefinance.insurance import PlatformBuyer, QuoteRequest, quote
+from tradefinance.insurance import PlatformBuyer, QuoteInputError, QuoteRequest, quote
 from tradefinance.pricing import load_pricing_config
 from tradefinance.products import load_products
 from tradefinance.shipment_plan import PlanRequest, quote_plan
@@ -62,9 +62,16 @@ def test_unknown_buyer_uses_the_callers_grade_and_says_so() -> None:
     )
     assert q.buyer_grade == "C" and q.buyer_grade_source == "caller" and q.buyer_grade_as_of is None
     assert any("unknown buyer" in n["message_en"] and n["message_zh"] for n in q.notes)
-    with pytest.raises(ValueError, match="buyer_country"):
-        QuoteRequest(terms="O/A", credit_days=60, amount_usd=1.0)
-    with pytest.raises(KeyError, match="buyer_country"):
+    # Neither a platform buyer nor a country: refused when quoted, naming the field (a product
+    # with a fixed shipment needs neither, so the request itself may omit both).
+    with pytest.raises(QuoteInputError, match="buyer_country"):
+        quote(
+            row=FIRM,
+            request=QuoteRequest(terms="O/A", credit_days=60, amount_usd=1.0),
+            catalog=CATALOG,
+            grades=GRADES,
+        )
+    with pytest.raises(QuoteInputError, match="buyer_country"):
         quote(row=FIRM, request=_req(buyer_id="BYUSA999999"), catalog=CATALOG, grades=GRADES)
 
 
