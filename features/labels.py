@@ -67,6 +67,9 @@ def number(value: float) -> str:
     return f"{value:,.4g}" if abs(value) < 1e4 else f"{value:,.0f}"
 
 
+#: Features whose category values share another field's labels (key ``<prefix>.<value>``).
+VALUE_PREFIX = {"main_marketplace": "marketplace"}
+
 #: Units whose values people read as whole numbers (money, counts, durations).
 WHOLE_UNITS = frozenset(
     {
@@ -117,7 +120,8 @@ def value_label(name: str, value: Any, lang: str, features: Catalog | None = Non
         return text("yes" if bool(value) else "no", lang)
     if isinstance(value, int | float):
         return number(_to_unit(float(value), field, features))
-    key = f"purpose_{value}" if field == "purpose" else f"{field}.{value}"
+    prefix = VALUE_PREFIX.get(field, field)
+    key = f"purpose_{value}" if field == "purpose" else f"{prefix}.{value}"
     return text(key, lang) if has_text(key) else str(value)
 
 

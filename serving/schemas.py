@@ -608,12 +608,12 @@ class CountryOut(Strict):
 
     iso3: str
     name: str
-    name_zh: str
+    name_zh: str = Field(description="name from the text catalog (country.<ISO3>)")
     name_en: str
+    category_zh: str = Field(description="the category as people read it, e.g. 经合组织第4类")
+    category_en: str
     crc: int | None
     category: str
-    category_zh: str
-    category_en: str
     high_income_unclassified: bool
     declined: bool
 

@@ -404,10 +404,17 @@ def _declines(
 
 def _note(code: str, **fields: str) -> dict[str, str]:
     key = f"ins_note_{code}"
+
+    def filled(lang: str) -> dict[str, str]:
+        # An unrated buyer's grade code reads as words, not as "unknown" in a Chinese text.
+        if fields.get("grade") == "unknown":
+            return {**fields, "grade": text("buyer_grade_unknown", lang)}
+        return fields
+
     return {
         "code": code,
-        "message_en": text(key, "en", **fields),
-        "message_zh": text(key, "zh", **fields),
+        "message_en": text(key, "en", **filled("en")),
+        "message_zh": text(key, "zh", **filled("zh")),
     }
 
 

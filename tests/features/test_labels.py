@@ -14,6 +14,7 @@ from features.labels import (
 
 def test_values_read_as_words_and_rounded_numbers() -> None:
     assert value_label("district", "baoan", "zh") == "宝安区"
+    assert value_label("main_marketplace", "amazon", "zh") == "亚马逊"
     assert value_label("dishonest_listed", 0, "zh") == "否"
     assert value_label("dishonest_listed", 1.0, "en") == "yes"
     assert value_label("firm_age_months", 70.57, "zh") == "71"  # months are whole
