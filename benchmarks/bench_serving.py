@@ -115,7 +115,8 @@ def grow_snapshot(snap: Path, n: int, out: Path) -> Path:
     reps = -(-n // len(base))
     frame = pd.concat([base] * reps, ignore_index=True).iloc[:n].copy()
     codes = generate(np.random.default_rng(13), n + len(base))
-    fresh = [c for c in dict.fromkeys(codes) if c not in set(base["usc_code"])][:n]
+    taken = set(base["usc_code"])
+    fresh = [c for c in dict.fromkeys(codes) if c not in taken][:n]
     if len(fresh) < n:
         raise SystemExit(f"could not generate {n} distinct codes")
     frame["usc_code"] = fresh
@@ -655,9 +656,17 @@ def main() -> None:
     parser.add_argument("--startup-budget", type=float, default=1500.0, help="seconds")
     parser.add_argument("--no-mlflow", dest="mlflow", action="store_false")
     parser.add_argument("--postgres", default=None, help="PostgreSQL URL (schemas recreated)")
+    parser.add_argument(
+        "--only-startup", action="store_true", help="measure start-up only; append to the results"
+    )
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     started = datetime.now(UTC)
+    if args.only_startup:
+        snap, model_dir = build_world(args.work, args.firms)
+        rows = startup_points(snap, model_dir, args.work, args.startup, args.startup_budget)
+        append_startup(args, started, rows)
+        return
     loads = [load_avg()]
     wrk = ensure_wrk()
     wrk_version = subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split("\n")[0]
@@ -669,6 +678,28 @@ def main() -> None:
     startup = startup_points(snap, model_dir, args.work, args.startup, args.startup_budget)
     loads.append(load_avg())
     write_results(args, started, loads, wrk_version, fast, http, startup)
+
+
+def append_startup(args: argparse.Namespace, started: datetime, rows: list[dict[str, Any]]) -> None:
+    """Append a start-up-only run to ``results_serving.md``."""
+    lines = [
+        "",
+        f"### Start-up run {started:%Y-%m-%d %H:%M}–{datetime.now(UTC):%H:%M} UTC "
+        f"(`bench_serving.py {' '.join(sys.argv[1:])}`)",
+        "",
+        "| firms | precompute (once, s) | worker ready (wall, s) | load logged (s) | load avg |",
+        "| ---: | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['firms']} | skipped: {r['skipped']} | | | |")
+        else:
+            lines.append(
+                f"| {r['firms']} | {r['precompute_s']:.1f} | {r['ready_s']:.1f} | "
+                f"{r['load_logged_s']:.1f} | {r['load']} |"
+            )
+    with RESULTS.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(lines) + "\n")
 
 
 def _ratio(a: float, b: float) -> str:

@@ -71,7 +71,9 @@ def test_a_vectorised_goal_finds_the_plan_the_scalar_goal_finds(
         def mask(frame: pd.DataFrame, row: Any = row) -> Any:
             return failed_counts(product.rules, frame, row, grades) == 0
 
-        common = {"scales": loaded.scales, "max_steps": 8, "beam": 4}
+        # No wall-clock cut-off: on a busy machine the slower scalar search would stop early.
+        unbounded = load_recourse_config().model_copy(update={"time_budget_s": 1e6})
+        common = {"scales": loaded.scales, "max_steps": 8, "beam": 4, "config": unbounded}
         slow = find_recourse(loaded.model, loaded.catalog, row, goal, **common)
         fast = find_recourse(loaded.model, loaded.catalog, row, goal, goal_mask=mask, **common)
         assert fast.changes == slow.changes and fast.reached == slow.reached
