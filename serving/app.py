@@ -176,7 +176,7 @@ def api_routes(app: FastAPI) -> list[tuple[str, str]]:
         path = getattr(ctx, "path", None) or getattr(route, "path", None)
         if not isinstance(route, routing.APIRoute) or path is None:
             continue
-        out += [(m, path) for m in sorted(route.methods - {"HEAD"})]
+        out += [(m, path) for m in sorted((route.methods or set()) - {"HEAD"})]
     return out
 
 

@@ -24,7 +24,7 @@ import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -148,7 +148,8 @@ class AuditWriter:
                 return _outcome(mine)
             # Nobody is writing and ours is still pending: this request writes the batch.
             self._writing = True
-            batch, size = [], 0
+            batch: list[_Pending] = []
+            size = 0
             while self._queue and (not batch or size + len(self._queue[0].entries) <= MAX_BATCH):
                 item = self._queue.pop(0)
                 batch.append(item)
@@ -198,7 +199,7 @@ class AuditWriter:
                     prev = row_hash(fields)
                     fields["row_hash"] = prev
                     values.append(fields)
-                conn.execute(sa.insert(AuditLog.__table__), values)
+                conn.execute(sa.insert(_LOG), values)
                 conn.execute(_MOVE_HEAD, {"h": prev})
                 conn.commit()
             except BaseException:
@@ -223,7 +224,8 @@ class AuditWriter:
             conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}")
 
 
-_HEAD = AuditHead.__table__
+_HEAD = cast(sa.Table, AuditHead.__table__)
+_LOG = cast(sa.Table, AuditLog.__table__)
 _CLAIM = (
     sa.update(_HEAD)
     .where(_HEAD.c.id == 1)

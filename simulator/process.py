@@ -111,6 +111,13 @@ class World:
     macro: Macro | None = None
     buyers: Buyers | None = None
 
+    @property
+    def buyer_pool(self) -> Buyers:
+        """The buyers (attached by :func:`attach_world_state` before any table is written)."""
+        if self.buyers is None:
+            raise RuntimeError("the world has no buyers yet: call attach_world_state first")
+        return self.buyers
+
     def __getattr__(self, name: str) -> np.ndarray:
         # Firm and month arrays live in ``arrays``; attribute access keeps the table code short.
         arrays = self.__dict__.get("arrays", {})

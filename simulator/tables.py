@@ -37,6 +37,12 @@ from simulator.process import MAX_STORES, NEVER, World
 _STR = pd.StringDtype("pyarrow", na_value=np.nan)
 
 
+def _pair(value: Any) -> tuple[float, float]:
+    """Return a configured ``[low, high]`` range as two floats (what ``uniform`` takes)."""
+    low, high = value
+    return float(low), float(high)
+
+
 def take_str(values: np.ndarray, idx: np.ndarray) -> pd.Series:
     """Return ``values[idx]`` as a ``str`` Series, built in Arrow (no Python objects per row).
 
@@ -312,10 +318,13 @@ class ChunkTables:
             tax_paid = (
                 sales_cny
                 * (w.margin * tc["income_tax"] + tc["other_taxes_of_sales"])
-                * rng.uniform(*tc["paid_noise"], w.n)
+                * rng.uniform(*_pair(tc["paid_noise"]), w.n)
             )
             rebate = (
-                sales_cny * tc["rebate_rate"] * rebate_share * rng.uniform(*tc["rebate_noise"], w.n)
+                sales_cny
+                * tc["rebate_rate"]
+                * rebate_share
+                * rng.uniform(*_pair(tc["rebate_noise"]), w.n)
             )
             big = sales > np.median(sales) if len(sales) else np.zeros(0, bool)
             rclass = np.select([(grade == 0) & big, grade <= 1, grade <= 3], [1, 2, 3], 4)
@@ -324,7 +333,7 @@ class ChunkTables:
             arrears_p = np.where(distressed, tc["distressed_arrears_prob"], arrears_p)
             arrears = np.where(
                 rng.random(w.n) < arrears_p,
-                sales_cny * rng.uniform(*tc["arrears_share_of_sales"], w.n),
+                sales_cny * rng.uniform(*_pair(tc["arrears_share_of_sales"]), w.n),
                 0.0,
             )
             idx = np.nonzero(ok)[0]
@@ -434,7 +443,7 @@ class ChunkTables:
         per_list = np.where(w.mode_is_b2c[i, j], oc["list_value_usd"], oc["b2b_declaration_usd"])
         returns = np.asarray(oc["returns_share"])[self.obs[i, t]]
         anomalies = np.asarray(oc["inspection_anomaly_rate"])[self.obs[i, t]]
-        buyers = np.append(w.buyers.ids, None)
+        buyers = np.append(w.buyer_pool.ids, [None])
         b = np.where(sold[i, j, d], w.buyer[i, d], len(buyers) - 1)
         df = pd.DataFrame(
             {
@@ -504,7 +513,7 @@ class ChunkTables:
 
     def _fx_buyer_rows(self, short: np.ndarray, cls: np.ndarray) -> pd.DataFrame:
         """One bank receipt row per firm, month and buyer with something due that month."""
-        w, b = self.w, self.w.buyers
+        w, b = self.w, self.w.buyer_pool
         frames = []
         for d in range(w.buyer.shape[1]):
             has = w.buyer[:, d] >= 0
@@ -549,7 +558,7 @@ class ChunkTables:
         )
         main = np.where(rng.random(n) < pi_share, 1, 0)  # index into FX_CHANNELS
         second = rng.random(n) < fx["second_channel_prob"]
-        split = np.where(second, rng.uniform(*fx["main_channel_share"], n), 1.0)
+        split = np.where(second, rng.uniform(*_pair(fx["main_channel_share"]), n), 1.0)
         fx_class = np.select(
             [w.fx_shortfall > fx["class_c_shortfall"], w.fx_shortfall > fx["class_b_shortfall"]],
             [2, 1],
@@ -574,7 +583,7 @@ class ChunkTables:
                         "t": t,
                         "c": ch[i],
                         "slot": -1,
-                        "buyer": len(w.buyers.ids),
+                        "buyer": len(w.buyer_pool.ids),
                         "received_usd": np.round(val[i, t], 2),
                         "expected_usd": np.round(prev[i, t] * share[i], 2),
                         "days_beyond_terms": 0.0,
@@ -591,7 +600,7 @@ class ChunkTables:
         df["period"] = take_str(self.periods, df["t"].to_numpy())
         df["channel"] = take_str(np.array(FX_CHANNELS, dtype=object), df["c"].to_numpy())
         df["fx_class"] = take_str(np.array(FX_CLASSES, dtype=object), df["cls"].to_numpy())
-        df["buyer_id"] = take_str(np.append(w.buyers.ids, None), df["buyer"].to_numpy())
+        df["buyer_id"] = take_str(np.append(w.buyer_pool.ids, [None]), df["buyer"].to_numpy())
         return typed(df, "fx_receipts")
 
     def marketplace_stores(self) -> pd.DataFrame:
@@ -929,7 +938,7 @@ class ChunkTables:
         amount = (
             self.capacity[firm, np.clip(month, 0, M - 1)]
             * cfg["loans"]["cny_per_usd"]
-            * rng.uniform(*dc["court_amount_multiple"], len(firm))
+            * rng.uniform(*_pair(dc["court_amount_multiple"]), len(firm))
         )
         closes = rng.random(len(firm)) < dc["close_prob"]
         close_m = month + rng.integers(
@@ -1026,7 +1035,7 @@ class ChunkTables:
         shipping after it, capped at the policy's buyer limits.
         """
         w, cfg, rng = self.w, self.cfg, self.rng
-        cc, b = cfg["claims"], w.buyers
+        cc, b = cfg["claims"], w.buyer_pool
         M = self.M
         cum = np.concatenate(
             [np.zeros((w.n, 1, self.buyer_flow.shape[2])), self.buyer_flow.cumsum(1)], 1
