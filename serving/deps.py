@@ -34,7 +34,7 @@ from serving.auth import Principal, authenticate
 from serving.consent import active_grant
 from serving.db import Database
 from serving.metrics import route_template
-from serving.problems import ProblemError, field_error
+from serving.problems import FieldError, ProblemError, field_error
 from serving.settings import Settings
 from serving.state import Loaded, ServingState
 
@@ -124,6 +124,50 @@ def route_rule(request: Request) -> Access | None:
     return rule_for(request.method, path) if path is not None else None
 
 
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: Any) -> frozenset[str] | None:
+    """Query parameters a route declares, its dependencies' included (cached per route)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return None
+    names = _QUERY_NAMES.get(id(route))
+    if names is None:
+        found: set[str] = set()
+        todo = [dependant]
+        while todo:  # the route's own parameters and those of every dependency below it
+            dep = todo.pop()
+            found.update(p.alias for p in dep.query_params)
+            todo.extend(dep.dependencies)
+        names = frozenset(found)
+        _QUERY_NAMES[id(route)] = names
+    return names
+
+
+def _refuse_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not declare (as for an unknown body field)."""
+    known = _query_names(request.scope.get("route"))
+    if known is None:
+        return
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        errors = [
+            FieldError(
+                field=f"query.{name[:60]}",
+                message="unknown query parameter",
+                expected=", ".join(sorted(known)) or "no query parameters",
+            )
+            for name in unknown[:10]
+        ]
+        raise ProblemError(
+            422,
+            "; ".join(f"{e.field}: {e.message}" for e in errors),
+            kind="invalid-input",
+            errors=errors,
+        )
+
+
 async def enforce_access(request: Request, session: DbSession) -> None:
     """App-wide dependency: the access table decides who may call the matched route.
 
@@ -136,10 +180,12 @@ async def enforce_access(request: Request, session: DbSession) -> None:
         logger.error("no access-table entry for %s: refused", endpoint_name(request))
         raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
     if rule.public:
+        _refuse_unknown_query(request)
         return
     principal = await run_in_threadpool(
         _authenticate, request, session, request.headers.get(API_KEY_HEADER)
     )
+    _refuse_unknown_query(request)
     if rule.grant(principal.role) is None:
         allowed = ", ".join(r for r in rule.roles)
         raise ProblemError(

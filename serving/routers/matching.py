@@ -58,6 +58,8 @@ class MatchRequest(Need):
             ]
         },
     )
+    # Strict: JSON true is not an amount of 1 CNY (schemathesis found it accepted).
+    amount_cny: float = Field(gt=0, le=1e9, strict=True, description="amount wanted, CNY")
     recourse: bool = Field(
         default=True, description="search model-based recourse for the closest ineligible products"
     )

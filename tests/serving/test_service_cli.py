@@ -173,7 +173,14 @@ def test_demo_and_readme_curl_lines_work_verbatim(
 
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(Settings(database_url=url, **svc_settings_kwargs)),
+            create_app(
+                Settings(
+                    database_url=url,
+                    # Admins reload from configured folders: the snapshot's and this test's.
+                    snapshot_roots=[svc_snapshot_path.parent, tmp_path],
+                    **svc_settings_kwargs,
+                )
+            ),
             host="127.0.0.1",
             port=port,
             log_level="warning",

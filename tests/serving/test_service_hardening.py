@@ -152,6 +152,19 @@ def test_huge_integers_are_422_not_500(svc: Any, svc_firms: Any) -> None:
         assert r.json()["errors"][0]["field"].split(".")[0] in ("query", "path")
 
 
+def test_unknown_query_parameters_are_422(svc: Any, svc_firms: Any) -> None:
+    ent = svc.key("enterprise", "firm", svc_firms.a)
+    r = svc.client.get(f"/v1/firms/{svc_firms.a}/access-log?limt=5", headers=h(ent))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.limt"
+    assert "limit" in r.json()["errors"][0]["expected"]
+    assert (
+        svc.client.get(f"/v1/firms/{svc_firms.a}/access-log?limit=5", headers=h(ent)).status_code
+        == 200
+    )
+    assert svc.client.get("/v1/health?x=1").status_code == 422
+    assert svc.client.get("/v1/products?x=1").status_code == 401  # the key is checked first
+
+
 def test_openapi_bounds_every_integer(svc: Any) -> None:
     spec = svc.client.get("/openapi.json").json()
     unbounded = []

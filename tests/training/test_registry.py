@@ -82,10 +82,11 @@ def test_gate_promotion_refusal_rollback_and_export(
     assert sorted(p.name for p in package.iterdir()) == [
         "booster.txt",
         "catalog.yaml",
+        "manifest.json",
         "model.json",
         "registry.json",
     ]
-    exported = CreditModel.load(package)
+    exported = CreditModel.load(package)  # checks the manifest, registry.json included
     pd.testing.assert_frame_equal(champion.score(rows), exported.score(rows))
     pd.testing.assert_frame_equal(champion.score(rows), trained_credit.model.score(rows))
     np.testing.assert_array_equal(champion.explain(rows)[0], exported.explain(rows)[0])
