@@ -315,7 +315,7 @@ TABLE: tuple[Access, ...] = (
     Access(
         "POST",
         "/v1/firms/{usc_code}/quote-plan",
-        _consent("quote", roles=("insurer",)),
+        _consent("quote"),
         audited=True,
         note="quotes for a shipment plan (several buyers) with the exporter's grade",
     ),
@@ -329,8 +329,8 @@ TABLE: tuple[Access, ...] = (
     Access(
         "GET",
         "/v1/buyers",
-        {"insurer": YES, "enterprise": YES, "admin": YES},
-        note="platform buyers with grade and limit (no exporter records)",
+        {"insurer": YES, "admin": YES},
+        note="platform buyers with grade and PD (no exporter records)",
     ),
     Access(
         "GET",
