@@ -146,7 +146,13 @@ def _query_names(route: Any) -> frozenset[str] | None:
 
 
 def _refuse_unknown_query(request: Request) -> None:
-    """422 for a query parameter the route does not declare (as for an unknown body field)."""
+    """422 for a query parameter an API route does not declare (as for an unknown body field).
+
+    Pages (outside ``/v1``) read their own query (``lang``, an id for the page's script) and
+    answer no data, so they are left alone.
+    """
+    if not request.url.path.startswith("/v1/"):
+        return
     known = _query_names(request.scope.get("route"))
     if known is None:
         return
@@ -401,3 +407,7 @@ def audit_access(
         ) from exc
     if writes is not None:
         writes.succeeded()
+
+
+#: An application id in a path: bounded like every other row id (32-bit on PostgreSQL).
+ApplicationId = Annotated[int, Path(ge=1, le=2**31 - 1, description="application id", examples=[1])]

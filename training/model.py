@@ -618,7 +618,9 @@ class CreditModel:
             raise ModelFileError(f"{folder / MODEL_FILE} is not a valid model file: {exc}") from exc
         try:
             booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
-        except lgb.basic.LightGBMError as exc:
+        except (lgb.basic.LightGBMError, UnicodeDecodeError) as exc:
+            # LightGBM reads the file's tail (pandas categories) as UTF-8 in Python: a file cut
+            # inside a character fails there rather than in the C++ parser.
             raise ModelFileError(f"{folder / BOOSTER_FILE} is not a LightGBM model: {exc}") from exc
         if booster.num_feature() != len(features):
             raise ModelFileError(

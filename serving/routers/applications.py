@@ -26,6 +26,7 @@ from serving.applications import (
 )
 from serving.auth import Principal
 from serving.deps import (
+    ApplicationId,
     DbSession,
     FirmAccess,
     LoadedDep,
@@ -241,7 +242,11 @@ def list_applications(
     responses=problem_responses(401, 403, 404, 422, 503),
 )
 def get_application(
-    request: Request, usc_code: str, application_id: int, principal: FirmOwner, session: DbSession
+    request: Request,
+    usc_code: str,
+    application_id: ApplicationId,
+    principal: FirmOwner,
+    session: DbSession,
 ) -> dict[str, Any]:
     """One application: status, steps, the decision with its terms or adverse-action notice."""
     app = _own(session, usc_code, application_id)
@@ -256,7 +261,7 @@ def _firm_action(
     session: DbSession,
     principal: Principal,
     usc_code: str,
-    application_id: int,
+    application_id: ApplicationId,
     action: str,
     details: dict[str, Any] | None,
 ) -> dict[str, Any]:
@@ -279,7 +284,11 @@ def _firm_action(
     responses=problem_responses(401, 403, 404, 409, 422, 503),
 )
 def withdraw(
-    request: Request, usc_code: str, application_id: int, principal: FirmOwner, session: DbSession
+    request: Request,
+    usc_code: str,
+    application_id: ApplicationId,
+    principal: FirmOwner,
+    session: DbSession,
 ) -> dict[str, Any]:
     """Withdraw an application; the consent it granted is revoked at once."""
     return _firm_action(request, session, principal, usc_code, application_id, "withdraw", None)
@@ -293,7 +302,7 @@ def withdraw(
 def respond(
     request: Request,
     usc_code: str,
-    application_id: int,
+    application_id: ApplicationId,
     body: RespondRequest,
     principal: FirmOwner,
     session: DbSession,

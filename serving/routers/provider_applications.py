@@ -25,7 +25,14 @@ from serving.applications import (
     summary,
 )
 from serving.auth import Principal
-from serving.deps import DbSession, FirmAccess, SettingsDep, audit_access, require_role
+from serving.deps import (
+    ApplicationId,
+    DbSession,
+    FirmAccess,
+    SettingsDep,
+    audit_access,
+    require_role,
+)
 from serving.market import MarketDep
 from serving.models import Application
 from serving.problems import FieldError, ProblemError, problem_responses
@@ -149,7 +156,7 @@ def inbox(
 @router.get("/applications/{application_id}", responses=problem_responses(401, 403, 404, 503))
 def open_application(
     request: Request,
-    application_id: int,
+    application_id: ApplicationId,
     principal: ProviderKey,
     session: DbSession,
     settings: SettingsDep,
@@ -197,7 +204,7 @@ def _validated(
 )
 def decide(
     request: Request,
-    application_id: int,
+    application_id: ApplicationId,
     body: DecisionRequest,
     principal: ProviderKey,
     session: DbSession,
@@ -270,7 +277,7 @@ def _single_outcome(
 )
 def disburse(
     request: Request,
-    application_id: int,
+    application_id: ApplicationId,
     body: Disbursement,
     principal: ProviderKey,
     session: DbSession,
@@ -288,7 +295,7 @@ def disburse(
 )
 def repayment(
     request: Request,
-    application_id: int,
+    application_id: ApplicationId,
     body: Repayment,
     principal: ProviderKey,
     session: DbSession,

@@ -20,6 +20,10 @@ def test_active_grant_equals_active_consent(db_url: str) -> None:
     soon = datetime.now(UTC) + timedelta(days=3)
     later = datetime.now(UTC) + timedelta(days=30)
     with db.session() as s:
+        # a consent goes only to an institution with an active bank or insurer key
+        create_key(s, "bank", "Bank")
+        create_key(s, "bank", "Other Bank")
+    with db.session() as s:
         grant(s, firms[0], "Bank", ["score"], "short", soon)
         grant(s, firms[0], "Bank", ["score", "explanation"], "long", later)  # latest expiry wins
         grant(s, firms[1], "Bank", ["explanation"], "other scope", later)

@@ -121,10 +121,17 @@ def test_train_promote_rollback_and_serve_through_the_server(
     snapshot.to_parquet(snap)
     db = f"sqlite:///{tmp_path / 'kuaxin.db'}"
     upgrade(db)
+    from serving.auth import create_key
+    from serving.db import Database
+
+    store = Database(db)
+    with store.session() as s:
+        admin, _ = create_key(s, "admin", "ops")  # readiness names the model source to admins
+    store.dispose()
     settings = Settings(database_url=db, snapshot=snap, migrate_on_start=False)
     assert settings.mlflow_tracking_uri == tracking_server
     with TestClient(create_app(settings)) as client:
-        ready = client.get("/v1/ready")
+        ready = client.get("/v1/ready", headers={"X-API-Key": admin})
     assert ready.status_code == 200, ready.text
     served = ready.json()["served"]
     assert served["model_source"] == "models:/kuaxin-credit@champion"
