@@ -196,6 +196,18 @@ def _document_common_answers(app: FastAPI) -> None:
         for ops in spec.get("paths", {}).values():
             for op in ops.values():
                 answers = op.setdefault("responses", {})
+                invalid = answers.get("422")
+                if invalid is not None and problems.PROBLEM_JSON not in invalid.get("content", {}):
+                    # Validation errors are answered as problem details everywhere (the app's
+                    # handler), so FastAPI's default application/json 422 doc is replaced.
+                    answers["422"] = {
+                        "description": "Unprocessable Entity",
+                        "content": {
+                            problems.PROBLEM_JSON: {
+                                "schema": {"$ref": "#/components/schemas/Problem"}
+                            }
+                        },
+                    }
                 for status, doc in common.items():
                     if str(status) not in answers:
                         answers[str(status)] = {

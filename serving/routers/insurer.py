@@ -350,7 +350,7 @@ def book(
     cfg: InsurerConfigDep,
     insurer: Annotated[str | None, Query(description="admins: which insurer")] = None,
     scenarios: Annotated[int | None, Query(ge=100, le=100_000)] = None,
-    seed: Annotated[int | None, Query(ge=0)] = None,
+    seed: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
 ) -> dict[str, Any]:
     """Show the book's exposure and tail: EL, VaR and ES, concentration, the loss histogram.
 
