@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from kx_browser import browser  # noqa: F401  (fixture: fails in CI without chromium)
 from kx_service import ServedWorld, served_world  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
@@ -104,20 +105,6 @@ def server_url(apps_app: Any) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(
-            f"{CHROMIUM} missing: install Debian's chromium (make browser) for portal tests"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
 def shots() -> Path:
     folder = (
         Path(os.environ.get("KUAXIN_SCREENSHOT_DIR") or ROOT / "test-artifacts") / "applications"
@@ -156,7 +143,10 @@ def _apply(page: Any, product: str, amount: str = "200000") -> None:
 
 @pytest.mark.browser
 def test_the_loop_from_both_sides(
-    browser: Any, server_url: str, apps_app: Any, shots: Path
+    browser: Any,  # noqa: F811  (the kx_browser fixture)
+    server_url: str,
+    apps_app: Any,
+    shots: Path,
 ) -> None:
     from playwright.sync_api import expect
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from kx_browser import browser  # noqa: F401  (fixture: fails in CI without chromium)
 from kx_insurer import INSURER, InsurerWorld, insurer_world  # noqa: F401
 from kx_service import served_world  # noqa: F401
 
@@ -81,20 +82,6 @@ def server_url(seeded: InsurerWorld) -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=15)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        pytest.skip(
-            f"{CHROMIUM} missing: install Debian's chromium (make browser) for portal tests"
-        )
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS, headless=True)
-        yield b
-        b.close()
 
 
 @pytest.mark.browser
