@@ -18,6 +18,7 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from serving import problems
+from serving.cache import AccessCache
 from serving.db import Database, upgrade
 from serving.deps import enforce_access
 from serving.metrics import Metrics, RequestContextMiddleware, WriteHealth
@@ -130,6 +131,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.state.metrics = metrics
     app.state.db = db
     app.state.writes = WriteHealth(settings.ready_failure_window_s)
+    app.state.key_cache = AccessCache(settings.auth_cache_s)
+    app.state.consent_cache = AccessCache(settings.auth_cache_s)
     problems.install(app)
     # Limits run inside the request context, so refusals carry a request id and are counted.
     app.add_middleware(ProtectMiddleware, settings=settings)

@@ -4,11 +4,13 @@ Each row's hash is SHA-256 over the canonical JSON of its fields and the previou
 so changing, deleting or inserting a row breaks the chain from there on.
 
 Appends are **group-committed**: a request hands its entries to the process's
-:class:`AuditWriter` for its database and waits. One waiting request at a time becomes the
-writer; it takes every pending entry, claims their ids by updating the single ``audit_head`` row
+:class:`AuditWriter` for its database and waits (a thread on an event, a coroutine on a
+future, so an ``async`` route waits without a threadpool hop). The writer's own thread takes
+every pending entry, claims their ids by updating the single ``audit_head`` row
 (a row lock on PostgreSQL, the database write lock on SQLite, so processes serialise there and
 the chain never forks), chains the hashes in memory, writes one multi-row INSERT, one head
-update and one COMMIT, and then releases every request of the batch. A request returns only
+update and one COMMIT, and then releases every request of the batch; it ends after a few idle
+seconds and the next append starts it again. A request returns only
 after its own row is durable; when the batch fails, every request in it fails
 (:class:`AuditUnavailableError`, answered 503) and no row of it remains. The batch's statements
 run under a lock/statement timeout (``audit_timeout_s``), so a head row locked elsewhere fails
@@ -17,6 +19,8 @@ the waiting requests in bounded time instead of hanging them.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
 import threading
@@ -49,6 +53,8 @@ HASHED_FIELDS = (
 DEFAULT_TIMEOUT_S = 5.0
 #: Most entries written in one batch (bounds one INSERT's size; the rest go in the next one).
 MAX_BATCH = 2000
+#: Seconds the writer thread waits for work before it ends.
+IDLE_EXIT_S = 5.0
 
 
 class AuditUnavailableError(RuntimeError):
@@ -100,12 +106,30 @@ def row_hash(fields: dict[str, object]) -> str:
 
 @dataclass
 class _Pending:
-    """One request's entries waiting for their batch."""
+    """One request's entries waiting for their batch, and how to wake the request."""
 
     entries: Sequence[AuditEntry]
+    event: threading.Event | None = None
+    future: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
     done: bool = False
     rows: list[AuditLog] | None = None
     error: BaseException | None = None
+
+    def wake(self) -> None:
+        """Mark the request done and wake it on its own thread or event loop."""
+        self.done = True
+        if self.event is not None:
+            self.event.set()
+        if self.future is not None:
+            loop, fut = self.future
+            # A closed loop (shutdown) has nobody waiting on it.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_set_done, fut)
+
+
+def _set_done(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
 
 
 class AuditWriter:
@@ -123,14 +147,15 @@ class AuditWriter:
         self.engine = engine
         self.timeout_s = timeout_s
         self._cond = threading.Condition()
+        #: Entries not yet taken into a batch.
         self._queue: list[_Pending] = []
-        self._writing = False
+        self._thread: threading.Thread | None = None
         #: Batches written and entries in them (what the benchmark reports).
         self.batches = 0
         self.entries = 0
 
     def append(self, entries: Sequence[AuditEntry]) -> list[AuditLog]:
-        """Append entries and return their rows once they are durable.
+        """Append entries and return their rows once they are durable (blocks this thread).
 
         Raises
         ------
@@ -139,39 +164,72 @@ class AuditWriter:
         """
         if not entries:
             return []
-        mine = _Pending(entries)
+        mine = _Pending(entries, event=threading.Event())
+        self._submit(mine)
+        assert mine.event is not None
+        mine.event.wait()
+        return _outcome(mine)
+
+    async def append_async(self, entries: Sequence[AuditEntry]) -> list[AuditLog]:
+        """Append entries and return their rows once they are durable (awaits; no thread).
+
+        Raises
+        ------
+        AuditUnavailableError
+            The batch holding these entries failed (nothing of it was written).
+        """
+        if not entries:
+            return []
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        mine = _Pending(entries, future=(loop, fut))
+        self._submit(mine)
+        # Shielded: a cancelled request still waits for the batch that holds its row.
+        await asyncio.shield(fut)
+        return _outcome(mine)
+
+    def _submit(self, pending: _Pending) -> None:
         with self._cond:
-            self._queue.append(mine)
-            while not mine.done and self._writing:
-                self._cond.wait()
-            if mine.done:
-                return _outcome(mine)
-            # Nobody is writing and ours is still pending: this request writes the batch.
-            self._writing = True
+            self._queue.append(pending)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="kuaxin-audit-writer", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _take(self) -> list[_Pending] | None:
+        """Wait for pending entries and take a batch of them (None: idle long enough, end)."""
+        with self._cond:
+            while not self._queue:
+                if not self._cond.wait(IDLE_EXIT_S) and not self._queue:
+                    self._thread = None
+                    return None
             batch: list[_Pending] = []
             size = 0
             while self._queue and (not batch or size + len(self._queue[0].entries) <= MAX_BATCH):
                 item = self._queue.pop(0)
                 batch.append(item)
                 size += len(item.entries)
-        try:
-            rows = self._write([e for p in batch for e in p.entries])
-        except BaseException as exc:  # any failure fails every request of the batch
+            return batch
+
+    def _run(self) -> None:
+        """Run the writer thread: batch, write, wake, until idle."""
+        while (batch := self._take()) is not None:
+            try:
+                rows = self._write([e for p in batch for e in p.entries])
+            except BaseException as exc:  # any failure fails every request of the batch
+                for p in batch:
+                    p.error = exc
+            else:
+                start = 0
+                for p in batch:
+                    p.rows = rows[start : start + len(p.entries)]
+                    start += len(p.entries)
+                self.batches += 1
+                self.entries += len(rows)
             for p in batch:
-                p.error = exc
-        else:
-            start = 0
-            for p in batch:
-                p.rows = rows[start : start + len(p.entries)]
-                start += len(p.entries)
-            self.batches += 1
-            self.entries += len(rows)
-        with self._cond:
-            for p in batch:
-                p.done = True
-            self._writing = False
-            self._cond.notify_all()
-        return _outcome(mine)
+                p.wake()
 
     def _write(self, entries: list[AuditEntry]) -> list[AuditLog]:
         """Claim ids, chain, insert, move the head and commit: one transaction."""
@@ -311,6 +369,25 @@ def append(
         session.rollback()
         raise AuditUnavailableError(f"audit log write failed: {type(exc).__name__}") from exc
     return writer_for(engine, timeout_s).append(entries)
+
+
+async def append_async(
+    session: Session, entries: Sequence[AuditEntry], timeout_s: float | None = None
+) -> list[AuditLog]:
+    """:func:`append` for ``async`` routes: the wait for the batch takes no thread.
+
+    The request's open transaction, if any, is committed on the threadpool first (as
+    :func:`append` does); a session that never touched the database costs nothing.
+    """
+    if not entries:
+        return []
+    if session.in_transaction():
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(append, session, entries, timeout_s)
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, sa.Engine) else bind.engine
+    return await writer_for(engine, timeout_s).append_async(entries)
 
 
 def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditLog]:

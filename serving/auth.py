@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from features.uscc import validate as validate_uscc
+from serving.cache import invalidate
 from serving.models import ROLES, ApiKey
 
 #: Every key starts with this marker, so leaked keys are easy to find in logs and repos.
@@ -146,6 +147,7 @@ def revoke_key(session: Session, key_id: int) -> ApiKey:
         raise ApiKeyError(f"no API key with id {key_id}")
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
+        invalidate(session)
     return row
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from features.uscc import validate as validate_uscc
+from serving.cache import invalidate
 from serving.models import SCOPES, ApiKey, Consent
 
 #: Roles whose institutions a firm may open its data to.
@@ -116,6 +118,8 @@ def grant(
     )
     session.add(row)
     session.flush()
+    # A newer consent may now be the one requests read under.
+    invalidate(session)
     return row
 
 
@@ -153,6 +157,7 @@ def revoke(session: Session, consent_id: int, firm_usc: str | None = None) -> Co
         )
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
+        invalidate(session)
     return row
 
 
@@ -197,7 +202,7 @@ def active_consent(
 
 _CONSENTS = Consent.__table__
 _ACTIVE = (
-    sa.select(_CONSENTS.c.id, _CONSENTS.c.purpose, _CONSENTS.c.scopes)
+    sa.select(_CONSENTS.c.id, _CONSENTS.c.purpose, _CONSENTS.c.scopes, _CONSENTS.c.expires_at)
     .where(
         _CONSENTS.c.firm_usc == sa.bindparam("firm"),
         _CONSENTS.c.institution == sa.bindparam("institution"),
@@ -208,11 +213,17 @@ _ACTIVE = (
 )
 
 
-def active_grant(
-    session: Session, firm_usc: str, institution: str, scope: str
-) -> tuple[int, str, tuple[str, ...]] | None:
-    """Return ``(id, purpose, scopes)`` of :func:`active_consent`'s consent, as one prepared
-    statement.
+class Grant(NamedTuple):
+    """The active consent a request reads under (what :func:`active_grant` returns)."""
+
+    id: int
+    purpose: str
+    scopes: tuple[str, ...]
+    expires_at: datetime
+
+
+def active_grant(session: Session, firm_usc: str, institution: str, scope: str) -> Grant | None:
+    """Return :func:`active_consent`'s consent as a :class:`Grant`, by one prepared statement.
 
     The per-request form of :func:`active_consent` (the same rows in the same order; no ORM
     object is built).
@@ -223,7 +234,7 @@ def active_grant(
     for row in rows:
         scopes = tuple(row.scopes.split(","))
         if scope in scopes:
-            return int(row.id), str(row.purpose), scopes
+            return Grant(int(row.id), str(row.purpose), scopes, row.expires_at)
     return None
 
 

@@ -6,7 +6,7 @@ SQLite (a file) by default; PostgreSQL when ``KUAXIN_DATABASE_URL`` says so.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 STATEMENT_TIMEOUT_S = 5.0
 LOCK_TIMEOUT_S = 2.0
 CONNECT_TIMEOUT_S = 5.0
+
+
+#: Connections a worker keeps open (as many again may be opened beyond it under a burst).
+POOL_SIZE = 16
 
 
 def make_engine(
@@ -57,7 +61,17 @@ def make_engine(
     if url.startswith("sqlite"):
         in_memory = sa.make_url(url).database in (None, "", ":memory:")
         # An in-memory database has a single-connection pool without a wait to bound.
-        pool = {} if in_memory else {"pool_timeout": connect_timeout_s}
+        # A file database keeps as many connections as requests run at once (a connection
+        # beyond the pool is opened and closed per request, with its pragmas).
+        pool = (
+            {}
+            if in_memory
+            else {
+                "pool_timeout": connect_timeout_s,
+                "pool_size": POOL_SIZE,
+                "max_overflow": POOL_SIZE,
+            }
+        )
         engine = sa.create_engine(
             url,
             connect_args={"check_same_thread": False, "timeout": lock_timeout_s},
@@ -80,8 +94,8 @@ def make_engine(
     engine = sa.create_engine(
         url,
         pool_pre_ping=True,
-        pool_size=10,
-        max_overflow=20,
+        pool_size=POOL_SIZE,
+        max_overflow=POOL_SIZE,
         pool_timeout=connect_timeout_s,
         connect_args=connect_args,
     )
@@ -191,3 +205,14 @@ def current_revision(url: str) -> str | None:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
+
+
+#: Where a request's session lives in its ASGI scope's state (``serving.deps.get_session``).
+SESSION_KEY = "kuaxin_db_session"
+
+
+def close_session(scope: MutableMapping[str, Any]) -> None:
+    """Close the session ``serving.deps.get_session`` opened for this request, if any."""
+    session = (scope.get("state") or {}).pop(SESSION_KEY, None)
+    if session is not None:
+        session.close()

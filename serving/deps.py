@@ -17,9 +17,9 @@ then the route's own 404 for a firm that is not in the snapshot.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -29,10 +29,11 @@ from sqlalchemy.orm import Session
 
 from features.uscc import validate as validate_uscc
 from serving.access import OWN, SCOPES, Access, hidden_fields, redact, rule_for
-from serving.audit import AuditEntry, AuditUnavailableError, append
-from serving.auth import Principal, authenticate
-from serving.consent import active_grant
-from serving.db import Database
+from serving.audit import AuditEntry, AuditUnavailableError, append, append_async
+from serving.auth import Principal, authenticate, hash_key
+from serving.cache import AccessCache, not_expired
+from serving.consent import Grant, active_grant
+from serving.db import SESSION_KEY, Database
 from serving.metrics import route_template
 from serving.problems import FieldError, ProblemError, field_error
 from serving.settings import Settings
@@ -60,17 +61,20 @@ async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
-async def get_session(db: Annotated[Database, Depends(get_database)]) -> AsyncIterator[Session]:
-    """Yield a session per request.
+async def get_session(request: Request) -> Session:
+    """Return the request's session (one per request; closed once the answer is sent).
 
     Creating a session opens no connection, so this runs on the event loop; the first query
     (in a sync dependency or route, on the threadpool) checks a connection out of the pool.
+    A plain dependency, not a generator: :class:`serving.metrics.RequestContextMiddleware`
+    closes the session through :func:`serving.db.close_session` (a generator dependency costs every
+    request an exit stack).
     """
-    session = db.sessions()
-    try:
-        yield session
-    finally:
-        session.close()
+    state = request.scope.setdefault("state", {})
+    session = state.get(SESSION_KEY)
+    if session is None:
+        session = state[SESSION_KEY] = request.app.state.db.sessions()
+    return session
 
 
 async def get_state(request: Request) -> ServingState:
@@ -83,25 +87,48 @@ DbSession = Annotated[Session, Depends(get_session)]
 StateDep = Annotated[ServingState, Depends(get_state)]
 
 
-def _authenticate(request: Request, session: Session, key: str | None) -> Principal:
-    """Return the principal behind ``key`` (once per request; cached on ``request.state``)."""
+def _key_cache(request: Request) -> AccessCache[Principal]:
+    cache = getattr(request.app.state, "key_cache", None)
+    return cache if cache is not None else _NO_CACHE
+
+
+_NO_CACHE: AccessCache[Any] = AccessCache(0)
+_CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
+
+
+def _cached_principal(request: Request, key: str | None) -> Principal | None:
+    """Return the principal of this request or of ``key`` in the key cache (None: ask the DB)."""
     cached = getattr(request.state, "principal", None)
+    if cached is not None or not key:
+        return cached
+    principal = _key_cache(request).peek(hash_key(key))
+    if principal is not None:
+        request.state.principal = principal
+    return principal
+
+
+def _authenticate(request: Request, session: Session, key: str | None) -> Principal:
+    """Return the principal behind ``key``; 401 when missing, unknown or revoked.
+
+    Looked up once per request (kept on ``request.state``) and reused for ``auth_cache_s`` from
+    the worker's key cache.
+    """
+    cached = _cached_principal(request, key)
     if cached is not None:
         return cached
-    challenge = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
     if not key:
         raise ProblemError(
-            401, f"missing API key: send it in the {API_KEY_HEADER} header", headers=challenge
+            401, f"missing API key: send it in the {API_KEY_HEADER} header", headers=_CHALLENGE
         )
     try:
-        principal = authenticate(session, key)
+        principal = _key_cache(request).get(hash_key(key), lambda: authenticate(session, key))
     except SQLAlchemyError as exc:
         logger.error("key store unavailable on %s: %s", endpoint_name(request), _brief(exc))
         raise ProblemError(
             503, "key store unavailable; try again", headers={"Retry-After": "5"}
         ) from exc
     if principal is None:
-        raise ProblemError(401, "invalid or revoked API key", headers=challenge)
+        raise ProblemError(401, "invalid or revoked API key", headers=_CHALLENGE)
     request.state.principal = principal
     return principal
 
@@ -188,15 +215,32 @@ async def enforce_access(request: Request, session: DbSession) -> None:
     if rule.public:
         _refuse_unknown_query(request)
         return
-    principal = await run_in_threadpool(
-        _authenticate, request, session, request.headers.get(API_KEY_HEADER)
-    )
+    key = request.headers.get(API_KEY_HEADER)
+    # A key checked within ``auth_cache_s`` passes on the event loop (no thread, no database).
+    principal = _cached_principal(request, key)
+    if principal is None:
+        principal = await run_in_threadpool(_released, _authenticate, request, session, key)
     _refuse_unknown_query(request)
     if rule.grant(principal.role) is None:
         allowed = ", ".join(r for r in rule.roles)
         raise ProblemError(
             403, f"role {principal.role} may not use this endpoint; allowed: {allowed}"
         )
+
+
+T = TypeVar("T")
+
+
+def _released(check: Callable[..., T], request: Request, session: Session, *args: Any) -> T:
+    """Run a database check, then end the session's read transaction (on the same thread).
+
+    The connection goes back to the pool at once, and an ``async`` route's audit wait then
+    needs no thread to commit it.
+    """
+    result = check(request, session, *args)
+    if session.in_transaction():
+        session.commit()
+    return result
 
 
 CurrentKey = Annotated[Principal, Depends(current_key)]
@@ -215,9 +259,9 @@ def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     return check
 
 
-async def loaded_state(state: StateDep) -> Loaded:
+async def loaded_state(request: Request) -> Loaded:
     """Return the bundle being served; 503 when no model and snapshot are loaded."""
-    current = state.current
+    current = request.app.state.serving.current
     if current is None:
         raise ProblemError(
             503,
@@ -267,10 +311,50 @@ class FirmAccess:
         return redact(payload, hidden_fields(self.rule, self.scopes))
 
 
+def _consent_cache(cache: AccessCache[Grant] | None) -> AccessCache[Grant]:
+    return cache if cache is not None else _NO_CACHE
+
+
+def _consent_scope(principal: Principal, scope: str, rule: Access | None) -> str | None:
+    """Return the consent scope ``principal`` needs here (None: its role reads no consent)."""
+    grant = rule.grant(principal.role) if rule is not None else None
+    if principal.role in CONSENT_ROLES and (rule is None or grant in SCOPES):
+        return grant if rule is not None and grant is not None else scope
+    return None
+
+
+def cached_firm_access(
+    principal: Principal,
+    usc_code: str,
+    scope: str,
+    rule: Access | None,
+    cache: AccessCache[Grant] | None,
+) -> FirmAccess | None:
+    """:func:`firm_access` when it needs no database: an own record or a cached live consent."""
+    grant = rule.grant(principal.role) if rule is not None else None
+    if principal.role == "enterprise" and (rule is None or grant == OWN):
+        return firm_access(None, principal, usc_code, scope, rule)  # type: ignore[arg-type]
+    needed = _consent_scope(principal, scope, rule)
+    if needed is None:
+        return None
+    found = _consent_cache(cache).peek((usc_code, principal.org, needed))
+    if found is None or not not_expired(found.expires_at):
+        return None
+    return FirmAccess(principal, usc_code, found.purpose, found.id, frozenset(found.scopes), rule)
+
+
 def firm_access(
-    session: Session, principal: Principal, usc_code: str, scope: str, rule: Access | None = None
+    session: Session,
+    principal: Principal,
+    usc_code: str,
+    scope: str,
+    rule: Access | None = None,
+    cache: AccessCache[Grant] | None = None,
 ) -> FirmAccess:
     """Decide whether ``principal`` may read ``scope`` data of ``usc_code``.
+
+    ``cache`` (the app's consent cache) keeps a granted consent for ``auth_cache_s``; its expiry
+    is checked on every use.
 
     Raises
     ------
@@ -283,10 +367,16 @@ def firm_access(
         if principal.firm_usc != usc_code:
             raise ProblemError(403, "an enterprise key sees only its own firm")
         return FirmAccess(principal, usc_code, "own record", None, OWN_SCOPES, rule)
-    if principal.role in CONSENT_ROLES and (rule is None or grant in SCOPES):
-        scope = grant if rule is not None and grant is not None else scope
+    needed = _consent_scope(principal, scope, rule)
+    if needed is not None:
+        scope = needed
         try:
-            consent = active_grant(session, usc_code, principal.org, scope)
+            consent = _consent_cache(cache).get(
+                (usc_code, principal.org, scope),
+                lambda: active_grant(session, usc_code, principal.org, scope),
+            )
+            if consent is not None and not not_expired(consent.expires_at):
+                consent = active_grant(session, usc_code, principal.org, scope)
         except SQLAlchemyError as exc:
             logger.error("consent store unavailable: %s", _brief(exc))
             raise ProblemError(
@@ -298,12 +388,13 @@ def firm_access(
                 f"no active consent of firm {usc_code} to {principal.org} with scope {scope!r}",
                 kind="no-consent",
             )
-        consent_id, purpose, scopes = consent
-        return FirmAccess(principal, usc_code, purpose, consent_id, frozenset(scopes), rule)
+        return FirmAccess(
+            principal, usc_code, consent.purpose, consent.id, frozenset(consent.scopes), rule
+        )
     raise ProblemError(403, f"role {principal.role} has no access to this firm's data here")
 
 
-def require_firm_access(scope: str | None = None) -> Callable[..., FirmAccess]:
+def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[FirmAccess]]:
     """Build a dependency granting access to the firm in the ``usc_code`` path parameter.
 
     Parameters
@@ -313,7 +404,7 @@ def require_firm_access(scope: str | None = None) -> Callable[..., FirmAccess]:
         ``serving.access.TABLE`` decides the role and scope.
     """
 
-    def check(
+    async def check(
         request: Request,
         session: DbSession,
         key: Annotated[str | None, Depends(_api_key)],
@@ -324,9 +415,28 @@ def require_firm_access(scope: str | None = None) -> Callable[..., FirmAccess]:
         rule = route_rule(request)
         if rule is None:
             raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
-        # The key and the consent in one threadpool call (each sync dependency is a hop).
+        cache = getattr(request.app.state, "consent_cache", None)
+        principal = _cached_principal(request, key)
+        if principal is not None:
+            # A cached key and consent answer on the event loop: no thread, no database.
+            found = cached_firm_access(
+                principal, checked_uscc(usc_code), scope or "score", rule, cache
+            )
+            if found is not None:
+                return found
+        return await run_in_threadpool(
+            _released, _firm_access_of, request, session, key, usc_code, rule
+        )
+
+    def _firm_access_of(
+        request: Request, session: Session, key: str | None, usc_code: str, rule: Access
+    ) -> FirmAccess:
+        # The key and the consent in one threadpool call.
         principal = current_key(request, session, key)
-        return firm_access(session, principal, checked_uscc(usc_code), scope or "score", rule)
+        cache = getattr(request.app.state, "consent_cache", None)
+        return firm_access(
+            session, principal, checked_uscc(usc_code), scope or "score", rule, cache
+        )
 
     return check
 
@@ -353,6 +463,58 @@ def endpoint_name(request: Request) -> str:
     return f"{request.method} {route_template(request.scope) or request.url.path}"
 
 
+def _audit_entries(
+    request: Request, accesses: Sequence[FirmAccess], model_version: str
+) -> list[AuditEntry]:
+    endpoint = endpoint_name(request)
+    request_id = getattr(request.state, "request_id", "")
+    return [
+        AuditEntry(
+            request_id=request_id,
+            key_id=a.principal.key_id,
+            role=a.principal.role,
+            institution=a.principal.org,
+            firm_usc=a.usc_code,
+            purpose=a.purpose,
+            endpoint=endpoint,
+            model_version=model_version,
+        )
+        for a in accesses
+    ]
+
+
+def _audit_failed(request: Request, exc: AuditUnavailableError) -> ProblemError:
+    """Log and count a failed audit write; the 503 to raise instead of the data."""
+    logger.error(
+        "audit write failed on %s (request %s): %s; answered 503",
+        endpoint_name(request),
+        getattr(request.state, "request_id", ""),
+        _brief(exc.__cause__ or exc),
+    )
+    writes = getattr(request.app.state, "writes", None)
+    if writes is not None:
+        writes.failed("audit")
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.audit_failures.inc()
+    return ProblemError(
+        503,
+        "the access could not be recorded in the audit log, so no data is returned; try again",
+        kind="audit-unavailable",
+        headers={"Retry-After": "5"},
+    )
+
+
+def _audit_succeeded(request: Request) -> None:
+    writes = getattr(request.app.state, "writes", None)
+    if writes is not None:
+        writes.succeeded()
+
+
+def _audit_timeout(request: Request) -> float | None:
+    return getattr(getattr(request.app.state, "settings", None), "audit_timeout_s", None)
+
+
 def audit_access(
     request: Request, session: Session, accesses: Sequence[FirmAccess], model_version: str
 ) -> None:
@@ -368,45 +530,24 @@ def audit_access(
     model_version : str
         Version of the model whose output is returned.
     """
-    endpoint = endpoint_name(request)
-    request_id = getattr(request.state, "request_id", "")
-    entries = [
-        AuditEntry(
-            request_id=request_id,
-            key_id=a.principal.key_id,
-            role=a.principal.role,
-            institution=a.principal.org,
-            firm_usc=a.usc_code,
-            purpose=a.purpose,
-            endpoint=endpoint,
-            model_version=model_version,
-        )
-        for a in accesses
-    ]
-    settings = getattr(request.app.state, "settings", None)
-    writes = getattr(request.app.state, "writes", None)
+    entries = _audit_entries(request, accesses, model_version)
     try:
-        append(session, entries, timeout_s=getattr(settings, "audit_timeout_s", None))
+        append(session, entries, timeout_s=_audit_timeout(request))
     except AuditUnavailableError as exc:
-        logger.error(
-            "audit write failed on %s (request %s): %s; answered 503",
-            endpoint,
-            request_id,
-            _brief(exc.__cause__ or exc),
-        )
-        if writes is not None:
-            writes.failed("audit")
-        metrics = getattr(request.app.state, "metrics", None)
-        if metrics is not None:
-            metrics.audit_failures.inc()
-        raise ProblemError(
-            503,
-            "the access could not be recorded in the audit log, so no data is returned; try again",
-            kind="audit-unavailable",
-            headers={"Retry-After": "5"},
-        ) from exc
-    if writes is not None:
-        writes.succeeded()
+        raise _audit_failed(request, exc) from exc
+    _audit_succeeded(request)
+
+
+async def audit_access_async(
+    request: Request, session: Session, accesses: Sequence[FirmAccess], model_version: str
+) -> None:
+    """:func:`audit_access` for ``async`` routes: waits for the batch without a thread."""
+    entries = _audit_entries(request, accesses, model_version)
+    try:
+        await append_async(session, entries, timeout_s=_audit_timeout(request))
+    except AuditUnavailableError as exc:
+        raise _audit_failed(request, exc) from exc
+    _audit_succeeded(request)
 
 
 #: An application id in a path: bounded like every other row id (32-bit on PostgreSQL).

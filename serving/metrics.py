@@ -10,6 +10,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.db import close_session
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 #: Method label values: anything else is counted as ``other`` (no new series per method name).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -140,6 +142,8 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            # The request's database session (serving.deps.get_session) ends with the request.
+            close_session(scope)
             path = route_template(scope) or "unmatched"
             method = method_label(scope.get("method", ""))
             self.metrics.requests.labels(method, path, str(status[0])).inc()

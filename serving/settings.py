@@ -83,6 +83,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=1_048_576, ge=1024, le=1 << 30, description="largest request body (413 above)"
     )
+    auth_cache_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="seconds a checked key and consent are reused in a worker (0: read every "
+        "time); a revocation in another process takes effect within this",
+    )
     rate_limits_enabled: bool = Field(default=True, description="apply the rate limits below")
     rate_limit_client: str = Field(
         default="300/second", description="requests per client address (limits notation)"

@@ -147,10 +147,10 @@ def buyer_list(
 ) -> dict[str, Any]:
     """Graded buyers with grade, PD and as-of date (insurers and admins)."""
     f = buyers.frame
-    if grade is not None:
-        f = f[f["grade"] == grade]
-    if country is not None:
-        f = f[f["country_iso3"] == country.upper()]
+    # A book without graded buyers has no columns to filter: every filter leaves it empty.
+    for column, wanted in (("grade", grade), ("country_iso3", country and country.upper())):
+        if wanted is not None:
+            f = f[f[column] == wanted] if column in f else f.iloc[0:0]
     cols = [c for c in ("buyer_id", "country_iso3", "size_band", "sector", "grade", "pd") if c in f]
     items = f[cols].head(limit).to_dict("records")
     as_of = str(f["as_of"].max().date()) if len(f) and "as_of" in f else None

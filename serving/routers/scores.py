@@ -16,6 +16,7 @@ from serving.deps import (
     LoadedDep,
     SettingsDep,
     audit_access,
+    audit_access_async,
     require_firm_access,
     require_role,
     route_rule,
@@ -32,16 +33,17 @@ router = APIRouter(tags=["scores"])
     response_model=Score,
     responses=problem_responses(401, 403, 404, 422, 503),
 )
-def get_score(
+async def get_score(
     request: Request,
     access: Annotated[FirmAccess, Depends(require_firm_access("score"))],
     loaded: LoadedDep,
     session: DbSession,
 ) -> dict[str, Any]:
     """PD, score, grade, supervision class and top reasons of one firm."""
+    # On the event loop: the answer is precomputed, and the audit wait takes no thread.
     require_known(loaded, access.usc_code)
     payload = loaded.score_payload(access.usc_code)
-    audit_access(request, session, [access], loaded.model_version)
+    await audit_access_async(request, session, [access], loaded.model_version)
     return payload
 
 

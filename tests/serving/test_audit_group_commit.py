@@ -70,8 +70,12 @@ def test_waiting_requests_are_written_in_one_batch(db_url: str) -> None:
     writer = writer_for(db.engine, timeout_s=30)
     out: dict[int, object] = {}
     with head_locked(db):
-        # The first request becomes the writer and waits for the lock; nine queue behind it.
-        threads = _run_threads(db, range(10), 30, out)
+        # The first request's batch waits for the lock in the writer; nine queue behind it.
+        threads = _run_threads(db, range(1), 30, out)
+        deadline = time.monotonic() + 20
+        while (writer._queue or writer._thread is None) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        threads += _run_threads(db, range(1, 10), 30, out)
         _wait_queued(db, 9)
     for t in threads:
         t.join(30)
