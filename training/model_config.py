@@ -89,6 +89,7 @@ class TableConfig(_Strict):
     workers: int = Field(ge=0)
     bagging_seeds: int = Field(ge=1)
     ensemble_steps: int = Field(ge=1)
+    ensemble_start: Literal["defaults", "best"] = "defaults"
     blend_weights: list[float]
     prune_warmup_rounds: int = Field(ge=1)
     candidates: dict[str, Candidate]

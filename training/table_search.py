@@ -17,8 +17,11 @@ inner folds (paired, so differences are not fold noise).
   rows, rounds chosen by the inner curve) are averaged in log-odds, so no refit is needed and
   the inner out-of-fold margins are those of the model's own members. Configurations are
   combined by greedy ensemble selection with replacement (Caruana et al., 2004) on the inner
-  out-of-fold margins: the best single configuration first, then whichever addition raises the
-  inner mean AUC most, for at most ``table.ensemble_steps`` steps.
+  out-of-fold margins: the anchor first (``table.ensemble_start``: ``defaults``, LightGBM's
+  defaults fitted on all the searched rows exactly as the baseline is, or ``best``, the best
+  single configuration), then whichever addition raises the inner mean AUC most, for at most
+  ``table.ensemble_steps`` members. Anchored on the defaults, the model is the baseline plus
+  only what the inner CV says improves on it, so its difference to the baseline is less noisy.
 - The blend weight is chosen on the inner out-of-fold margins of the ensemble.
 """
 
@@ -35,7 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from training.bagging import merge_boosters, truncate
 from training.blend import Scorecard
-from training.boosting import LGB_DEFAULTS, _dataset, lgb_params
+from training.boosting import LGB_DEFAULTS, _dataset, fit_booster, lgb_params
 from training.model import FeatureInfo
 from training.search import suggest_params
 
@@ -60,6 +63,9 @@ class Fit:
         The inner-fold boosters (all rounds trained; truncated when merged).
     fixed : bool
         ``rounds`` is the configuration's own (LightGBM's defaults: 100), not early-stopped.
+    refit : lightgbm.Booster, optional
+        The configuration fitted on all the searched rows, used in the model instead of the
+        inner-fold boosters (LightGBM's defaults as the anchor: the baseline model itself).
     """
 
     name: str
@@ -69,6 +75,7 @@ class Fit:
     oof: np.ndarray
     boosters: list[lgb.Booster]
     fixed: bool = False
+    refit: lgb.Booster | None = None
 
 
 @dataclass
@@ -246,13 +253,18 @@ def _choose_weight(
 
 
 def select_ensemble(
-    fits: list[Fit], y: np.ndarray, folds: list[tuple[Any, Any]], steps: int
+    fits: list[Fit],
+    y: np.ndarray,
+    folds: list[tuple[Any, Any]],
+    steps: int,
+    start: int | None = None,
 ) -> tuple[list[tuple[Fit, float]], float, np.ndarray]:
     """Greedy ensemble selection with replacement on inner out-of-fold margins.
 
-    Starts from the best single fit (the first among equals, so LightGBM's defaults win a tie)
-    and adds, while it raises the inner mean per-fold AUC, the fit whose addition raises it
-    most, for at most ``steps`` additions in all (Caruana et al., 2004).
+    Starts from ``fits[start]`` (the anchor) or else the best single fit (the first among
+    equals, so LightGBM's defaults win a tie) and adds, while it raises the inner mean per-fold
+    AUC, the fit whose addition raises it most, for at most ``steps`` members in all (Caruana
+    et al., 2004).
 
     Parameters
     ----------
@@ -263,6 +275,8 @@ def select_ensemble(
         The inner folds (``fit.oof`` rows are out-of-fold for them).
     steps : int
         Largest number of members counted with repetition (1: the best single fit).
+    start : int, optional
+        Index of the fit every ensemble starts from.
 
     Returns
     -------
@@ -277,7 +291,7 @@ def select_ensemble(
     total, score = np.zeros(len(y)), float("-inf")
     for k in range(max(1, steps)):
         trial = [fold_mean_auc(y, (total + f.oof) / (k + 1), folds) for f in fits]
-        best = int(np.argmax(trial))  # first of the maxima
+        best = int(np.argmax(trial)) if k or start is None else start  # first of the maxima
         if trial[best] <= score + 1e-12:
             break
         counts[best] += 1
@@ -292,6 +306,10 @@ def ensemble_booster(members: list[tuple[Fit, float]]) -> lgb.Booster:
     """Merge the members' inner-fold boosters: one booster, the weighted mean margin."""
     boosters, factors = [], []
     for fit, weight in members:
+        if fit.refit is not None:
+            boosters.append(fit.refit)
+            factors.append(weight)
+            continue
         for b in fit.boosters:
             boosters.append(truncate(b, fit.rounds))
             factors.append(weight / len(fit.boosters))
@@ -371,7 +389,13 @@ def search_table(
         remaining = None if inner.deadline is None else inner.deadline - time.perf_counter()
         _run_trials(inner, inner.search, inner.seed, trials, remaining, fits, record)
 
-    members, _, margin = select_ensemble(fits, y, inner.folds, int(tcfg["ensemble_steps"]))
+    anchor = None
+    if tcfg["ensemble_start"] == "defaults":
+        anchor = next(i for i, f in enumerate(fits) if f.name == "defaults")
+        base = fits[anchor]
+        params = lgb_params(features, base.params, inner.seed, num_threads)
+        base.refit = fit_booster(x, y, features, params, base.rounds)
+    members, _, margin = select_ensemble(fits, y, inner.folds, int(tcfg["ensemble_steps"]), anchor)
     weight, blended_score, blended = _choose_weight(
         inner, margin, list(tcfg["blend_weights"]), cfg["challenger"]
     )

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from kuaxin.cli import app
 from training.bagging import fit_bagged, merge_boosters, truncate
 from training.blend import Scorecard
-from training.boosting import fit_booster, lgb_params
+from training.boosting import LGB_DEFAULTS, fit_booster, lgb_params
 from training.model import CreditModel, features_from_catalog
 from training.result import _stub
 from training.scale import load_config
@@ -386,22 +386,42 @@ def test_ensemble_selection_starts_from_the_best_single_fit_and_never_loses_to_i
     assert all(f.name != "noise" for f, _ in members)
     assert abs(fold_mean_auc(y, margin, folds) - score) < 1e-12
     assert select_ensemble(fits, y, folds, 1)[0] == [(fits[int(np.argmax(singles))], 1.0)]
+    # anchored: the ensemble starts from the given fit, even a weaker one
+    anchored, anchored_score, _ = select_ensemble(fits, y, folds, 10, start=3)
+    assert fits[3] in [f for f, _ in anchored] and anchored_score > singles[3]
+    assert select_ensemble(fits, y, folds, 1, start=3)[0] == [(fits[3], 1.0)]
     # a tie goes to the first fit (LightGBM's defaults come first)
     tie = [_fit("defaults", signal), _fit("same", signal)]
     assert [f.name for f, _ in select_ensemble(tie, y, folds, 10)[0]] == ["defaults"]
 
 
-def test_fold_bagged_choice_is_its_members_inner_boosters_averaged():
+def _member_margin(fit, x):
+    if fit.refit is not None:
+        return fit.refit.predict(x, raw_score=True)
+    return np.mean(
+        [b.predict(x, num_iteration=fit.rounds, raw_score=True) for b in fit.boosters], 0
+    )
+
+
+@pytest.mark.parametrize("start", ["defaults", "best"])
+def test_fold_bagged_choice_is_its_members_averaged(start):
     x, y, features, cfg = _small_search()
+    cfg["table"]["ensemble_start"] = start
     choice = search_table(x, y, features, cfg, trials=2, seconds=None)
     assert choice.booster is not None
-    expected = sum(
-        w * np.mean([b.predict(x, num_iteration=f.rounds, raw_score=True) for b in f.boosters], 0)
-        for f, w in choice.members
-    )
+    expected = sum(w * _member_margin(f, x) for f, w in choice.members)
     assert np.abs(choice.booster.predict(x, raw_score=True) - expected).max() < 1e-9
+    refits = [f for f, _ in choice.members if f.refit is not None]
+    if start == "defaults":
+        # anchored: the defaults member is the baseline itself (100 rounds on all the rows)
+        assert refits and refits[0].name == "defaults" and refits[0].refit.num_trees() == 100
+        baseline = fit_booster(x, y, features, lgb_params(features, LGB_DEFAULTS, 42, 1), 100)
+        assert np.abs(refits[0].refit.predict(x) - baseline.predict(x)).max() < 1e-12
+    else:
+        assert not refits
     assert ensemble_booster(choice.members).num_trees() == sum(
-        f.rounds * len(f.boosters) for f, _ in choice.members
+        f.refit.num_trees() if f.refit is not None else f.rounds * len(f.boosters)
+        for f, _ in choice.members
     )
     assert choice.oof_margin.shape == y.shape and 0.5 < choice.score <= 1
 
