@@ -1,7 +1,9 @@
-"""Seed bagging: several boosters with different seeds, averaged in log-odds, as ONE booster.
+"""Bagging: several boosters averaged in log-odds, as ONE booster.
 
-Averaging the raw margins of ``B`` boosters equals summing all their trees with every leaf
-value divided by ``B``. :func:`merge_boosters` writes exactly that model (LightGBM text format),
+The members are boosters with different seeds (:func:`fit_bagged`) or the inner-fold boosters
+of the table search (fold bagging, :mod:`training.table_search`). A weighted mean of the raw
+margins of boosters equals summing all their trees with every leaf value multiplied by its
+member's weight. :func:`merge_boosters` writes exactly that model (LightGBM text format),
 so the registered model stays one ``booster.txt``: scoring, TreeSHAP and the service need no
 change, and because TreeSHAP is linear in the leaf values, the SHAP values of the merged booster
 are the average of the members' SHAP values — still exact and additive.
@@ -41,27 +43,39 @@ def _scale_block(block: str, factor: float, number: int) -> str:
     return "\n".join(out) + "\n"
 
 
-def merge_boosters(boosters: list[lgb.Booster]) -> lgb.Booster:
-    """One booster whose raw margin is the mean of the members' raw margins.
+def truncate(booster: lgb.Booster, rounds: int) -> lgb.Booster:
+    """Return the booster's first ``rounds`` trees as a booster of its own."""
+    if booster.num_trees() <= rounds:
+        return booster
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=rounds))
+
+
+def merge_boosters(boosters: list[lgb.Booster], factors: list[float] | None = None) -> lgb.Booster:
+    """One booster whose raw margin is the (weighted) mean of the members' raw margins.
 
     Parameters
     ----------
     boosters : list of lightgbm.Booster
         Binary boosters on the same features (e.g. one parameter set, different seeds).
+    factors : list of float, optional
+        Weight of each member's margin (default ``1 / len(boosters)`` each).
 
     Returns
     -------
     lightgbm.Booster
-        Holding every member's trees with leaf values divided by ``len(boosters)``.
+        Holding every member's trees with leaf values multiplied by the member's factor.
     """
-    if len(boosters) == 1:
+    if factors is None:
+        factors = [1.0 / len(boosters)] * len(boosters)
+    if len(factors) != len(boosters):
+        raise ValueError(f"merge_boosters needs one factor per booster; got {len(factors)}")
+    if len(boosters) == 1 and factors[0] == 1.0:
         return boosters[0]
-    factor = 1.0 / len(boosters)
     head, _, trailer = _split_model(boosters[0].model_to_string())
     # tree_sizes lets LightGBM parse trees in parallel; it no longer matches, so drop it
     head = re.sub(r"\ntree_sizes=[^\n]*", "", head)
     trees: list[str] = []
-    for b in boosters:
+    for b, factor in zip(boosters, factors, strict=True):
         for block in _split_model(b.model_to_string())[1]:
             trees.append(_scale_block(block, factor, len(trees)))
     text = head + "\n\n" + "\n".join(trees) + "\n" + trailer

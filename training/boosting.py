@@ -46,11 +46,14 @@ def lgb_params(
         "deterministic": True,
         "force_col_wise": True,
         "num_threads": num_threads,
-        "monotone_constraints": [f.monotone for f in features],
         "max_cat_to_onehot": 4,
         # the search varies min_child_samples on one Dataset, which pre-filtering forbids
         "feature_pre_filter": False,
     }
+    if any(f.monotone for f in features):
+        # only when constrained: an all-zero list still runs the constrained split search,
+        # 1.5x slower and not LightGBM's defaults
+        out["monotone_constraints"] = [f.monotone for f in features]
     out.update(params)
     if out.get("bagging_fraction", 1.0) < 1.0:
         out["bagging_freq"] = 1

@@ -88,6 +88,8 @@ class TableConfig(_Strict):
     inner_folds: int = Field(ge=2)
     workers: int = Field(ge=0)
     bagging_seeds: int = Field(ge=1)
+    ensemble_steps: int = Field(ge=1)
+    ensemble_start: Literal["defaults", "best"] = "defaults"
     blend_weights: list[float]
     prune_warmup_rounds: int = Field(ge=1)
     candidates: dict[str, Candidate]

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from training.bagging import fit_bagged
+from training.bagging import fit_bagged, merge_boosters
 from training.blend import Scorecard
 from training.boosting import DEFAULT_ROUNDS, LGB_DEFAULTS, fit_booster, lgb_params
 from training.calibration import platt
@@ -162,9 +162,13 @@ class _Options:
 
 
 def free_workers(tasks: int) -> int:
-    """Cores the 1-minute load average leaves free (at least one, at most ``tasks``)."""
+    """Cores the 1-minute load average leaves free (at least one, at most ``tasks``).
+
+    A core counts as busy only when a whole core's worth of load is on it (the load rounded
+    down): a benchmark that ran a few seconds ago does not hold a core for a minute.
+    """
     cores = os.cpu_count() or 1
-    free = cores - round(os.getloadavg()[0])
+    free = cores - int(os.getloadavg()[0])
     return max(1, min(tasks, free))
 
 
@@ -173,20 +177,39 @@ def _scale_rounds(rounds: int, folds: int) -> int:
     return max(1, round(rounds * folds / (folds - 1)))
 
 
-def _fit_choice(
+def _refit(
     x: np.ndarray, y: np.ndarray, features: list[Any], choice: Choice, cfg: dict[str, Any], o: Any
+) -> Any:
+    """Refit every member of a choice on these rows (seed-bagged), merged with its weight.
+
+    Only when the choice's own fold-bagged booster has seen rows it must not (a search on all
+    rows judged in folds, the not-nested protocol).
+    """
+    boosters, factors = [], []
+    for fit, weight in choice.members:
+        rounds = fit.rounds if fit.fixed else _scale_rounds(fit.rounds, len(fit.boosters))
+        params = lgb_params(features, fit.params, o.seed, o.num_threads)
+        boosters.append(fit_bagged(x, y, features, params, rounds, o.bagging_seeds))
+        factors.append(weight)
+    return merge_boosters(boosters, factors)
+
+
+def _fit_choice(
+    x: np.ndarray,
+    y: np.ndarray,
+    features: list[Any],
+    choice: Choice,
+    cfg: dict[str, Any],
+    o: Any,
+    refit: bool = False,
 ) -> tuple[Any, Scorecard | None, dict[str, float], int]:
-    """Refit a choice on these rows: bagged booster, scorecard when blended, Platt map."""
-    rounds = choice.rounds
-    if not choice.fixed:  # early-stopped on (k-1)/k of the rows: scale to all of them
-        rounds = _scale_rounds(choice.rounds, int(cfg["table"]["inner_folds"]))
-    params = lgb_params(features, choice.params, o.seed, o.num_threads)
-    booster = fit_bagged(x, y, features, params, rounds, o.bagging_seeds)
+    """Return a choice's model: fold-bagged booster (or a refit), scorecard, Platt map."""
+    booster = _refit(x, y, features, choice, cfg, o) if refit else choice.booster
     card = None
     if choice.weight > 0:
         ch = cfg["challenger"]
         card = Scorecard.fit(x, y, features, ch["C"], ch["max_iter"], choice.weight)
-    return booster, card, platt(choice.oof_margin, choice.labels), rounds
+    return booster, card, platt(choice.oof_margin, choice.labels), choice.rounds
 
 
 def _margin(booster: Any, card: Scorecard | None, x: np.ndarray) -> np.ndarray:
@@ -210,11 +233,12 @@ def _outer_fold(
         lgb_params(features, LGB_DEFAULTS, o.seed, o.num_threads),
         DEFAULT_ROUNDS,
     )
+    refit = choice is not None  # a search on all rows: its fold boosters saw this test fold
     if choice is None:
         choice = search_table(
             x[tr], y[tr], features, cfg, o.trials, ctx["per_search"], o.num_threads, ctx["step"]
         )
-    booster, card, cal, rounds = _fit_choice(x[tr], y[tr], features, choice, cfg, o)
+    booster, card, cal, rounds = _fit_choice(x[tr], y[tr], features, choice, cfg, o, refit)
     tuned = _margin(booster, card, x[te])
     chall = fit_challenger(ctx["frame"].iloc[tr], y[tr], features, cfg)
     return {
@@ -308,6 +332,16 @@ def _choice_json(choice: Choice, rounds: int) -> dict[str, Any]:
         "rounds": rounds,
         "rounds_inner": choice.rounds,
         "blend_weight": choice.weight,
+        "members": [
+            {
+                "name": f.name,
+                "weight": w,
+                "rounds": f.rounds,
+                "inner_mean_auc": f.score,
+                "params": f.params,
+            }
+            for f, w in choice.members
+        ],
     }
 
 
@@ -349,6 +383,7 @@ def _cv_result(
         "budget_seconds": o.seconds,
         "candidates": list(cfg["table"]["candidates"]),
         "bagging_seeds": o.bagging_seeds,
+        "ensemble_steps": int(cfg["table"]["ensemble_steps"]),
         "blend_weights": list(cfg["table"]["blend_weights"]),
         "description": _cv_description(o, int(cfg["table"]["inner_folds"])),
         "headline": HEADLINE,
@@ -400,10 +435,11 @@ def _cv_description(o: Any, inner: int) -> str:
     search = (
         f"documented candidates (LightGBM's defaults at 100 rounds among them), then up to "
         f"{o.trials} optuna trials (median pruning) within the time budget, each scored by "
-        f"{inner}-fold inner CV as the mean per-fold AUC; the winner is refit with "
-        f"{o.bagging_seeds} seeds averaged in log-odds (rounds scaled by "
-        f"{inner}/{inner - 1}) and blended with the linear scorecard at the weight the inner "
-        "CV prefers"
+        f"{inner}-fold inner CV as the mean per-fold AUC; the model is the fold-bagged "
+        f"ensemble the inner CV prefers (each configuration's {inner} inner-fold boosters "
+        "averaged in log-odds, configurations combined by greedy ensemble selection on the "
+        "inner out-of-fold margins, the best single one first), blended with the linear "
+        "scorecard at the weight the inner CV prefers"
     )
     return (
         f"Stratified {o.folds}-fold cross-validation (shuffled, seed {o.seed}); AUC is the mean "
@@ -414,11 +450,13 @@ def _cv_description(o: Any, inner: int) -> str:
             f"{search}; the outer test fold is never seen by the search. "
             if o.nested
             else f"'tuned': NOT nested — one search on all rows ({search}) is then refit in every "
-            "fold, so its CV AUC is optimistically biased. "
+            f"fold ({o.bagging_seeds} seeds per member, rounds scaled by {inner}/{inner - 1}), "
+            "so its CV AUC is optimistically biased. "
         )
         + "'calibrated_oof': each outer fold's tuned log-odds mapped by a Platt map fitted on "
         "that fold's inner out-of-fold margins, so parameters and calibration are both chosen "
         "without the scored rows. 'challenger': logistic regression in the same folds. The "
-        "registered model comes from one more search on all rows, refit on all rows, with its "
-        "Platt map from that search's inner out-of-fold margins."
+        "registered model comes from one more search on all rows (its fold-bagged ensemble, "
+        "each member booster on (k-1)/k of the rows), with its Platt map from that search's "
+        "inner out-of-fold margins."
     )

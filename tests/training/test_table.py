@@ -13,14 +13,23 @@ import pytest
 from typer.testing import CliRunner
 
 from kuaxin.cli import app
-from training.bagging import fit_bagged, merge_boosters
+from training.bagging import fit_bagged, merge_boosters, truncate
 from training.blend import Scorecard
-from training.boosting import fit_booster, lgb_params
+from training.boosting import LGB_DEFAULTS, fit_booster, lgb_params
 from training.model import CreditModel, features_from_catalog
 from training.result import _stub
 from training.scale import load_config
-from training.table import train_table
+from training.table import free_workers, train_table
 from training.table_prep import TableError, prepare_table, read_table
+from training.table_search import (
+    Fit,
+    _inner,
+    _run_candidates,
+    ensemble_booster,
+    fold_mean_auc,
+    search_table,
+    select_ensemble,
+)
 from training.train import time_split
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -181,9 +190,15 @@ def test_nested_cv_protocol_keeps_defaults_among_the_candidates():
     for _, search in r.trials.groupby("outer_fold"):
         defaults = search[search["name"] == "defaults"]
         assert len(defaults) == 1 and int(defaults["rounds"].iloc[0]) == 100
-        # the choice is the best inner score, so never below the defaults' inner score
-        assert search["value"].max() >= float(defaults["value"].iloc[0])
-        assert search["chosen"].sum() == 1
+        # the ensemble weights of the chosen configurations sum to one
+        assert search["chosen"].sum() >= 1
+        assert abs(search["ensemble_weight"].sum() - 1) < 1e-9
+    # the choice (ensemble, then blend) is never below the defaults' inner score
+    for key, choice in [*zip("012", m["fold_params"], strict=True), ("final", m["final"])]:
+        search = r.trials[r.trials["outer_fold"] == key]
+        defaults = float(search.loc[search["name"] == "defaults", "value"].iloc[0])
+        assert choice["inner_mean_auc"] >= defaults - 1e-12
+        assert abs(sum(mb["weight"] for mb in choice["members"]) - 1) < 1e-9
     assert 0 < m["calibrated_oof"]["ece"] < 0.08
     assert "firm" not in r.model.feature_names and "when_days" in r.model.feature_names
     kind = next(f for f in r.model.features if f.name == "kind")
@@ -323,3 +338,123 @@ def test_cli_table_with_time_column_registers_promotes_and_exports(tmp_path, mlf
     assert res.exit_code == 0, res.output
     model = CreditModel.load(tmp_path / "models" / "bank-model")
     assert len(model.score(_table(20))) == 20
+
+
+def _small_search(n=800):
+    df = _table(n)
+    features = features_from_catalog(None, ["x1", "x2", "noise", "kind"], df)
+    x, y = _stub(features, load_config(), None).matrix(df), df["y"].to_numpy()
+    return x, y, features, _quick(inner=3)
+
+
+def test_weighted_merge_is_the_weighted_mean_and_explains_it_exactly():
+    x, y, features, _ = _small_search()
+    params = lgb_params(features, {"feature_fraction": 0.7, "bagging_fraction": 0.8}, 3, 1)
+    members = [fit_booster(x, y, features, {**params, "seed": 3 + i}, 40) for i in range(3)]
+    members[2] = truncate(members[2], 25)
+    assert members[2].num_trees() == 25
+    factors = [0.5, 0.3, 0.2]
+    merged = merge_boosters(members, factors)
+    mean = sum(f * m.predict(x, raw_score=True) for f, m in zip(factors, members, strict=True))
+    assert np.abs(merged.predict(x, raw_score=True) - mean).max() < 1e-9
+    shap = sum(f * m.predict(x, pred_contrib=True) for f, m in zip(factors, members, strict=True))
+    contrib = merged.predict(x, pred_contrib=True)
+    assert np.abs(contrib - shap).max() < 1e-9
+    assert np.abs(contrib.sum(axis=1) - merged.predict(x, raw_score=True)).max() < 1e-9
+    with pytest.raises(ValueError, match="one factor per booster"):
+        merge_boosters(members, [1.0])
+
+
+def _fit(name, oof):
+    return Fit(name, {}, 10, 0.0, np.asarray(oof, dtype=float), [])
+
+
+def test_ensemble_selection_starts_from_the_best_single_fit_and_never_loses_to_it():
+    rng = np.random.default_rng(1)
+    y = np.array([0, 1] * 200)
+    fold_of = rng.permutation(400) % 4
+    folds = [(None, np.flatnonzero(fold_of == i)) for i in range(4)]
+    signal = y + rng.normal(0, 1.5, 400)
+    fits = [_fit("defaults", signal + rng.normal(0, 1, 400)),
+            _fit("a", signal + rng.normal(0, 1, 400)),
+            _fit("b", signal + rng.normal(0, 1, 400)),
+            _fit("noise", rng.normal(0, 1, 400))]  # fmt: skip
+    singles = [fold_mean_auc(y, f.oof, folds) for f in fits]
+    members, score, margin = select_ensemble(fits, y, folds, 10)
+    assert score >= max(singles) and len(members) >= 2  # independent errors: averaging helps
+    assert abs(sum(w for _, w in members) - 1) < 1e-12
+    assert all(f.name != "noise" for f, _ in members)
+    assert abs(fold_mean_auc(y, margin, folds) - score) < 1e-12
+    assert select_ensemble(fits, y, folds, 1)[0] == [(fits[int(np.argmax(singles))], 1.0)]
+    # anchored: the ensemble starts from the given fit, even a weaker one
+    anchored, anchored_score, _ = select_ensemble(fits, y, folds, 10, start=3)
+    assert fits[3] in [f for f, _ in anchored] and anchored_score > singles[3]
+    assert select_ensemble(fits, y, folds, 1, start=3)[0] == [(fits[3], 1.0)]
+    # a tie goes to the first fit (LightGBM's defaults come first)
+    tie = [_fit("defaults", signal), _fit("same", signal)]
+    assert [f.name for f, _ in select_ensemble(tie, y, folds, 10)[0]] == ["defaults"]
+
+
+def _member_margin(fit, x):
+    if fit.refit is not None:
+        return fit.refit.predict(x, raw_score=True)
+    return np.mean(
+        [b.predict(x, num_iteration=fit.rounds, raw_score=True) for b in fit.boosters], 0
+    )
+
+
+@pytest.mark.parametrize("start", ["defaults", "best"])
+def test_fold_bagged_choice_is_its_members_averaged(start):
+    x, y, features, cfg = _small_search()
+    cfg["table"]["ensemble_start"] = start
+    choice = search_table(x, y, features, cfg, trials=2, seconds=None)
+    assert choice.booster is not None
+    expected = sum(w * _member_margin(f, x) for f, w in choice.members)
+    assert np.abs(choice.booster.predict(x, raw_score=True) - expected).max() < 1e-9
+    refits = [f for f, _ in choice.members if f.refit is not None]
+    if start == "defaults":
+        # anchored: the defaults member is the baseline itself (100 rounds on all the rows)
+        assert refits and refits[0].name == "defaults" and refits[0].refit.num_trees() == 100
+        baseline = fit_booster(x, y, features, lgb_params(features, LGB_DEFAULTS, 42, 1), 100)
+        assert np.abs(refits[0].refit.predict(x) - baseline.predict(x)).max() < 1e-12
+    else:
+        assert not refits
+    assert ensemble_booster(choice.members).num_trees() == sum(
+        f.refit.num_trees() if f.refit is not None else f.rounds * len(f.boosters)
+        for f, _ in choice.members
+    )
+    assert choice.oof_margin.shape == y.shape and 0.5 < choice.score <= 1
+
+
+def test_candidates_with_the_same_parameters_share_one_run_and_the_budget_is_kept():
+    x, y, features, cfg = _small_search()
+    inner = _inner(x, y, features, cfg, 1)
+    fits, rows = [], []
+    _run_candidates(inner, cfg["table"]["candidates"], fits, rows, lambda *a: None)
+    by_name = {f.name: f for f in fits}
+    defaults, early = by_name["defaults"], by_name["defaults_early_stopped"]
+    assert defaults.boosters is early.boosters  # one run, read at two rounds
+    assert defaults.rounds == 100 and defaults.fixed and not early.fixed
+    assert early.score >= defaults.score - 1e-12 or early.rounds > 100
+    # a spent budget: the defaults still run their 100 rounds, nothing else runs
+    inner.deadline = 0.0
+    fits, rows = [], []
+    _run_candidates(inner, cfg["table"]["candidates"], fits, rows, lambda *a: None)
+    assert [f.name for f in fits] == ["defaults", "defaults_early_stopped"]
+    assert fits[0].rounds == 100 and fits[0].boosters[0].num_trees() == 100
+    assert {r.get("skipped") for r in rows} == {"time budget spent"}
+
+
+def test_monotone_list_only_when_a_direction_is_given():
+    _, _, features, _ = _small_search()
+    assert "monotone_constraints" not in lgb_params(features, {}, 1, 1)
+    features[0].monotone = 1
+    assert lgb_params(features, {}, 1, 1)["monotone_constraints"] == [1, 0, 0, 0]
+
+
+def test_free_workers_counts_a_core_busy_only_under_a_whole_core_of_load(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    for load, expected in [(0.0, 2), (0.9, 2), (1.0, 1), (1.7, 1), (5.0, 1)]:
+        monkeypatch.setattr("os.getloadavg", lambda load=load: (load, 0.0, 0.0))
+        assert free_workers(6) == expected, load
+    assert free_workers(1) == 1
