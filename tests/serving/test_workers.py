@@ -171,3 +171,19 @@ def test_serve_refuses_a_bad_worker_count(workers: str) -> None:
     result = CliRunner().invoke(app, ["serve", "--workers", workers, "--snapshot", "x.parquet"])
     assert result.exit_code != 0
     assert "workers" in result.output
+
+
+def test_the_serve_extra_brings_the_fast_parser_and_loop() -> None:
+    """httptools and uvloop (serve extra) are installed and the served protocol is httptools'."""
+    import sys
+
+    import httptools
+
+    from serving.workers import HTTP_PROTOCOL
+
+    assert httptools.__version__
+    assert HTTP_PROTOCOL.__name__ == "NoDelayHttpToolsProtocol"
+    if sys.platform != "win32":
+        import uvloop
+
+        assert uvloop.__version__
