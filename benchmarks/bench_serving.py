@@ -684,13 +684,9 @@ def main() -> None:
     write_results(args, started, loads, wrk_version, fast, http, startup)
 
 
-def append_startup(args: argparse.Namespace, started: datetime, rows: list[dict[str, Any]]) -> None:
-    """Append a start-up-only run to ``results_serving.md``."""
+def startup_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown table of start-up points (header included)."""
     lines = [
-        "",
-        f"### Start-up run {started:%Y-%m-%d %H:%M}–{datetime.now(UTC):%H:%M} UTC "
-        f"(`bench_serving.py {' '.join(sys.argv[1:])}`)",
-        "",
         "| firms | precompute (once, s) | worker ready (wall, s) | load logged (s) | load avg |",
         "| ---: | ---: | ---: | ---: | --- |",
     ]
@@ -702,6 +698,18 @@ def append_startup(args: argparse.Namespace, started: datetime, rows: list[dict[
                 f"| {r['firms']} | {r['precompute_s']:.1f} | {r['ready_s']:.1f} | "
                 f"{r['load_logged_s']:.1f} | {r['load']} |"
             )
+    return lines
+
+
+def append_startup(args: argparse.Namespace, started: datetime, rows: list[dict[str, Any]]) -> None:
+    """Append a start-up-only run to ``results_serving.md``."""
+    lines = [
+        "",
+        f"### Start-up run {started:%Y-%m-%d %H:%M}–{datetime.now(UTC):%H:%M} UTC "
+        f"(`bench_serving.py {' '.join(sys.argv[1:])}`)",
+        "",
+    ]
+    lines += startup_table(rows)
     with RESULTS.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
 
@@ -804,17 +812,8 @@ def write_results(
         "",
         "## Start-up of one worker with the precomputed file present",
         "",
-        "| firms | precompute (once, s) | worker ready (wall, s) | load logged (s) | load avg |",
-        "| ---: | ---: | ---: | ---: | --- |",
     ]
-    for r in startup:
-        if "skipped" in r:
-            lines.append(f"| {r['firms']} | skipped: {r['skipped']} | | | |")
-        else:
-            lines.append(
-                f"| {r['firms']} | {r['precompute_s']:.1f} | {r['ready_s']:.1f} | "
-                f"{r['load_logged_s']:.1f} | {r['load']} |"
-            )
+    lines += startup_table(startup)
     lines += [
         "",
         "HTTP servers' start-up (wall, s, incl. workers): "
