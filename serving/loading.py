@@ -125,7 +125,7 @@ def build(
         else:
             from training.batch import explain_batch
 
-            log_odds, contrib, base = explain_batch(model, frame, num_threads=0)
+            log_odds, contrib, base = explain_batch(model, frame, num_threads=0, progress=None)
         scores = model.frame_from_log_odds(log_odds, frame.index)
     except Exception as exc:  # a broken booster or mismatched features fails here
         raise LoadError(

@@ -103,7 +103,9 @@ def compute(
     """Score and explain every firm (chunks in this process, or partitions on ``client``)."""
     from training.batch import explain_batch
 
-    log_odds, contrib, base = explain_batch(model, snapshot, chunk_size=chunk_size, client=client)
+    log_odds, contrib, base = explain_batch(
+        model, snapshot, chunk_size=chunk_size, client=client, progress=None
+    )
     return Precomputed(
         key=key,
         usc_code=snapshot["usc_code"].astype(str).to_numpy().astype("U"),

@@ -340,7 +340,7 @@ def explain_batch(
     snapshot: pd.DataFrame,
     chunk_size: int = 10_000,
     client: Client | None = None,
-    progress: bool = False,
+    progress: bool | None = False,
     num_threads: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Log-odds, SHAP contributions and base values of a whole snapshot, in chunks or on Dask.
@@ -354,8 +354,8 @@ def explain_batch(
         Rows per chunk (and per Dask partition).
     client : distributed.Client, optional
         Map :func:`explain_frame` over partitions on this cluster instead of in this process.
-    progress : bool
-        Show a progress bar.
+    progress : bool or None
+        Show a progress bar; None shows it only when stderr is a terminal (service start-up).
     num_threads : int
         LightGBM threads in this process (0: all); Dask workers use one each.
 
@@ -375,8 +375,9 @@ def explain_batch(
         pieces = [snapshot.iloc[a:b] for a, b in itertools.pairwise(bounds)]
         ddf = dd.from_delayed(client.scatter(pieces), meta=snapshot.iloc[:0], verify_meta=False)
         model_future = client.scatter(model, broadcast=True, hash=False)
-        meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in ["log_odds", "base"]})
-        meta = meta.assign(**{f"c_{j}": pd.Series(dtype="float64") for j in range(k)})
+        # all columns at once: assigning k columns one by one fragments the frame
+        columns = ["log_odds", "base", *(f"c_{j}" for j in range(k))]
+        meta = pd.DataFrame({c: pd.Series(dtype="float64") for c in columns})
         try:
             frames = client.gather(
                 client.compute(
@@ -390,7 +391,9 @@ def explain_batch(
         out = pd.concat([f for f in frames if len(f)] or [meta], ignore_index=True)
     else:
         parts_out = []
-        with tqdm(total=len(snapshot), desc="explaining", unit="row", disable=not progress) as bar:
+        # tqdm's disable=None: a bar on a terminal only, so service logs stay clean
+        hide = None if progress is None else not progress
+        with tqdm(total=len(snapshot), desc="explaining", unit="row", disable=hide) as bar:
             for start in range(0, len(snapshot), chunk_size):
                 chunk = snapshot.iloc[start : start + chunk_size]
                 parts_out.append(explain_frame(model, chunk, num_threads))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from features.distributed import local_client
 from training.batch import explain_batch
@@ -26,3 +29,23 @@ def test_chunked_and_dask_explanations_equal_the_model(
         np.testing.assert_array_equal(got[0], log_odds)
         np.testing.assert_array_equal(got[1], contrib)
         np.testing.assert_array_equal(got[2], base)
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def test_start_up_scoring_shows_progress_on_a_terminal_only(
+    trained_model_dir: Path, snapshot: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = CreditModel.load(trained_model_dir)
+    rows = snapshot.reset_index(drop=True).iloc[:50]
+    for terminal, shown in ((False, False), (True, True)):
+        err = _Terminal() if terminal else io.StringIO()
+        monkeypatch.setattr(sys, "stderr", err)
+        explain_batch(model, rows, chunk_size=20, progress=None)
+        assert ("explaining" in err.getvalue()) is shown
+        assert (f"{len(rows)}/{len(rows)}" in err.getvalue()) is shown
