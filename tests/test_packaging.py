@@ -31,6 +31,7 @@ NOT_IMPORTED = {
     "uvicorn": "serving/cli.py imports it inside `kuaxin serve`",
     "psycopg": "the PostgreSQL driver SQLAlchemy loads for postgresql+psycopg:// URLs",
     "pytest-xdist": "pytest -n",
+    "httpx2": "starlette.testclient imports it for the tests' TestClient",
     "ipykernel": "the kernel the notebooks run on",
     "ruff": "make lint",
     "mypy": "make lint",

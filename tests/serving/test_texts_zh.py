@@ -26,7 +26,8 @@ from tradefinance.products import load_products
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTRY_CSV = ROOT / "features" / "config" / "oecd_country_risk_2026-01.csv"
-ISO3 = [r["iso3"] for r in csv.DictReader(COUNTRY_CSV.open(encoding="utf-8"))]
+with COUNTRY_CSV.open(encoding="utf-8") as _rows:
+    ISO3 = [r["iso3"] for r in csv.DictReader(_rows)]
 
 
 def test_the_leak_rule_flags_identifiers_and_allows_codes() -> None:
