@@ -236,8 +236,9 @@ def _outer_fold(
     refit = choice is not None  # a search on all rows: its fold boosters saw this test fold
     if choice is None:
         choice = search_table(
-            x[tr], y[tr], features, cfg, o.trials, ctx["per_search"], o.num_threads, ctx["step"]
-        )
+            x[tr], y[tr], features, cfg, o.trials, ctx["per_search"], o.num_threads, ctx["step"],
+            baseline=default,
+        )  # fmt: skip
     booster, card, cal, rounds = _fit_choice(x[tr], y[tr], features, choice, cfg, o, refit)
     tuned = _margin(booster, card, x[te])
     chall = fit_challenger(ctx["frame"].iloc[tr], y[tr], features, cfg)
@@ -438,7 +439,7 @@ def _cv_description(o: Any, inner: int) -> str:
         f"{inner}-fold inner CV as the mean per-fold AUC; the model is the fold-bagged "
         f"ensemble the inner CV prefers (each configuration's {inner} inner-fold boosters "
         "averaged in log-odds, configurations combined by greedy ensemble selection on the "
-        "inner out-of-fold margins, the best single one first), blended with the linear "
+        "inner out-of-fold margins from the anchor of table.ensemble_start), blended with the linear "
         "scorecard at the weight the inner CV prefers"
     )
     return (

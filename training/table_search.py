@@ -38,7 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from training.bagging import merge_boosters, truncate
 from training.blend import Scorecard
-from training.boosting import LGB_DEFAULTS, _dataset, fit_booster, lgb_params
+from training.boosting import DEFAULT_ROUNDS, LGB_DEFAULTS, _dataset, fit_booster, lgb_params
 from training.model import FeatureInfo
 from training.search import suggest_params
 
@@ -344,6 +344,7 @@ def search_table(
     seconds: float | None,
     num_threads: int = 1,
     on_step: Any = None,
+    baseline: lgb.Booster | None = None,
 ) -> Choice:
     """Choose an ensemble of configurations and the blend weight for these rows by inner CV.
 
@@ -364,6 +365,10 @@ def search_table(
         LightGBM threads.
     on_step : callable, optional
         Called as ``on_step(best_score)`` after each candidate or trial (progress bars).
+    baseline : lightgbm.Booster, optional
+        LightGBM's defaults already fitted on these rows at ``DEFAULT_ROUNDS`` with the table
+        seed (the outer fold's baseline): the anchor is this booster instead of a second,
+        identical fit.
 
     Returns
     -------
@@ -394,7 +399,9 @@ def search_table(
         anchor = next(i for i, f in enumerate(fits) if f.name == "defaults")
         base = fits[anchor]
         params = lgb_params(features, base.params, inner.seed, num_threads)
-        base.refit = fit_booster(x, y, features, params, base.rounds)
+        same = baseline is not None and base.params == LGB_DEFAULTS
+        same = same and base.rounds == DEFAULT_ROUNDS
+        base.refit = baseline if same else fit_booster(x, y, features, params, base.rounds)
     members, _, margin = select_ensemble(fits, y, inner.folds, int(tcfg["ensemble_steps"]), anchor)
     weight, blended_score, blended = _choose_weight(
         inner, margin, list(tcfg["blend_weights"]), cfg["challenger"]

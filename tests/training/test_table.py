@@ -426,6 +426,18 @@ def test_fold_bagged_choice_is_its_members_averaged(start):
     assert choice.oof_margin.shape == y.shape and 0.5 < choice.score <= 1
 
 
+def test_the_outer_folds_baseline_is_the_anchor_not_a_second_fit():
+    x, y, features, cfg = _small_search()
+    baseline = fit_booster(x, y, features, lgb_params(features, LGB_DEFAULTS, 42, 1), 100)
+    choice = search_table(x, y, features, cfg, trials=0, seconds=None, baseline=baseline)
+    anchor = next(f for f, _ in choice.members if f.name == "defaults")
+    assert anchor.refit is baseline
+    # documented candidates beyond the guide's: XGBoost's defaults, run right after LightGBM's
+    names = list(cfg["table"]["candidates"])
+    assert names[:3] == ["defaults", "defaults_early_stopped", "xgboost_defaults"]
+    assert "xgboost_defaults" in set(choice.trials["name"])
+
+
 def test_candidates_with_the_same_parameters_share_one_run_and_the_budget_is_kept():
     x, y, features, cfg = _small_search()
     inner = _inner(x, y, features, cfg, 1)
