@@ -256,9 +256,12 @@ def _moves(
     return moves
 
 
-def _snap(move: _Move, origin: float, value: float) -> float:
-    # Whole steps away from the original value, inside the bounds.
-    steps = round((value - origin) / move.step)
+def _snap(move: _Move, origin: float, value: float, beyond: bool = False) -> float:
+    # Whole steps away from the original value, inside the bounds; with ``beyond`` the whole
+    # steps reach at least ``value`` in the move's direction (a threshold must be met).
+    ratio = (value - origin) / move.step
+    towards = math.ceil if move.sign > 0 else math.floor
+    steps = towards(ratio) if beyond else round(ratio)
     out = min(max(origin + steps * move.step, move.lower), move.upper)
     return float(round(out)) if move.integer else out
 
@@ -441,6 +444,7 @@ def find_recourse(
     scales: Mapping[str, float] | None = None,
     features: Sequence[str] | None = None,
     keep: Sequence[str] = (),
+    targets: Mapping[str, Sequence[float]] | None = None,
     max_features: int | None = None,
     max_steps: int | None = None,
     beam: int | None = None,
@@ -471,6 +475,10 @@ def find_recourse(
     keep : sequence of str
         Features always searched even when they do not move the PD (e.g. a product rule's
         own feature); the others are narrowed to the ``max_features`` that lower it most.
+    targets : mapping, optional
+        Values worth a move of their own per feature (e.g. the thresholds of a product's rules):
+        tried from every plan whose value has not reached them yet in the feature's favourable
+        direction, snapped to whole steps at or beyond them.
     max_features, max_steps, beam : int, optional
         Features searched after the first round, most single-feature moves in a plan (search
         depth) and partial plans kept per depth; default from ``config``.
@@ -522,6 +530,7 @@ def find_recourse(
         for m in _moves(model, catalog, search.base, scales or {}, features, cfg.scale_fractions)
     }
     search.origin = {f: float(search.base[f]) for f in search.moves}
+    search.targets = {f: tuple(v) for f, v in (targets or {}).items() if f in search.moves}
     plan = search.run(
         cfg.max_steps if max_steps is None else max_steps,
         cfg.beam if beam is None else beam,
@@ -562,6 +571,7 @@ class _Search:
         self.p0 = float(self.judge([{}], scored0)[1][0])
         self.moves: dict[str, _Move] = {}
         self.origin: dict[str, float] = {}
+        self.targets: dict[str, tuple[float, ...]] = {}
         self.evaluated = 1
 
     def cost(self, changes: Mapping[str, float]) -> float:
@@ -632,8 +642,13 @@ class _Search:
             if math.isfinite(bound) and abs(bound - current) <= self.cfg.bound_reach * m.scale:
                 targets.add(bound)
             at = where.get(f)
-            for target in targets:
-                value = _snap(m, origin, target)
+            values = {_snap(m, origin, t) for t in targets}
+            values.update(
+                _snap(m, origin, t, beyond=True)
+                for t in self.targets.get(f, ())
+                if (t - current) * m.sign > 0
+            )
+            for value in values:
                 if value == current:
                     continue
                 term = abs(value - origin) / m.scale + per_feature

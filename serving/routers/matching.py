@@ -128,6 +128,12 @@ def _recourse_fn(
         def failures(frame: pd.DataFrame) -> Any:
             return failed_counts(rules, frame, row, grades)
 
+        # A rule's threshold on a movable feature is a move of its own (straight to it).
+        thresholds: dict[str, list[float]] = {}
+        for rule in rules:
+            if rule.field in movable and rule.op in (">=", "<=", ">", "<"):
+                thresholds.setdefault(rule.field, []).append(float(rule.value))
+
         assert loaded.catalog is not None
         if not shared:
             shared.append(MarginCache(loaded.model, row))
@@ -138,6 +144,7 @@ def _recourse_fn(
             dict(row),
             goal,
             scales=loaded.scales,
+            targets=thresholds,
             max_steps=settings.recourse_max_steps,
             beam=settings.recourse_beam,
             failures=failures,
