@@ -158,9 +158,30 @@ def test_rule_counts_give_the_plan_goal_mask_and_progress_give(
     assert compared >= 2
 
 
-def test_matches_plans_reach_what_they_claim_and_a_call_is_bounded(
-    served_world: ServedWorld,
-) -> None:
+def test_a_deadline_stops_the_search_after_one_round(served_world: ServedWorld) -> None:
+    loaded = served_world.loaded
+    grades = loaded.grades
+    product = next(p for p in load_market().products if any(r.field == "grade" for r in p.rules))
+    row = _ineligible(loaded, product, 1)[0]
+
+    def fails(frame: pd.DataFrame) -> Any:
+        return failed_counts(product.rules, frame, row, grades)
+
+    def goal(scored: Any) -> bool:
+        return all(t.passed for t in evaluate_rules(product.rules, scored, grades))
+
+    common = {"scales": loaded.scales, "failures": fails, "max_steps": 8, "beam": 4}
+    cfg = load_recourse_config().model_copy(update={"time_budget_s": 1e6})
+    free = find_recourse(loaded.model, loaded.catalog, row, goal, config=cfg, **common)
+    cut = find_recourse(
+        loaded.model, loaded.catalog, row, goal, config=cfg, deadline=time.monotonic(), **common
+    )
+    # Past the deadline the search ends after its first round (and the pruning of a plan).
+    assert cut.evaluated <= free.evaluated
+    assert free.reached or not cut.reached
+
+
+def test_matches_plans_reach_what_they_claim(served_world: ServedWorld) -> None:
     loaded = served_world.loaded
     market = load_market()
     settings = Settings(load_on_start=False, migrate_on_start=False)
@@ -170,57 +191,21 @@ def test_matches_plans_reach_what_they_claim_and_a_call_is_bounded(
     reached = 0
     for usc in [u for u in loaded.position if not firm_row(loaded, u)["in_default"]][-12:]:
         row = firm_row(loaded, usc)
-        started = time.monotonic()
         fn = _recourse_fn(loaded, usc, row, settings, [cfg.match_products])
         result = match(row, need, market.products, grades=loaded.grades, recourse=fn)
-        searched = [
-            m
-            for m in result.financing + result.insurance
-            if m["recourse"] and m["recourse"]["plan"] and m["recourse"]["plan"]["searched"]
-        ]
-        # Every search stops at the call's deadline, up to one batch past it.
-        assert time.monotonic() - started < cfg.match_budget_s + 2.0 + 0.5 * len(searched)
-        for m in searched:
-            plan = m["recourse"]["plan"]
+        for m in result.financing + result.insurance:
+            plan = (m["recourse"] or {}).get("plan")
+            if not plan or not plan["searched"]:
+                continue
+            # Applied and re-scored through the DataFrame path, a plan reaches what it says.
             changed = {**row, **{c["feature"]: c["after"] for c in plan["changes"]}}
             features = pd.DataFrame([{n: changed[n] for n in loaded.model.feature_names}])
             scored = loaded.model.score(features, num_threads=1).iloc[0].to_dict()
-            trace = evaluate_rules(
-                products[m["product_id"]].rules, {**changed, **scored}, loaded.grades
-            )
+            rules = products[m["product_id"]].rules
+            trace = evaluate_rules(rules, {**changed, **scored}, loaded.grades)
             assert all(t.passed for t in trace) == plan["reached"], m["product_id"]
             reached += plan["reached"]
     assert reached >= 1
-
-
-def test_a_vectorised_goal_finds_the_plan_the_scalar_goal_finds(
-    served_world: ServedWorld,
-) -> None:
-    loaded = served_world.loaded
-    grades = loaded.grades
-    product = next(p for p in load_market().products if any(r.field == "grade" for r in p.rules))
-    compared = 0
-    for usc in list(loaded.position)[:40]:
-        row = firm_row(loaded, usc)
-        if row["in_default"] or all(t.passed for t in evaluate_rules(product.rules, row, grades)):
-            continue
-
-        def goal(scored: Any, rules: Any = product.rules) -> bool:
-            return all(t.passed for t in evaluate_rules(rules, scored, grades))
-
-        def mask(frame: pd.DataFrame, row: Any = row) -> Any:
-            return failed_counts(product.rules, frame, row, grades) == 0
-
-        # No wall-clock cut-off: on a busy machine the slower scalar search would stop early.
-        unbounded = load_recourse_config().model_copy(update={"time_budget_s": 1e6})
-        common = {"scales": loaded.scales, "max_steps": 8, "beam": 4, "config": unbounded}
-        slow = find_recourse(loaded.model, loaded.catalog, row, goal, **common)
-        fast = find_recourse(loaded.model, loaded.catalog, row, goal, goal_mask=mask, **common)
-        assert fast.changes == slow.changes and fast.reached == slow.reached
-        compared += 1
-        if compared >= 3:
-            break
-    assert compared >= 1
 
 
 def test_matches_keep_recourse_plans_per_bundle(served_world: ServedWorld) -> None:
