@@ -210,6 +210,9 @@ def rule_mask(rule: Rule, frame: pd.DataFrame, grades: Sequence[str]) -> pd.Seri
     if rule.field not in frame.columns:
         raise KeyError(f"rule {rule.text!r}: column {rule.field!r} not in the frame")
     col = frame[rule.field]
+    fast = _array_mask(rule, col, grades)
+    if fast is not None:
+        return pd.Series(fast, index=frame.index)
     missing = col.isna()
     if rule.op in ("in", "not_in"):
         tokens = col.map(lambda v: None if is_missing(v) else _token(v))
@@ -233,6 +236,52 @@ def rule_mask(rule: Rule, frame: pd.DataFrame, grades: Sequence[str]) -> pd.Seri
         )
     ok = ok.fillna(False).astype(bool)
     return ok.where(~missing, rule.if_missing == "pass").astype(bool)
+
+
+def _array_mask(rule: Rule, col: pd.Series, grades: Sequence[str]) -> np.ndarray | None:
+    """:func:`rule_mask` on plain arrays for a numeric column or the grade; None otherwise.
+
+    The common cases of many candidate rows (recourse) without pandas' per-call overhead:
+    a numeric comparison on a numeric column, and any comparison of the grade.
+    """
+    if rule.op in ("in", "not_in"):
+        return None
+    passes_missing = rule.if_missing == "pass"
+    if rule.field == "grade" and isinstance(col.dtype, pd.CategoricalDtype):
+        # Evaluate each category once, then look the rows up by their codes.
+        per_level = np.array(
+            [_grade_passes(rule, str(g), grades) for g in col.cat.categories], dtype=bool
+        )
+        codes = col.cat.codes.to_numpy()
+        return np.where(codes >= 0, per_level[codes], passes_missing)
+    if rule.field == "grade":
+        values = col.to_numpy(dtype=object)
+        present = np.fromiter((not is_missing(v) for v in values), bool, len(values))
+        if rule.op in ("==", "!="):
+            target = str(rule.value)
+            eq = np.fromiter((str(v) == target for v in values), bool, len(values))
+            ok = eq if rule.op == "==" else ~eq
+        else:
+            ranks = {g: float(i) for i, g in enumerate(grades)}
+            actual = np.fromiter(
+                (ranks.get(str(v), np.nan) for v in values), np.float64, len(values)
+            )
+            # A better grade has a smaller rank: "grade >= BB" is rank(BB) >= rank(actual).
+            ok = _NUMERIC_OPS[rule.op](float(ranks[str(rule.value)]), actual)
+        return np.where(present, ok, passes_missing)
+    if isinstance(rule.value, str) or not pd.api.types.is_numeric_dtype(col.dtype):
+        return None
+    x = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    ok = _NUMERIC_OPS[rule.op](x, float(rule.value))
+    return np.where(np.isnan(x), passes_missing, ok)
+
+
+def _grade_passes(rule: Rule, grade: str, grades: Sequence[str]) -> bool:
+    """:func:`rule_passes` of a present grade; an unknown one fails (as in :func:`rule_mask`)."""
+    try:
+        return rule_passes(rule, grade, grades)
+    except ValueError:
+        return False
 
 
 def eligible_mask(

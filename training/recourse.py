@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 Goal = Callable[[Mapping[str, Any]], bool]
 #: A goal over a frame of scored candidates (one bool per row), the vectorised twin of a Goal.
 GoalMask = Callable[[pd.DataFrame], np.ndarray]
+#: Rules each scored candidate of a frame fails (0: the goal is met), one int per row.
+FailureCount = Callable[[pd.DataFrame], np.ndarray]
 SCORE_COLUMNS = ("pd", "log_odds", "score", "grade", "supervision_class")
 #: The shipped search settings.
 CONFIG_PATH = Path(__file__).parent / "config" / "recourse.yaml"
@@ -56,6 +58,8 @@ class RecourseConfig(BaseModel):
     prune_rounds: int = Field(ge=0)
     prune_fractions: tuple[float, ...]
     time_budget_s: float = Field(gt=0)
+    failure_weight: float = Field(gt=0)
+    match_budget_s: float = Field(gt=0)
     match_products: int = Field(ge=0)
     match_memo_size: int = Field(ge=0)
 
@@ -208,6 +212,8 @@ class _Move:
     upper: float
     scale: float
     integer: bool
+    #: Signed moves tried from any value: one step and the configured fractions of the scale.
+    deltas: tuple[float, ...] = ()
 
 
 def _moves(
@@ -216,6 +222,7 @@ def _moves(
     row: Mapping[str, Any],
     scales: Mapping[str, float],
     features: Sequence[str] | None,
+    fractions: Sequence[float],
 ) -> list[_Move]:
     names = set(model.feature_names)
     chosen = features if features is not None else catalog.actionable
@@ -243,14 +250,18 @@ def _moves(
                 upper=math.inf if spec.upper is None else float(spec.upper),
                 scale=scale,
                 integer=integer,
+                deltas=tuple(sign * d for d in {step} | {q * scale for q in fractions}),
             )
         )
     return moves
 
 
-def _snap(move: _Move, origin: float, value: float) -> float:
-    # Whole steps away from the original value, inside the bounds.
-    steps = round((value - origin) / move.step)
+def _snap(move: _Move, origin: float, value: float, beyond: bool = False) -> float:
+    # Whole steps away from the original value, inside the bounds; with ``beyond`` the whole
+    # steps reach at least ``value`` in the move's direction (a threshold must be met).
+    ratio = (value - origin) / move.step
+    towards = math.ceil if move.sign > 0 else math.floor
+    steps = towards(ratio) if beyond else round(ratio)
     out = min(max(origin + steps * move.step, move.lower), move.upper)
     return float(round(out)) if move.integer else out
 
@@ -293,31 +304,135 @@ class _RowView(Mapping[str, Any]):
         return len(set(self._base) | set(self._scores))
 
 
-def score_matrix(model: CreditModel, x: np.ndarray) -> pd.DataFrame:
+def score_matrix(
+    model: CreditModel,
+    x: np.ndarray | None,
+    *,
+    margin: np.ndarray | None = None,
+    columns: Mapping[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """Score rows of the booster's input matrix (see ``CreditModel.matrix``) with one thread.
 
     The same steps as ``CreditModel.score`` without rebuilding a DataFrame per call: raw
     margin, calibration, floor, score scale and master scale.
 
+    Parameters
+    ----------
+    model : CreditModel
+    x : ndarray of shape (n, k) or None
+        Booster input rows; not read when ``margin`` is given.
+    margin : ndarray of shape (n,), optional
+        Raw margins already known (e.g. from a :class:`MarginCache`).
+    columns : mapping, optional
+        Further columns of the frame (e.g. the moved features), added in the same construction.
+
     Returns
     -------
     DataFrame
-        ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class``.
+        ``pd``, ``log_odds``, ``score``, ``grade``, ``supervision_class`` (then ``columns``).
     """
-    margin = model.margin_matrix(x, num_threads=1)
+    if margin is None:
+        assert x is not None
+        margin = model.margin_matrix(x, num_threads=1)
     log_odds = model.calibrate(margin)
     pd_ = model.floor(log_odds)
-    grades = np.atleast_1d(model.master_scale.grade(pd_)).astype(str)
-    classes = {g: model.master_scale.supervision_class(g) for g in set(grades)}
+    bands = _Bands.of(model)
+    codes = np.searchsorted(bands.uppers, np.atleast_1d(pd_), side="right")
     return pd.DataFrame(
         {
             "pd": pd_,
             "log_odds": log_odds,
             "score": model.score_scale.score(pd_),
-            "grade": grades,
-            "supervision_class": [classes[g] for g in grades],
-        }
+            "grade": pd.Categorical.from_codes(codes, dtype=bands.grades, validate=False),
+            "supervision_class": pd.Categorical.from_codes(
+                bands.class_of[codes], dtype=bands.classes, validate=False
+            ),
+            **(columns or {}),
+        },
+        copy=False,
     )
+
+
+@dataclass(frozen=True)
+class _Bands:
+    """The master scale's bands as :func:`score_matrix` reads them.
+
+    ``MasterScale.grade``'s lookup giving category codes: no per-row string objects in the
+    frame.
+    """
+
+    uppers: np.ndarray
+    grades: pd.CategoricalDtype
+    classes: pd.CategoricalDtype
+    class_of: np.ndarray
+
+    @staticmethod
+    def of(model: CreditModel) -> _Bands:
+        key = tuple(
+            (b["grade"], b["supervision_class"], b["upper"]) for b in model.master_scale.to_list()
+        )
+        return _bands(key)
+
+
+@lru_cache(maxsize=32)
+def _bands(key: tuple[tuple[str, str, float], ...]) -> _Bands:
+    classes = sorted({c for _, c, _ in key})
+    return _Bands(
+        uppers=np.array([u for _, _, u in key[:-1]], dtype=np.float64),
+        grades=pd.CategoricalDtype([g for g, _, _ in key]),
+        classes=pd.CategoricalDtype(classes),
+        class_of=np.array([classes.index(c) for _, c, _ in key], dtype=np.int64),
+    )
+
+
+class MarginCache:
+    """Raw booster margins of variants of one firm's row, keyed by their changes.
+
+    Shared by the searches of one firm (e.g. the products of one ``/matches`` call): a variant
+    met by several searches (the first round of single moves is the same for every goal) is
+    scored once. Only variants not seen before reach the booster, in one call per batch.
+
+    Parameters
+    ----------
+    model : CreditModel
+    base : mapping
+        The firm's features (at least the model's).
+    """
+
+    def __init__(self, model: CreditModel, base: Mapping[str, Any]) -> None:
+        self.model = model
+        self.x0 = model.row_vector(base).reshape(1, -1)
+        self.column = {name: j for j, name in enumerate(model.feature_names)}
+        self.known: dict[frozenset, float] = {}
+        #: Rows the booster scored (cache misses) and rows answered from the cache.
+        self.scored = 0
+        self.reused = 0
+
+    def margins(
+        self, candidates: Sequence[Mapping[str, float]], keys: Sequence[frozenset] | None = None
+    ) -> np.ndarray:
+        """Raw margin of each candidate (feature -> value changes against the base row)."""
+        keys = keys if keys is not None else [frozenset(c.items()) for c in candidates]
+        out = np.empty(len(candidates), dtype=np.float64)
+        missing = []
+        for i, key in enumerate(keys):
+            got = self.known.get(key)
+            if got is None:
+                missing.append(i)
+            else:
+                out[i] = got
+        self.reused += len(candidates) - len(missing)
+        if missing:
+            x = np.repeat(self.x0, len(missing), axis=0)
+            for r, i in enumerate(missing):
+                for f, v in candidates[i].items():
+                    x[r, self.column[f]] = v
+            fresh = self.model.margin_matrix(x, num_threads=1)
+            out[missing] = fresh
+            for i, m in zip(missing, fresh.tolist(), strict=True):
+                self.known[keys[i]] = m
+            self.scored += len(missing)
+        return out
 
 
 def find_recourse(
@@ -329,12 +444,16 @@ def find_recourse(
     scales: Mapping[str, float] | None = None,
     features: Sequence[str] | None = None,
     keep: Sequence[str] = (),
+    targets: Mapping[str, Sequence[float]] | None = None,
     max_features: int | None = None,
     max_steps: int | None = None,
     beam: int | None = None,
     progress: Callable[[pd.DataFrame], np.ndarray] | None = None,
     goal_mask: GoalMask | None = None,
+    failures: FailureCount | None = None,
     config: RecourseConfig | None = None,
+    cache: MarginCache | None = None,
+    deadline: float | None = None,
 ) -> RecoursePlan:
     """Search the cheapest plausible changes of actionable features that meet ``goal``.
 
@@ -356,6 +475,10 @@ def find_recourse(
     keep : sequence of str
         Features always searched even when they do not move the PD (e.g. a product rule's
         own feature); the others are narrowed to the ``max_features`` that lower it most.
+    targets : mapping, optional
+        Values worth a move of their own per feature (e.g. the thresholds of a product's rules):
+        tried from every plan whose value has not reached them yet in the feature's favourable
+        direction, snapped to whole steps at or beyond them.
     max_features, max_steps, beam : int, optional
         Features searched after the first round, most single-feature moves in a plan (search
         depth) and partial plans kept per depth; default from ``config``.
@@ -365,26 +488,49 @@ def find_recourse(
     goal_mask : callable, optional
         ``goal`` over that whole frame at once (one bool per row); used during the search
         instead of calling ``goal`` per candidate. The final plan is still checked by ``goal``.
+    failures : callable, optional
+        Rules each candidate of that frame fails (e.g. ``tradefinance.rules.failed_counts``),
+        computed once per batch: the goal is met with no failure and the progress is the
+        failures times ``failure_weight`` plus the log-odds. Replaces ``goal_mask`` and
+        ``progress``.
     config : RecourseConfig, optional
         Costs, moves and limits (default: ``training/config/recourse.yaml``); the search stops
         after ``time_budget_s`` with the best plan found so far.
+    cache : MarginCache, optional
+        Margins of this firm's variants shared with other searches of the same row (built
+        for ``row`` by the caller); a private one otherwise.
+    deadline : float, optional
+        ``time.monotonic()`` past which the search returns its best plan, when earlier than
+        ``time_budget_s`` from now (a caller's budget over several searches).
 
     Returns
     -------
     RecoursePlan
-        ``reached`` is the outcome of the final vector re-scored through
-        ``CreditModel.score``; when the goal cannot be met the plan holds the changes with the
-        best progress found.
+        ``reached`` is the outcome of the final vector re-scored through the one-row path
+        ``CreditModel.score_row`` (equal to ``CreditModel.score`` to 1e-12,
+        ``tests/training/test_fast_path.py``); when the goal cannot be met the plan holds the
+        changes with the best progress found.
     """
     cfg = config or load_recourse_config()
-    search = _Search(model, row, goal, cfg, progress, goal_mask)
+    if failures is not None:
+        weight = cfg.failure_weight
+
+        def checked(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+            fails = np.asarray(failures(frame))
+            return fails == 0, fails * weight + frame["log_odds"].to_numpy()
+
+    else:
+        checked = None
+    search = _Search(model, row, goal, cfg, progress, goal_mask, checked, cache, deadline)
     if search.already_met:
         before = search.before
         return RecoursePlan(True, True, [], 0.0, before, before, dict(search.base), 1)
     search.moves = {
-        m.feature: m for m in _moves(model, catalog, search.base, scales or {}, features)
+        m.feature: m
+        for m in _moves(model, catalog, search.base, scales or {}, features, cfg.scale_fractions)
     }
     search.origin = {f: float(search.base[f]) for f in search.moves}
+    search.targets = {f: tuple(v) for f, v in (targets or {}).items() if f in search.moves}
     plan = search.run(
         cfg.max_steps if max_steps is None else max_steps,
         cfg.beam if beam is None else beam,
@@ -405,37 +551,57 @@ class _Search:
         cfg: RecourseConfig,
         progress: Callable[[pd.DataFrame], np.ndarray] | None,
         goal_mask: GoalMask | None,
+        checked: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]] | None,
+        cache: MarginCache | None,
+        deadline: float | None,
     ) -> None:
         if isinstance(row, pd.Series):
             row = row.to_dict()
         self.model, self.goal, self.cfg, self.goal_mask = model, goal, cfg, goal_mask
-        self.deadline = time.monotonic() + cfg.time_budget_s
+        self.checked = checked
+        own = time.monotonic() + cfg.time_budget_s
+        self.deadline = own if deadline is None else min(own, deadline)
         self.base = {name: row[name] for name in model.feature_names}
         self.context = dict(row)
         self.progress = progress or (lambda f: f["log_odds"].to_numpy())
-        self.x0 = model.row_vector(self.base).reshape(1, -1)
-        self.column = {name: j for j, name in enumerate(model.feature_names)}
-        scored0 = score_matrix(model, self.x0)
+        self.cache = cache if cache is not None else MarginCache(model, self.base)
+        scored0 = score_matrix(model, self.cache.x0)
         self.before = {c: plain(scored0[c].iat[0]) for c in SCORE_COLUMNS}
         self.already_met = bool(goal(_RowView(self.context, {}, self.before)))
-        self.p0 = float(self.progress(scored0)[0])
+        self.p0 = float(self.judge([{}], scored0)[1][0])
         self.moves: dict[str, _Move] = {}
         self.origin: dict[str, float] = {}
+        self.targets: dict[str, tuple[float, ...]] = {}
         self.evaluated = 1
 
     def cost(self, changes: Mapping[str, float]) -> float:
         return _cost(changes, self.origin, self.moves, self.cfg.per_feature_cost)
 
-    def evaluate(self, candidates: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray]:
-        """Score candidates in one booster call: which meet the goal, and their progress."""
-        x = np.repeat(self.x0, len(candidates), axis=0)
+    def evaluate(
+        self, candidates: list[dict[str, float]], keys: Sequence[frozenset] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Score candidates in one booster call: which meet the goal, and their progress.
+
+        Only candidates the firm's :class:`MarginCache` has not seen reach the booster; the
+        frame of score columns and moved features is built once.
+        """
+        margin = self.cache.margins(candidates, keys)
         changed = {f for c in candidates for f in c}
-        for f in changed:
-            x[:, self.column[f]] = [c.get(f, self.origin[f]) for c in candidates]
-        scored = score_matrix(self.model, x)
-        for f in changed:
-            scored[f] = x[:, self.column[f]]
+        moved = {
+            f: np.fromiter((c.get(f, self.origin[f]) for c in candidates), float, len(candidates))
+            for f in changed
+        }
+        scored = score_matrix(self.model, None, margin=margin, columns=moved)
         self.evaluated += len(candidates)
+        return self.judge(candidates, scored)
+
+    def judge(
+        self, candidates: list[dict[str, float]], scored: pd.DataFrame
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Which scored candidates meet the goal, and their progress (lower is closer)."""
+        if self.checked is not None:
+            met, prog = self.checked(scored)
+            return np.asarray(met, dtype=bool), np.asarray(prog, dtype=float)
         if self.goal_mask is not None:
             met = np.asarray(self.goal_mask(scored), dtype=bool)
         else:
@@ -448,21 +614,53 @@ class _Search:
             )
         return met, np.asarray(self.progress(scored), dtype=float)
 
-    def expand(self, state: dict[str, float]) -> list[dict[str, float]]:
-        """Every plan one move away from ``state``."""
+    def term(self, feature: str, value: float) -> float:
+        """Cost of one changed feature (the summand of :func:`_cost`)."""
+        m = self.moves[feature]
+        return abs(value - self.origin[feature]) / m.scale + self.cfg.per_feature_cost
+
+    def expand(
+        self, state: dict[str, float], limit: float = math.inf
+    ) -> list[tuple[dict[str, float], frozenset, float]]:
+        """Every plan one move away from ``state`` costing less than ``limit``, with its key
+        and its cost.
+
+        The cost sums the same terms in the same order as :meth:`cost` (equal to the bit),
+        reusing the terms of ``state``; it is known before the plan is built, so plans that
+        cannot beat ``limit`` (the best plan found) are never built.
+        """
         out = []
+        terms = [self.term(g, v) for g, v in state.items()]
+        where = {g: i for i, g in enumerate(state)}
+        per_feature = self.cfg.per_feature_cost
         for f, m in self.moves.items():
-            current = state.get(f, self.origin[f])
-            deltas = {m.step} | {q * m.scale for q in self.cfg.scale_fractions}
-            targets = {current + m.sign * d for d in deltas}
+            origin = self.origin[f]
+            current = state.get(f, origin)
+            targets = {current + d for d in m.deltas}
             # Straight to the favourable bound (clear arrears, no overdue days) when in reach.
             bound = m.lower if m.sign < 0 else m.upper
             if math.isfinite(bound) and abs(bound - current) <= self.cfg.bound_reach * m.scale:
                 targets.add(bound)
-            for target in targets:
-                value = _snap(m, self.origin[f], target)
-                if value != current:
-                    out.append({**state, f: value})
+            at = where.get(f)
+            values = {_snap(m, origin, t) for t in targets}
+            values.update(
+                _snap(m, origin, t, beyond=True)
+                for t in self.targets.get(f, ())
+                if (t - current) * m.sign > 0
+            )
+            for value in values:
+                if value == current:
+                    continue
+                term = abs(value - origin) / m.scale + per_feature
+                if at is None:
+                    cost = sum([*terms, term])
+                else:
+                    changed = terms.copy()
+                    changed[at] = term
+                    cost = sum(changed)
+                if cost < limit:
+                    cand = {**state, f: value}
+                    out.append((cand, frozenset(cand.items()), cost))
         return out
 
     def narrow(
@@ -491,24 +689,29 @@ class _Search:
     def run(
         self, max_steps: int, beam: int, max_features: int, keep: Sequence[str]
     ) -> dict[str, float]:
-        """Beam search; return the cheapest plan meeting the goal, else the most progress."""
+        """Beam search; return the cheapest plan meeting the goal, else the most progress.
+
+        Once a plan is found, candidates costing as much or more are dropped before they are
+        scored: they can neither beat it nor be expanded (a move only adds cost).
+        """
         best: dict[str, float] | None = None
         best_cost = math.inf
         best_progress: tuple[float, float, dict[str, float]] = (self.p0, 0.0, {})
         frontier: list[dict[str, float]] = [{}]
-        seen: set[tuple] = {()}
+        seen: set[frozenset] = {frozenset()}
         for depth in range(max_steps):
-            candidates = []
+            candidates, keys, cost_list = [], [], []
             for state in frontier:
-                for cand in self.expand(state):
-                    key = tuple(sorted(cand.items()))
+                for cand, key, k in self.expand(state, best_cost):
                     if key not in seen:
                         seen.add(key)
                         candidates.append(cand)
+                        keys.append(key)
+                        cost_list.append(k)
             if not candidates:
                 break
-            met, prog = self.evaluate(candidates)
-            costs = np.array([self.cost(c) for c in candidates])
+            met, prog = self.evaluate(candidates, keys)
+            costs = np.array(cost_list)
             if depth == 0:
                 candidates, met, prog, costs = self.narrow(
                     candidates, met, prog, costs, max_features, keep
@@ -556,11 +759,10 @@ class _Search:
         return current
 
     def finish(self, plan: dict[str, float]) -> RecoursePlan:
-        """Re-score the final vector through the model's DataFrame path and describe it."""
+        """Re-score the final vector through the model's one-row path and describe it."""
         base, moves = self.base, self.moves
         final = {**base, **{f: (int(v) if moves[f].integer else v) for f, v in plan.items()}}
-        rescored = self.model.score(pd.DataFrame([final]), num_threads=1)
-        after = {c: plain(rescored[c].iat[0]) for c in SCORE_COLUMNS}
+        after = {c: plain(v) for c, v in self.model.score_row(final).items()}
         reached = bool(self.goal(_RowView(self.context, final, after)))
         changes = [
             PlannedChange(

@@ -7,6 +7,7 @@ before it is returned.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -104,15 +105,19 @@ def _recourse_fn(
     A plan depends on the firm and the product's rules only (the need's own checks block a
     plan before any search), so plans are kept per served bundle (:attr:`Loaded.memo`): the
     first match call of a firm searches, later ones with any need reuse the plans. The search
-    evaluates the rules over all candidates at once (``failed_counts``) and is bounded by the
-    recourse configuration's time budget.
+    counts the rules failed over all candidates at once (``failed_counts``); the searches of
+    one call share the firm's candidate margins (:class:`~training.recourse.MarginCache`) and
+    the call's time budget ``match_budget_s``, shared out evenly over the products still to
+    search, each search also bounded by ``time_budget_s``.
     """
-    from training.recourse import find_recourse, load_recourse_config
+    from training.recourse import MarginCache, find_recourse, load_recourse_config
 
     grades = grades_of(loaded)
     actionable = set(loaded.catalog.actionable) if loaded.catalog is not None else set()
     movable = actionable & set(loaded.model.feature_names)
     config = load_recourse_config()
+    ends = time.monotonic() + config.match_budget_s
+    shared: list[MarginCache] = []
 
     def search(product: Product) -> dict[str, Any]:
         rules = product.rules
@@ -120,25 +125,32 @@ def _recourse_fn(
         def goal(scored: Mapping[str, Any]) -> bool:
             return all(t.passed for t in evaluate_rules(rules, scored, grades))
 
-        def goal_mask(frame: pd.DataFrame) -> Any:
-            return failed_counts(rules, frame, row, grades) == 0
+        def failures(frame: pd.DataFrame) -> Any:
+            return failed_counts(rules, frame, row, grades)
 
-        def progress(frame: pd.DataFrame) -> Any:
-            fails = failed_counts(rules, frame, row, grades)
-            return fails * 10.0 + frame["log_odds"].to_numpy()
+        # A rule's threshold on a movable feature is a move of its own (straight to it).
+        thresholds: dict[str, list[float]] = {}
+        for rule in rules:
+            if rule.field in movable and rule.op in (">=", "<=", ">", "<"):
+                thresholds.setdefault(rule.field, []).append(float(rule.value))
 
         assert loaded.catalog is not None
+        if not shared:
+            shared.append(MarginCache(loaded.model, row))
+        now = time.monotonic()
         result = find_recourse(
             loaded.model,
             loaded.catalog,
             dict(row),
             goal,
             scales=loaded.scales,
+            targets=thresholds,
             max_steps=settings.recourse_max_steps,
             beam=settings.recourse_beam,
-            progress=progress,
-            goal_mask=goal_mask,
+            failures=failures,
             config=config,
+            cache=shared[0],
+            deadline=now + max(ends - now, 0.0) / (budget[0] + 1),
         )
         return {
             "searched": True,
