@@ -450,23 +450,32 @@ def consent_loader(db: Database) -> MissLoader[Grant]:
     return MissLoader(db.sessions, _grant_of)
 
 
-def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[FirmAccess]]:
-    """Build a dependency granting access to the firm in the ``usc_code`` path parameter.
+class _FirmAccessCheck(APIKeyHeader):
+    """The ``X-API-Key`` header and the firm-access check as one dependency.
 
-    Parameters
-    ----------
-    scope : str, optional
-        Kept for callers written before the access table; the route's entry in
-        ``serving.access.TABLE`` decides the role and scope.
+    It is the key's security scheme (so the OpenAPI document names it as ``_api_key`` does)
+    and the check itself: FastAPI resolves one dependency here, not a check with the header
+    below it (every level of the tree costs a hot route a share of its time).
     """
 
-    async def check(
+    def __init__(self, scope: str | None) -> None:
+        super().__init__(
+            name=API_KEY_HEADER,
+            auto_error=False,
+            description=_api_key.model.description,
+            scheme_name=_api_key.scheme_name,
+        )
+        self.scope = scope or "score"
+
+    async def __call__(  # type: ignore[override]
+        self,
         request: Request,
-        key: Annotated[str | None, Depends(_api_key)],
         usc_code: Annotated[
             str, Path(description="the firm's USCC", examples=["91440300MA5FAKE00X"])
         ],
     ) -> FirmAccess:
+        """Return the caller's access to the firm (key 401, USCC 422, consent 403, 503)."""
+        key = request.headers.get(API_KEY_HEADER)
         rule = route_rule(request)
         if rule is None:
             raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
@@ -474,12 +483,10 @@ def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[Fir
         principal = _cached_principal(request, key)
         if principal is not None:
             # A cached key and consent answer on the event loop: no thread, no database.
-            found = cached_firm_access(
-                principal, checked_uscc(usc_code), scope or "score", rule, cache
-            )
+            found = cached_firm_access(principal, checked_uscc(usc_code), self.scope, rule, cache)
             if found is not None:
                 return found
-            needed = _consent_scope(principal, scope or "score", rule)
+            needed = _consent_scope(principal, self.scope, rule)
             loader = getattr(request.app.state, "consent_loader", None)
             if needed is not None and cache is not None and loader is not None:
                 # A consent not asked for within auth_cache_s: read by the loader's thread,
@@ -490,20 +497,28 @@ def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[Fir
                     raise _consent_store_down(exc) from exc
                 return _consented(principal, usc_code, needed, rule, consent)
         return await run_in_threadpool(
-            _released, _firm_access_of, request, request_session(request), key, usc_code, rule
+            _released, self._firm_access_of, request, request_session(request), key, usc_code, rule
         )
 
     def _firm_access_of(
-        request: Request, session: Session, key: str | None, usc_code: str, rule: Access
+        self, request: Request, session: Session, key: str | None, usc_code: str, rule: Access
     ) -> FirmAccess:
         # The key and the consent in one threadpool call.
         principal = current_key(request, session, key)
         cache = getattr(request.app.state, "consent_cache", None)
-        return firm_access(
-            session, principal, checked_uscc(usc_code), scope or "score", rule, cache
-        )
+        return firm_access(session, principal, checked_uscc(usc_code), self.scope, rule, cache)
 
-    return check
+
+def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[FirmAccess]]:
+    """Build a dependency granting access to the firm in the ``usc_code`` path parameter.
+
+    Parameters
+    ----------
+    scope : str, optional
+        Kept for callers written before the access table; the route's entry in
+        ``serving.access.TABLE`` decides the role and scope.
+    """
+    return _FirmAccessCheck(scope)
 
 
 def require_firm_owner() -> Callable[..., Awaitable[Principal]]:
