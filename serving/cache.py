@@ -185,22 +185,43 @@ class MissLoader(Generic[V]):
 
     def _run(self) -> None:
         while batch := self._take():
+            self._serve(batch)
+
+    def _serve(
+        self, batch: list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]]
+    ) -> None:
+        """Answer every caller of ``batch`` (whatever fails: a caller left waiting would hang)."""
+        try:
             session = self._sessions()
-            try:
-                for key, loop, fut in batch:
-                    try:
-                        outcome: tuple[V | None, BaseException | None] = (
-                            self._load(session, key),
-                            None,
-                        )
-                    except Exception as exc:  # handed to the caller, which answers for it
-                        outcome = (None, exc)
+        except Exception as exc:
+            for _key, loop, fut in batch:
+                _wake(loop, fut, (None, exc))
+            return
+        try:
+            for key, loop, fut in batch:
+                try:
+                    outcome: tuple[V | None, BaseException | None] = (
+                        self._load(session, key),
+                        None,
+                    )
+                except Exception as exc:  # handed to the caller, which answers for it
+                    outcome = (None, exc)
+                    with contextlib.suppress(Exception):  # a lost connection cannot roll back
                         session.rollback()
-                    # A closed loop (shutdown) has nobody waiting on it.
-                    with contextlib.suppress(RuntimeError):
-                        loop.call_soon_threadsafe(_resolve, fut, outcome)
-            finally:
+                _wake(loop, fut, outcome)
+        finally:
+            with contextlib.suppress(Exception):
                 session.close()
+
+
+def _wake(
+    loop: asyncio.AbstractEventLoop,
+    fut: asyncio.Future[V | None],
+    outcome: tuple[V | None, BaseException | None],
+) -> None:
+    # A closed loop (shutdown) has nobody waiting on it.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_resolve, fut, outcome)
 
 
 def _resolve(fut: asyncio.Future[V | None], outcome: tuple[V | None, BaseException | None]) -> None:
