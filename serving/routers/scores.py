@@ -46,20 +46,23 @@ class ScoreBodies:
     """
 
     def __init__(self) -> None:
-        self._bundle: weakref.ref[Loaded] | None = None
-        self._bodies: dict[str, bytes] = {}
+        # The bundle and its bodies in one attribute, read once per call: a caller never
+        # pairs one bundle with another's bodies (apps on several event loops share the store).
+        self._slot: tuple[weakref.ref[Loaded], dict[str, bytes]] | None = None
 
     def body(self, loaded: Loaded, usc_code: str) -> bytes:
         """Return the JSON body of ``usc_code``'s score answer from ``loaded``."""
-        if self._bundle is None or self._bundle() is not loaded:
-            self._bundle, self._bodies = weakref.ref(loaded), {}
-        found = self._bodies.get(usc_code)
+        slot = self._slot
+        if slot is None or slot[0]() is not loaded:
+            slot = self._slot = (weakref.ref(loaded), {})
+        bodies = slot[1]
+        found = bodies.get(usc_code)
         if found is None:
             model = Score.model_validate(loaded.score_payload(usc_code))
             found = Score.__pydantic_serializer__.to_json(model, by_alias=True)
-            if len(self._bodies) >= MAX_BODIES:
-                self._bodies.clear()
-            self._bodies[usc_code] = found
+            if len(bodies) >= MAX_BODIES:
+                bodies.clear()
+            bodies[usc_code] = found
         return found
 
 
