@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from serving import problems
 from serving.cache import AccessCache
 from serving.db import Database, upgrade
-from serving.deps import enforce_access
+from serving.deps import consent_loader, enforce_access
 from serving.metrics import Metrics, RequestContextMiddleware, WriteHealth
 from serving.protect import ProtectMiddleware
 from serving.settings import Settings
@@ -133,6 +133,7 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.state.writes = WriteHealth(settings.ready_failure_window_s)
     app.state.key_cache = AccessCache(settings.auth_cache_s)
     app.state.consent_cache = AccessCache(settings.auth_cache_s)
+    app.state.consent_loader = consent_loader(db)
     problems.install(app)
     # Limits run inside the request context, so refusals carry a request id and are counted.
     app.add_middleware(ProtectMiddleware, settings=settings)

@@ -372,22 +372,24 @@ def append(
 
 
 async def append_async(
-    session: Session, entries: Sequence[AuditEntry], timeout_s: float | None = None
+    bind: Session | sa.Engine, entries: Sequence[AuditEntry], timeout_s: float | None = None
 ) -> list[AuditLog]:
     """:func:`append` for ``async`` routes: the wait for the batch takes no thread.
 
-    The request's open transaction, if any, is committed on the threadpool first (as
-    :func:`append` does); a session that never touched the database costs nothing.
+    ``bind`` is the request's session, or the engine when the request has none (answered from
+    the access caches). A session's open transaction, if any, is committed on the threadpool
+    first (as :func:`append` does); a session that never touched the database costs nothing.
     """
     if not entries:
         return []
-    if session.in_transaction():
-        from starlette.concurrency import run_in_threadpool
+    if isinstance(bind, Session):
+        if bind.in_transaction():
+            from starlette.concurrency import run_in_threadpool
 
-        return await run_in_threadpool(append, session, entries, timeout_s)
-    bind = session.get_bind()
-    engine = bind if isinstance(bind, sa.Engine) else bind.engine
-    return await writer_for(engine, timeout_s).append_async(entries)
+            return await run_in_threadpool(append, bind, entries, timeout_s)
+        found = bind.get_bind()
+        bind = found if isinstance(found, sa.Engine) else found.engine
+    return await writer_for(bind, timeout_s).append_async(entries)
 
 
 def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditLog]:

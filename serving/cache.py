@@ -19,6 +19,8 @@ Revocation stays prompt:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Hashable
@@ -90,11 +92,21 @@ class AccessCache(Generic[V]):
         self.misses += 1
         gen = _generation  # read before loading: an invalidation during the load wins
         value = load()
-        if value is not None:
-            if len(self._entries) >= MAX_ENTRIES:
-                self._entries.clear()
-            self._entries[key] = (now + self.ttl_s, gen, value)
+        self.put(key, value, gen, now)
         return value
+
+    def put(self, key: Hashable, value: V | None, gen: int, started: float) -> None:
+        """Keep a loaded answer (None is never kept).
+
+        ``gen`` (:func:`generation`) and ``started`` (:func:`time.monotonic`) are read *before*
+        the load: an invalidation during the load leaves an entry that is already a miss, and
+        the answer lives ``ttl_s`` from when it was asked for.
+        """
+        if value is None or self.ttl_s <= 0:
+            return
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (started + self.ttl_s, gen, value)
 
     def peek(self, key: Hashable) -> V | None:
         """Return a live cached answer without loading (None on a miss)."""
@@ -107,6 +119,121 @@ class AccessCache(Generic[V]):
         return None
 
 
+#: Seconds a :class:`MissLoader` thread waits for work before it ends.
+IDLE_EXIT_S = 5.0
+
+
+class MissLoader(Generic[V]):
+    """Loads an :class:`AccessCache`'s misses for ``async`` callers on one thread of its own.
+
+    A miss of a cached check (a consent not asked for within ``auth_cache_s``) needs one
+    database read. Through the threadpool each costs the event loop a thread hand-off and a
+    request session; here a coroutine queues its key and awaits a future, and the loader's
+    thread reads every key pending by then in one session, then wakes each caller. The answer
+    is kept in the cache as :meth:`AccessCache.get` would keep it (granted answers only, and
+    not after an invalidation made during the read).
+
+    Parameters
+    ----------
+    sessions : callable
+        Returns a new session (the app database's session factory).
+    load : callable
+        ``load(session, key)``: the answer for ``key``, or None (refused: not cached).
+    """
+
+    def __init__(
+        self, sessions: Callable[[], Session], load: Callable[[Session, Any], V | None]
+    ) -> None:
+        self._sessions = sessions
+        self._load = load
+        self._cond = threading.Condition()
+        self._queue: list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]] = []
+        self._thread: threading.Thread | None = None
+
+    async def get(self, cache: AccessCache[V], key: Hashable) -> V | None:
+        """Return the answer for ``key`` read now (kept in ``cache`` when granted).
+
+        Raises
+        ------
+        Exception
+            Whatever ``load`` raised for this key (e.g. a database error).
+        """
+        gen, started = _generation, time.monotonic()  # before loading (see AccessCache.put)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[V | None] = loop.create_future()
+        with self._cond:
+            self._queue.append((key, loop, fut))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="kuaxin-cache-loader", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        value = await fut
+        cache.misses += 1
+        cache.put(key, value, gen, started)
+        return value
+
+    def _take(self) -> list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]]:
+        with self._cond:
+            while not self._queue:
+                if not self._cond.wait(IDLE_EXIT_S) and not self._queue:
+                    self._thread = None
+                    return []
+            batch, self._queue = self._queue, []
+            return batch
+
+    def _run(self) -> None:
+        while batch := self._take():
+            self._serve(batch)
+
+    def _serve(
+        self, batch: list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]]
+    ) -> None:
+        """Answer every caller of ``batch`` (whatever fails: a caller left waiting would hang)."""
+        try:
+            session = self._sessions()
+        except Exception as exc:
+            for _key, loop, fut in batch:
+                _wake(loop, fut, (None, exc))
+            return
+        try:
+            for key, loop, fut in batch:
+                try:
+                    outcome: tuple[V | None, BaseException | None] = (
+                        self._load(session, key),
+                        None,
+                    )
+                except Exception as exc:  # handed to the caller, which answers for it
+                    outcome = (None, exc)
+                    with contextlib.suppress(Exception):  # a lost connection cannot roll back
+                        session.rollback()
+                _wake(loop, fut, outcome)
+        finally:
+            with contextlib.suppress(Exception):
+                session.close()
+
+
+def _wake(
+    loop: asyncio.AbstractEventLoop,
+    fut: asyncio.Future[V | None],
+    outcome: tuple[V | None, BaseException | None],
+) -> None:
+    # A closed loop (shutdown) has nobody waiting on it.
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(_resolve, fut, outcome)
+
+
+def _resolve(fut: asyncio.Future[V | None], outcome: tuple[V | None, BaseException | None]) -> None:
+    if fut.done():  # the caller was cancelled
+        return
+    value, error = outcome
+    if error is not None:
+        fut.set_exception(error)
+    else:
+        fut.set_result(value)
+
+
 def not_expired(expires_at: datetime | None, now: datetime | None = None) -> bool:
     """Whether a cached consent's expiry is still ahead (naive datetimes are read as UTC)."""
     if expires_at is None:
@@ -116,4 +243,4 @@ def not_expired(expires_at: datetime | None, now: datetime | None = None) -> boo
     return expires_at > (now or datetime.now(UTC))
 
 
-__all__: list[Any] = ["AccessCache", "generation", "invalidate", "not_expired"]
+__all__: list[Any] = ["AccessCache", "MissLoader", "generation", "invalidate", "not_expired"]

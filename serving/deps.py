@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -31,7 +31,7 @@ from features.uscc import validate as validate_uscc
 from serving.access import OWN, SCOPES, Access, hidden_fields, redact, rule_for
 from serving.audit import AuditEntry, AuditUnavailableError, append, append_async
 from serving.auth import Principal, authenticate, hash_key
-from serving.cache import AccessCache, not_expired
+from serving.cache import MAX_ENTRIES, AccessCache, MissLoader, not_expired
 from serving.consent import Grant, active_grant
 from serving.db import SESSION_KEY, Database
 from serving.metrics import route_template
@@ -61,20 +61,29 @@ async def get_database(request: Request) -> Database:
     return request.app.state.db
 
 
-async def get_session(request: Request) -> Session:
-    """Return the request's session (one per request; closed once the answer is sent).
+def request_session(request: Request) -> Session:
+    """Return the request's session, created on first use (one per request).
 
-    Creating a session opens no connection, so this runs on the event loop; the first query
+    Creating a session opens no connection, so this may run on the event loop; the first query
     (in a sync dependency or route, on the threadpool) checks a connection out of the pool.
-    A plain dependency, not a generator: :class:`serving.metrics.RequestContextMiddleware`
-    closes the session through :func:`serving.db.close_session` (a generator dependency costs every
-    request an exit stack).
+    :class:`serving.metrics.RequestContextMiddleware` closes it through
+    :func:`serving.db.close_session` once the answer is sent.
     """
     state = request.scope.setdefault("state", {})
     session = state.get(SESSION_KEY)
     if session is None:
         session = state[SESSION_KEY] = request.app.state.db.sessions()
     return session
+
+
+async def get_session(request: Request) -> Session:
+    """Dependency form of :func:`request_session`.
+
+    A plain dependency, not a generator (a generator dependency costs every request an exit
+    stack). The access checks call :func:`request_session` only on a cache miss, so a request
+    answered from the caches never builds a session.
+    """
+    return request_session(request)
 
 
 async def get_state(request: Request) -> ServingState:
@@ -93,24 +102,36 @@ def _key_cache(request: Request) -> AccessCache[Principal]:
 
 
 _NO_CACHE: AccessCache[Any] = AccessCache(0)
+#: Where the request's checked principal is kept in its state.
+_PRINCIPAL = "principal"
 _CHALLENGE = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
+
+
+def _state(request: Request) -> dict[str, Any]:
+    """Return the request's state: the plain dict in its scope.
+
+    ``request.state`` builds an object per request and raises inside ``getattr`` for every
+    attribute not set yet; the hot path reads the dict.
+    """
+    return cast(dict[str, Any], request.scope.setdefault("state", {}))
 
 
 def _cached_principal(request: Request, key: str | None) -> Principal | None:
     """Return the principal of this request or of ``key`` in the key cache (None: ask the DB)."""
-    cached = getattr(request.state, "principal", None)
+    state = _state(request)
+    cached = state.get(_PRINCIPAL)
     if cached is not None or not key:
-        return cached
+        return cast(Principal | None, cached)
     principal = _key_cache(request).peek(hash_key(key))
     if principal is not None:
-        request.state.principal = principal
+        state[_PRINCIPAL] = principal
     return principal
 
 
 def _authenticate(request: Request, session: Session, key: str | None) -> Principal:
     """Return the principal behind ``key``; 401 when missing, unknown or revoked.
 
-    Looked up once per request (kept on ``request.state``) and reused for ``auth_cache_s`` from
+    Looked up once per request (kept in the request's state) and reused for ``auth_cache_s`` from
     the worker's key cache.
     """
     cached = _cached_principal(request, key)
@@ -129,7 +150,7 @@ def _authenticate(request: Request, session: Session, key: str | None) -> Princi
         ) from exc
     if principal is None:
         raise ProblemError(401, "invalid or revoked API key", headers=_CHALLENGE)
-    request.state.principal = principal
+    _state(request)[_PRINCIPAL] = principal
     return principal
 
 
@@ -178,8 +199,8 @@ def _refuse_unknown_query(request: Request) -> None:
     Pages (outside ``/v1``) read their own query (``lang``, an id for the page's script) and
     answer no data, so they are left alone.
     """
-    if not request.url.path.startswith("/v1/"):
-        return
+    if not request.scope.get("query_string") or not request.scope["path"].startswith("/v1/"):
+        return  # no query at all (most calls): nothing to parse
     known = _query_names(request.scope.get("route"))
     if known is None:
         return
@@ -201,7 +222,7 @@ def _refuse_unknown_query(request: Request) -> None:
         )
 
 
-async def enforce_access(request: Request, session: DbSession) -> None:
+async def enforce_access(request: Request) -> None:
     """App-wide dependency: the access table decides who may call the matched route.
 
     Public entries pass on the event loop (no thread, no database); otherwise the key is checked
@@ -219,6 +240,7 @@ async def enforce_access(request: Request, session: DbSession) -> None:
     # A key checked within ``auth_cache_s`` passes on the event loop (no thread, no database).
     principal = _cached_principal(request, key)
     if principal is None:
+        session = request_session(request)
         principal = await run_in_threadpool(_released, _authenticate, request, session, key)
     _refuse_unknown_query(request)
     if rule.grant(principal.role) is None:
@@ -260,6 +282,11 @@ def require_role(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
 
 
 async def loaded_state(request: Request) -> Loaded:
+    """Dependency form of :func:`served_bundle`."""
+    return served_bundle(request)
+
+
+def served_bundle(request: Request) -> Loaded:
     """Return the bundle being served; 503 when no model and snapshot are loaded."""
     current = request.app.state.serving.current
     if current is None:
@@ -275,13 +302,22 @@ async def loaded_state(request: Request) -> Loaded:
 LoadedDep = Annotated[Loaded, Depends(loaded_state)]
 
 
+#: Codes already found valid: the check is pure, and a hot caller asks for the same firms.
+_VALID_USCC: set[str] = set()
+
+
 def checked_uscc(usc_code: str, field: str = "path.usc_code") -> str:
     """Return ``usc_code`` if it is a valid USCC; else a 422 naming the failed check."""
+    if usc_code in _VALID_USCC:
+        return usc_code
     check = validate_uscc(usc_code)
     if not check.valid:
         raise field_error(
             field, f"not a valid USCC ({check.reason})", expected="18-character GB 32100 code"
         )
+    if len(_VALID_USCC) >= MAX_ENTRIES:  # bounded like the access caches
+        _VALID_USCC.clear()
+    _VALID_USCC.add(usc_code)
     return usc_code
 
 
@@ -378,20 +414,99 @@ def firm_access(
             if consent is not None and not not_expired(consent.expires_at):
                 consent = active_grant(session, usc_code, principal.org, scope)
         except SQLAlchemyError as exc:
-            logger.error("consent store unavailable: %s", _brief(exc))
-            raise ProblemError(
-                503, "consent store unavailable; try again", headers={"Retry-After": "5"}
-            ) from exc
-        if consent is None:
-            raise ProblemError(
-                403,
-                f"no active consent of firm {usc_code} to {principal.org} with scope {scope!r}",
-                kind="no-consent",
-            )
-        return FirmAccess(
-            principal, usc_code, consent.purpose, consent.id, frozenset(consent.scopes), rule
-        )
+            raise _consent_store_down(exc) from exc
+        return _consented(principal, usc_code, scope, rule, consent)
     raise ProblemError(403, f"role {principal.role} has no access to this firm's data here")
+
+
+def _consent_store_down(exc: SQLAlchemyError) -> ProblemError:
+    """Log an unreadable consent store; the 503 to raise."""
+    logger.error("consent store unavailable: %s", _brief(exc))
+    return ProblemError(503, "consent store unavailable; try again", headers={"Retry-After": "5"})
+
+
+def _consented(
+    principal: Principal, usc_code: str, scope: str, rule: Access | None, consent: Grant | None
+) -> FirmAccess:
+    """Return the access a consent just read grants; 403 when there is none."""
+    if consent is None:
+        raise ProblemError(
+            403,
+            f"no active consent of firm {usc_code} to {principal.org} with scope {scope!r}",
+            kind="no-consent",
+        )
+    return FirmAccess(
+        principal, usc_code, consent.purpose, consent.id, frozenset(consent.scopes), rule
+    )
+
+
+def _grant_of(session: Session, key: tuple[str, str, str]) -> Grant | None:
+    """Read the consent of ``key`` (firm, institution, scope) for the cache loader."""
+    return active_grant(session, *key)
+
+
+def consent_loader(db: Database) -> MissLoader[Grant]:
+    """Build the app's loader of consent-cache misses (:class:`serving.cache.MissLoader`)."""
+    return MissLoader(db.sessions, _grant_of)
+
+
+class _FirmAccessCheck(APIKeyHeader):
+    """The ``X-API-Key`` header and the firm-access check as one dependency.
+
+    It is the key's security scheme (so the OpenAPI document names it as ``_api_key`` does)
+    and the check itself: FastAPI resolves one dependency here, not a check with the header
+    below it (every level of the tree costs a hot route a share of its time).
+    """
+
+    def __init__(self, scope: str | None) -> None:
+        super().__init__(
+            name=API_KEY_HEADER,
+            auto_error=False,
+            description=_api_key.model.description,
+            scheme_name=_api_key.scheme_name,
+        )
+        self.scope = scope or "score"
+
+    async def __call__(  # type: ignore[override]
+        self,
+        request: Request,
+        usc_code: Annotated[
+            str, Path(description="the firm's USCC", examples=["91440300MA5FAKE00X"])
+        ],
+    ) -> FirmAccess:
+        """Return the caller's access to the firm (key 401, USCC 422, consent 403, 503)."""
+        key = request.headers.get(API_KEY_HEADER)
+        rule = route_rule(request)
+        if rule is None:
+            raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
+        cache = getattr(request.app.state, "consent_cache", None)
+        principal = _cached_principal(request, key)
+        if principal is not None:
+            # A cached key and consent answer on the event loop: no thread, no database.
+            found = cached_firm_access(principal, checked_uscc(usc_code), self.scope, rule, cache)
+            if found is not None:
+                return found
+            needed = _consent_scope(principal, self.scope, rule)
+            loader = getattr(request.app.state, "consent_loader", None)
+            if needed is not None and cache is not None and loader is not None:
+                # A consent not asked for within auth_cache_s: read by the loader's thread,
+                # awaited here (no threadpool hop, no request session).
+                try:
+                    consent = await loader.get(cache, (usc_code, principal.org, needed))
+                except SQLAlchemyError as exc:
+                    raise _consent_store_down(exc) from exc
+                return _consented(principal, usc_code, needed, rule, consent)
+        return await run_in_threadpool(
+            _released, self._firm_access_of, request, request_session(request), key, usc_code, rule
+        )
+
+    def _firm_access_of(
+        self, request: Request, session: Session, key: str | None, usc_code: str, rule: Access
+    ) -> FirmAccess:
+        # The key and the consent in one threadpool call.
+        principal = current_key(request, session, key)
+        cache = getattr(request.app.state, "consent_cache", None)
+        return firm_access(session, principal, checked_uscc(usc_code), self.scope, rule, cache)
 
 
 def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[FirmAccess]]:
@@ -403,42 +518,7 @@ def require_firm_access(scope: str | None = None) -> Callable[..., Awaitable[Fir
         Kept for callers written before the access table; the route's entry in
         ``serving.access.TABLE`` decides the role and scope.
     """
-
-    async def check(
-        request: Request,
-        session: DbSession,
-        key: Annotated[str | None, Depends(_api_key)],
-        usc_code: Annotated[
-            str, Path(description="the firm's USCC", examples=["91440300MA5FAKE00X"])
-        ],
-    ) -> FirmAccess:
-        rule = route_rule(request)
-        if rule is None:
-            raise ProblemError(403, "this endpoint has no access rule, so nobody may call it")
-        cache = getattr(request.app.state, "consent_cache", None)
-        principal = _cached_principal(request, key)
-        if principal is not None:
-            # A cached key and consent answer on the event loop: no thread, no database.
-            found = cached_firm_access(
-                principal, checked_uscc(usc_code), scope or "score", rule, cache
-            )
-            if found is not None:
-                return found
-        return await run_in_threadpool(
-            _released, _firm_access_of, request, session, key, usc_code, rule
-        )
-
-    def _firm_access_of(
-        request: Request, session: Session, key: str | None, usc_code: str, rule: Access
-    ) -> FirmAccess:
-        # The key and the consent in one threadpool call.
-        principal = current_key(request, session, key)
-        cache = getattr(request.app.state, "consent_cache", None)
-        return firm_access(
-            session, principal, checked_uscc(usc_code), scope or "score", rule, cache
-        )
-
-    return check
+    return _FirmAccessCheck(scope)
 
 
 def require_firm_owner() -> Callable[..., Awaitable[Principal]]:
@@ -467,7 +547,7 @@ def _audit_entries(
     request: Request, accesses: Sequence[FirmAccess], model_version: str
 ) -> list[AuditEntry]:
     endpoint = endpoint_name(request)
-    request_id = getattr(request.state, "request_id", "")
+    request_id = _state(request).get("request_id", "")
     return [
         AuditEntry(
             request_id=request_id,
@@ -488,7 +568,7 @@ def _audit_failed(request: Request, exc: AuditUnavailableError) -> ProblemError:
     logger.error(
         "audit write failed on %s (request %s): %s; answered 503",
         endpoint_name(request),
-        getattr(request.state, "request_id", ""),
+        _state(request).get("request_id", ""),
         _brief(exc.__cause__ or exc),
     )
     writes = getattr(request.app.state, "writes", None)
@@ -539,12 +619,18 @@ def audit_access(
 
 
 async def audit_access_async(
-    request: Request, session: Session, accesses: Sequence[FirmAccess], model_version: str
+    request: Request, accesses: Sequence[FirmAccess], model_version: str
 ) -> None:
-    """:func:`audit_access` for ``async`` routes: waits for the batch without a thread."""
+    """:func:`audit_access` for ``async`` routes: waits for the batch without a thread.
+
+    The request's session, if a check on a cache miss opened one, is committed first; a request
+    answered from the caches has none and goes straight to the engine's writer.
+    """
     entries = _audit_entries(request, accesses, model_version)
+    session = (request.scope.get("state") or {}).get(SESSION_KEY)
+    bind = session if session is not None else request.app.state.db.engine
     try:
-        await append_async(session, entries, timeout_s=_audit_timeout(request))
+        await append_async(bind, entries, timeout_s=_audit_timeout(request))
     except AuditUnavailableError as exc:
         raise _audit_failed(request, exc) from exc
     _audit_succeeded(request)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+import secrets
 import time
-import uuid
+from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.datastructures import MutableHeaders
@@ -55,17 +56,28 @@ class WriteHealth:
         return time.monotonic() - self.last_failure > self.window_s
 
 
+#: Where :func:`route_template` keeps its answer in the scope (asked several times a request).
+_TEMPLATE_KEY = "kuaxin.route_template"
+
+
 def route_template(scope: Scope) -> str | None:
     """Return the matched route as a template (``/v1/firms/{usc_code}/score``), None if unmatched.
 
     Built from the request path and its path parameters, so it includes router prefixes
-    whatever the framework's internal route objects hold.
+    whatever the framework's internal route objects hold. Kept in the scope for the endpoint it
+    was built for (the access checks, the audit row and the metrics all ask).
     """
-    if scope.get("route") is None and scope.get("endpoint") is None:
+    route, endpoint = scope.get("route"), scope.get("endpoint")
+    if route is None and endpoint is None:
         return None
+    kept = scope.get(_TEMPLATE_KEY)
+    if kept is not None and kept[0] is route and kept[1] is endpoint:
+        return cast(str, kept[2])
     params = {str(v): k for k, v in (scope.get("path_params") or {}).items()}
     parts = [("{" + params[p] + "}") if p in params else p for p in scope["path"].split("/")]
-    return "/".join(parts)
+    template = "/".join(parts)
+    scope[_TEMPLATE_KEY] = (route, endpoint, template)
+    return template
 
 
 class Metrics:
@@ -126,7 +138,8 @@ class RequestContextMiddleware:
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # 32 random hex digits, as a uuid4's hex (without building a UUID object per request).
+        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
         scope.setdefault("state", {})["request_id"] = request_id
         status = [500]
         start = time.perf_counter()

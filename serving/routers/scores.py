@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 
 from features.uscc import validate as validate_uscc
 from serving.auth import Principal
@@ -20,12 +21,52 @@ from serving.deps import (
     require_firm_access,
     require_role,
     route_rule,
+    served_bundle,
 )
 from serving.guards import require_known
 from serving.problems import FieldError, ProblemError, problem_responses
 from serving.schemas import BatchError, BatchRequest, BatchResponse, Score
+from serving.state import Loaded
 
 router = APIRouter(tags=["scores"])
+
+
+#: Most score bodies kept per bundle (about 1.5 kB each); a full store is emptied, not grown.
+MAX_BODIES = 50_000
+
+
+class ScoreBodies:
+    """The JSON bodies of one bundle's score answers, each built on first ask.
+
+    A firm's score answer holds nothing of the request (the request id and the other headers
+    are added by the middleware), so its bytes are fixed per (model, snapshot): built once
+    through the :class:`~serving.schemas.Score` model (the bytes FastAPI's response-model
+    serialisation would produce) and reused, so a request pays neither validation nor encoding.
+    A reload serves a new bundle, which starts a new store.
+    """
+
+    def __init__(self) -> None:
+        # The bundle and its bodies in one attribute, read once per call: a caller never
+        # pairs one bundle with another's bodies (apps on several event loops share the store).
+        self._slot: tuple[weakref.ref[Loaded], dict[str, bytes]] | None = None
+
+    def body(self, loaded: Loaded, usc_code: str) -> bytes:
+        """Return the JSON body of ``usc_code``'s score answer from ``loaded``."""
+        slot = self._slot
+        if slot is None or slot[0]() is not loaded:
+            slot = self._slot = (weakref.ref(loaded), {})
+        bodies = slot[1]
+        found = bodies.get(usc_code)
+        if found is None:
+            model = Score.model_validate(loaded.score_payload(usc_code))
+            found = Score.__pydantic_serializer__.to_json(model, by_alias=True)
+            if len(bodies) >= MAX_BODIES:
+                bodies.clear()
+            bodies[usc_code] = found
+        return found
+
+
+_BODIES = ScoreBodies()
 
 
 @router.get(
@@ -36,15 +77,16 @@ router = APIRouter(tags=["scores"])
 async def get_score(
     request: Request,
     access: Annotated[FirmAccess, Depends(require_firm_access("score"))],
-    loaded: LoadedDep,
-    session: DbSession,
-) -> dict[str, Any]:
+) -> Response:
     """PD, score, grade, supervision class and top reasons of one firm."""
-    # On the event loop: the answer is precomputed, and the audit wait takes no thread.
+    # On the event loop with one dependency (key and consent, cached per worker): the bundle is
+    # read here, after the access checks (their 401/403/422 come first), the body is prebuilt,
+    # and the audit wait takes no thread. A returned Response skips response-model validation.
+    loaded = served_bundle(request)
     require_known(loaded, access.usc_code)
-    payload = loaded.score_payload(access.usc_code)
-    await audit_access_async(request, session, [access], loaded.model_version)
-    return payload
+    body = _BODIES.body(loaded, access.usc_code)
+    await audit_access_async(request, [access], loaded.model_version)
+    return Response(body, media_type="application/json")
 
 
 @router.post(

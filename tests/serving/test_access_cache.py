@@ -117,3 +117,80 @@ def test_the_cache_can_be_turned_off(make_service: Any, db_url: str, svc_firms: 
     _revoke_elsewhere(svc, "api_keys", key_id)
     assert svc.client.get(path, headers=headers(key)).status_code == 401
     assert svc.app.state.key_cache.hits == 0
+
+
+def test_a_consent_miss_is_read_by_the_loader_and_then_served_from_the_cache(
+    svc: Any, svc_firms: Any
+) -> None:
+    key = svc.key("bank", "loader bank")
+    svc.consent(svc_firms.a, "loader bank")
+    path = f"/v1/firms/{svc_firms.a}/score"
+    assert svc.client.get(path, headers=headers(key)).status_code == 200  # the key: threadpool
+    cache = svc.app.state.consent_cache
+    cache._entries.clear()  # the key stays cached, the consent is a miss: the loader reads it
+    misses = cache.misses
+    assert svc.client.get(path, headers=headers(key)).status_code == 200
+    assert cache.misses == misses + 1
+    assert cache.peek((svc_firms.a, "loader bank", "score")) is not None
+    # Refusals are not cached, through the loader either.
+    other = f"/v1/firms/{svc_firms.b}/score"
+    r = svc.client.get(other, headers=headers(key))
+    assert r.status_code == 403 and r.json()["type"].endswith("no-consent")
+    assert cache.peek((svc_firms.b, "loader bank", "score")) is None
+
+
+def test_the_loader_keeps_no_answer_read_across_an_invalidation() -> None:
+    import asyncio
+
+    from serving.cache import AccessCache, MissLoader, invalidate
+
+    cache: AccessCache[str] = AccessCache(60)
+
+    class FakeSession:
+        def rollback(self) -> None:
+            raise RuntimeError("connection lost")  # the loader must still answer everyone
+
+        def close(self) -> None:
+            raise RuntimeError("connection lost")
+
+    def load(_session: Any, key: Any) -> str | None:
+        if key == "fails":
+            raise RuntimeError("database down")
+        if key == "invalidated":
+            invalidate()  # a revocation commits while the row is being read
+        return None if key == "refused" else f"grant of {key}"
+
+    loader: MissLoader[str] = MissLoader(FakeSession, load)  # type: ignore[arg-type]
+
+    async def run() -> None:
+        assert await loader.get(cache, "a") == "grant of a"
+        assert cache.peek("a") == "grant of a"
+        assert await loader.get(cache, "refused") is None and cache.peek("refused") is None
+        assert await loader.get(cache, "invalidated") == "grant of invalidated"
+        assert cache.peek("invalidated") is None
+        with pytest.raises(RuntimeError, match="database down"):
+            await loader.get(cache, "fails")
+        many = await asyncio.gather(*(loader.get(cache, f"k{i}") for i in range(20)))
+        assert many == [f"grant of k{i}" for i in range(20)]
+        both = await asyncio.gather(
+            loader.get(cache, "fails"), loader.get(cache, "b"), return_exceptions=True
+        )
+        assert isinstance(both[0], RuntimeError) and both[1] == "grant of b"
+
+    asyncio.run(run())
+
+
+def test_the_score_body_is_the_response_models_serialisation(svc: Any, svc_firms: Any) -> None:
+    from serving.schemas import Score
+
+    key = svc.key("bank", "body bank")
+    svc.consent(svc_firms.a, "body bank")
+    path = f"/v1/firms/{svc_firms.a}/score"
+    first = svc.client.get(path, headers=headers(key))
+    again = svc.client.get(path, headers=headers(key))
+    assert first.status_code == again.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["x-request-id"] != again.headers["x-request-id"]
+    loaded = svc.app.state.serving.current
+    model = Score.model_validate(loaded.score_payload(svc_firms.a))
+    assert first.content == again.content == model.model_dump_json(by_alias=True).encode()
