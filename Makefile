@@ -125,9 +125,14 @@ $(DATA)/buyer_grades.parquet: $(DATA)/clean/.done
 	$(KX) buyers train --clean $(DATA)/clean --oracle $(DATA)/oracle --metrics-out $(DATA)/buyer_metrics.json
 	$(KX) buyers score --clean $(DATA)/clean --as-of $(AS_OF) --out $@
 
+# Two pytest workers (pytest-xdist), a test file per worker: much of the suite waits on servers,
+# browsers and commits, so two processes fill two cores (TEST_WORKERS=0 runs in one process).
+# PostgreSQL tests use a schema of their own each, so the workers never share one.
+TEST_WORKERS ?= 2
+TEST_PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 # pytest exit code 5 means no test ran: that must fail, not pass.
 test: $(TEST_STAMP) browser
-	$(VENV)/bin/pytest -q $(PYTEST_ARGS); rc=$$?; \
+	$(VENV)/bin/pytest -q $(TEST_PARALLEL) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest ran no tests: failing"; exit 1; fi; exit $$rc
 
 # Schemathesis on the app's OpenAPI with 3,000 cases per database (the suite runs 300).

@@ -738,8 +738,7 @@ def write_results(
         f"Run {started:%Y-%m-%d %H:%M} to {datetime.now(UTC):%H:%M} UTC on {platform.node()}: "
         f"`nproc` = {os.cpu_count()}, Python {platform.python_version()}, {wrk_version}. "
         f"Load average (1/5/15 min) at the start, after the HTTP points and at the end: "
-        f"{' → '.join(loads)}. The machine was shared with other agents' test suites during the "
-        "run, so absolute numbers are depressed and noisy; every point carries the load average "
+        f"{' → '.join(loads)}. {_machine_remark(loads)} Every point carries the load average "
         "when it ran, and points were interleaved so the ratios compare like with like.",
         "",
         "```",
@@ -750,8 +749,9 @@ def write_results(
         "",
         f"Setup: {args.firms} simulated firms, a quickly trained model; the service (`kuaxin "
         "serve`, access log off, rate limits off: they would answer most of the load with 429) on 127.0.0.1 with SQLite (WAL, a file) or PostgreSQL (same "
-        "machine), 1 or 2 workers. Each score request checks the key and the consent in the "
-        "database and appends a hash-chained audit row (group-committed) before answering; "
+        "machine), 1 or 2 workers. Each score request checks the key and the consent (kept "
+        "per worker for `KUAXIN_AUTH_CACHE_S`, default 1 s; a miss reads the database) and "
+        "appends a hash-chained audit row (group-committed) before answering; "
         "health does none of that (the HTTP floor of the same server). "
         f"`wrk -t1 -cN -d{args.seconds:g}s`, {args.reps} interleaved repetitions per point; the "
         "tables give the median of the repetitions (rps, p50, p99).",
@@ -821,8 +821,40 @@ def write_results(
     ]
     lines += ["", "## Ratios (done-when of issue 13)", ""]
     lines += _ratio_lines(by, fast, http["python"], startup)
+    lines += _earlier_runs()
     RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"written {RESULTS}")
+
+
+def _machine_remark(loads: list[str]) -> str:
+    """Say whether the run had the machine to itself, from the 1-minute load averages."""
+    peak = max(float(load.split("/")[0]) for load in loads)
+    if peak <= (os.cpu_count() or 1):
+        return (
+            f"Nothing else heavy ran (1-minute load at most {peak:.1f} on {os.cpu_count()} cores)."
+        )
+    return (
+        f"Other jobs shared the machine (1-minute load up to {peak:.1f} on {os.cpu_count()} "
+        "cores), so absolute numbers are depressed and noisy."
+    )
+
+
+def _earlier_runs() -> list[str]:
+    """The results file as it was, headings one level down: earlier runs stay for comparison."""
+    if not RESULTS.exists():
+        return []
+    old = RESULTS.read_text(encoding="utf-8").splitlines()
+    if old and old[0] == "# Serving benchmark":
+        old = old[1:]
+    marker = "## Earlier runs (newest first)"
+    out = ["", marker, ""]
+    earlier = False  # the old file's own earlier runs are already one level down
+    for line in old:
+        if line == marker:
+            earlier = True
+            continue
+        out.append("#" + line if not earlier and re.match(r"#{1,5} ", line) else line)
+    return out
 
 
 def _ratio_lines(
