@@ -14,7 +14,8 @@ is the one ``bench_serving.py`` builds and reuses.
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_matches.py --trees /work/main . --firms-sampled 300
+    git worktree add ../kuaxin-before <commit>    # the code to compare against
+    .venv/bin/python benchmarks/bench_matches.py --trees ../kuaxin-before . --firms-sampled 300
 """
 
 from __future__ import annotations
