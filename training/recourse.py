@@ -337,7 +337,7 @@ def score_matrix(
     log_odds = model.calibrate(margin)
     pd_ = model.floor(log_odds)
     bands = _Bands.of(model)
-    codes = np.searchsorted(bands.uppers, np.atleast_1d(pd_), side="right")
+    codes = model.master_scale.grade_codes(np.atleast_1d(pd_))
     return pd.DataFrame(
         {
             "pd": pd_,
@@ -355,33 +355,28 @@ def score_matrix(
 
 @dataclass(frozen=True)
 class _Bands:
-    """The master scale's bands as :func:`score_matrix` reads them.
+    """The master scale's grades and classes as categories, for :func:`score_matrix`.
 
-    ``MasterScale.grade``'s lookup giving category codes: no per-row string objects in the
-    frame.
+    With ``MasterScale.grade_codes`` the frame holds category codes: no per-row string objects.
     """
 
-    uppers: np.ndarray
     grades: pd.CategoricalDtype
     classes: pd.CategoricalDtype
     class_of: np.ndarray
 
     @staticmethod
     def of(model: CreditModel) -> _Bands:
-        key = tuple(
-            (b["grade"], b["supervision_class"], b["upper"]) for b in model.master_scale.to_list()
-        )
-        return _bands(key)
+        scale = model.master_scale
+        return _bands(tuple((g, scale.supervision_class(g)) for g in scale.grades))
 
 
 @lru_cache(maxsize=32)
-def _bands(key: tuple[tuple[str, str, float], ...]) -> _Bands:
-    classes = sorted({c for _, c, _ in key})
+def _bands(key: tuple[tuple[str, str], ...]) -> _Bands:
+    classes = sorted({c for _, c in key})
     return _Bands(
-        uppers=np.array([u for _, _, u in key[:-1]], dtype=np.float64),
-        grades=pd.CategoricalDtype([g for g, _, _ in key]),
+        grades=pd.CategoricalDtype([g for g, _ in key]),
         classes=pd.CategoricalDtype(classes),
-        class_of=np.array([classes.index(c) for _, c, _ in key], dtype=np.int64),
+        class_of=np.array([classes.index(c) for _, c in key], dtype=np.int64),
     )
 
 

@@ -210,12 +210,21 @@ class MasterScale:
         -------
         str or ndarray of str
         """
+        out = self._grades[self.grade_codes(pd)]
+        return str(out) if np.ndim(out) == 0 else out
+
+    def grade_codes(self, pd: float | np.ndarray) -> np.ndarray:
+        """Position in :attr:`grades` of each PD's grade (:meth:`grade` without the strings).
+
+        Raises
+        ------
+        ValueError
+            A PD outside [0, 1] or NaN.
+        """
         p = np.asarray(pd, dtype=float)
         if np.any(np.isnan(p)) or np.any((p < 0) | (p > 1)):
             raise ValueError("pd must be in [0, 1]; got a value outside it or NaN")
-        idx = np.searchsorted(self._uppers, p, side="right")
-        out = self._grades[idx]
-        return str(out) if np.ndim(out) == 0 else out
+        return np.searchsorted(self._uppers, p, side="right")
 
     def supervision_class(self, grade: str) -> str:
         """Supervision class (A/B/C/D) of a grade."""
