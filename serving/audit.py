@@ -15,6 +15,12 @@ after its own row is durable; when the batch fails, every request in it fails
 (:class:`AuditUnavailableError`, answered 503) and no row of it remains. The batch's statements
 run under a lock/statement timeout (``audit_timeout_s``), so a head row locked elsewhere fails
 the waiting requests in bounded time instead of hanging them.
+
+The writer keeps a connection of its own while it runs (detached from the engine's pool: no
+checkout or pre-ping per batch, its session-level timeouts set once) and the statements
+compiled once from the tables; on PostgreSQL a batch is two round trips in pipeline mode. The
+writer thread builds no ORM objects: the async path needs none, and the blocking
+:func:`append` builds its rows on the caller's thread.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ import json
 import threading
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from serving.models import GENESIS_HASH, AuditHead, AuditLog
 
@@ -75,6 +82,10 @@ class AuditEntry:
     model_version: str
 
 
+#: The entry's fields, in the order the rows carry them after ``id`` and ``ts``.
+_ENTRY_FIELDS = tuple(f.name for f in fields(AuditEntry))
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     """Outcome of checking the chain.
@@ -112,7 +123,8 @@ class _Pending:
     event: threading.Event | None = None
     future: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
     done: bool = False
-    rows: list[AuditLog] | None = None
+    #: The written rows' column values, in the order of ``entries``.
+    values: list[dict[str, Any]] | None = None
     error: BaseException | None = None
 
     def wake(self) -> None:
@@ -150,6 +162,8 @@ class AuditWriter:
         #: Entries not yet taken into a batch.
         self._queue: list[_Pending] = []
         self._thread: threading.Thread | None = None
+        #: The writer thread's own connection (opened by the first batch, closed when idle).
+        self._conn: _WriterConnection | None = None
         #: Batches written and entries in them (what the benchmark reports).
         self.batches = 0
         self.entries = 0
@@ -168,10 +182,11 @@ class AuditWriter:
         self._submit(mine)
         assert mine.event is not None
         mine.event.wait()
-        return _outcome(mine)
+        # The ORM rows are built here, on the caller's thread, not on the writer's.
+        return [AuditLog(**values) for values in _outcome(mine)]
 
-    async def append_async(self, entries: Sequence[AuditEntry]) -> list[AuditLog]:
-        """Append entries and return their rows once they are durable (awaits; no thread).
+    async def append_async(self, entries: Sequence[AuditEntry]) -> None:
+        """Append entries and return once they are durable (awaits; no thread; no rows built).
 
         Raises
         ------
@@ -179,14 +194,14 @@ class AuditWriter:
             The batch holding these entries failed (nothing of it was written).
         """
         if not entries:
-            return []
+            return
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         mine = _Pending(entries, future=(loop, fut))
         self._submit(mine)
         # Shielded: a cancelled request still waits for the batch that holds its row.
         await asyncio.shield(fut)
-        return _outcome(mine)
+        _outcome(mine)
 
     def _submit(self, pending: _Pending) -> None:
         with self._cond:
@@ -215,71 +230,188 @@ class AuditWriter:
 
     def _run(self) -> None:
         """Run the writer thread: batch, write, wake, until idle."""
-        while (batch := self._take()) is not None:
-            try:
-                rows = self._write([e for p in batch for e in p.entries])
-            except BaseException as exc:  # any failure fails every request of the batch
+        try:
+            while (batch := self._take()) is not None:
+                try:
+                    values = self._write([e for p in batch for e in p.entries])
+                except BaseException as exc:  # any failure fails every request of the batch
+                    for p in batch:
+                        p.error = exc
+                else:
+                    start = 0
+                    for p in batch:
+                        p.values = values[start : start + len(p.entries)]
+                        start += len(p.entries)
+                    self.batches += 1
+                    self.entries += len(values)
                 for p in batch:
-                    p.error = exc
-            else:
-                start = 0
-                for p in batch:
-                    p.rows = rows[start : start + len(p.entries)]
-                    start += len(p.entries)
-                self.batches += 1
-                self.entries += len(rows)
-            for p in batch:
-                p.wake()
+                    p.wake()
+        finally:
+            self._drop_connection()
 
-    def _write(self, entries: list[AuditEntry]) -> list[AuditLog]:
-        """Claim ids, chain, insert, move the head and commit: one transaction."""
-        n = len(entries)
-        with self.engine.connect() as conn:
-            try:
-                self._set_timeout(conn)
-                # Claiming the ids by updating the head first takes the write lock (PostgreSQL:
-                # the row lock; SQLite: the database lock) before the head is read.
-                claimed = conn.execute(_CLAIM, {"n": n}).one_or_none()
-                if claimed is None:
-                    raise AuditUnavailableError(
-                        "audit head row is missing; run `kuaxin db upgrade`"
-                    )
-                last_id, prev = int(claimed[0]) - n, str(claimed[1])
-                ts = datetime.now(UTC).isoformat(timespec="microseconds")
-                values: list[dict[str, Any]] = []
-                for i, entry in enumerate(entries, start=1):
-                    fields: dict[str, Any] = {
-                        "id": last_id + i,
-                        "ts": ts,
-                        **asdict(entry),
-                        "prev_hash": prev,
-                    }
-                    prev = row_hash(fields)
-                    fields["row_hash"] = prev
-                    values.append(fields)
-                conn.execute(sa.insert(_LOG), values)
-                conn.execute(_MOVE_HEAD, {"h": prev})
-                conn.commit()
-            except BaseException:
-                conn.rollback()
-                raise
-        return [AuditLog(**v) for v in values]
-
-    def _set_timeout(self, conn: sa.Connection) -> None:
+    def _connection(self) -> _WriterConnection:
+        """Return the writer's own connection, opened (and its timeouts set) on first use."""
         ms = max(int(self.timeout_s * 1000), 1)
-        if conn.dialect.name == "postgresql":
-            # Local to this transaction (one round trip): a locked head row fails the batch
-            # after ``ms``.
-            conn.execute(
-                sa.text(
-                    "SELECT set_config('lock_timeout', :lock, true), "
-                    "set_config('statement_timeout', :stmt, true)"
-                ),
-                {"lock": f"{ms}ms", "stmt": f"{ms * 2}ms"},
-            )
-        elif conn.dialect.name == "sqlite":
-            # Outside a transaction (pysqlite begins one before the first write).
-            conn.exec_driver_sql(f"PRAGMA busy_timeout = {ms}")
+        conn = self._conn
+        if conn is not None and conn.timeout_ms != ms:
+            self._drop_connection()  # the batch timeout changed: a fresh session takes it
+            conn = None
+        if conn is None:
+            conn = self._conn = _WriterConnection(self.engine, ms)
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _write(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
+        """Claim ids, chain, insert, move the head and commit: one transaction.
+
+        A connection found dead before anything was claimed (a restarted server) is replaced
+        and the batch tried once more, which is what a pool's pre-ping did per checkout.
+        """
+        for attempt in (1, 2):
+            conn = self._connection()
+            try:
+                return conn.write(entries)
+            except _StaleConnectionError as stale:
+                self._drop_connection()
+                if attempt == 2:
+                    raise stale.cause from None
+            except BaseException:
+                # A failed batch closes the connection: whatever state the failure left it in
+                # (SQLite keeps locks after an I/O error), the next batch starts on a fresh one.
+                conn.rollback()
+                self._drop_connection()
+                raise
+        raise AssertionError("unreachable")
+
+
+class _StaleConnectionError(Exception):
+    """The writer's connection was dead before the batch claimed anything (safe to retry)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+@dataclass(frozen=True)
+class _Sql:
+    """A statement compiled once for a dialect: its text and how to pass its parameters."""
+
+    text: str
+    defaults: dict[str, Any]
+    #: Parameter names in order for a positional paramstyle (SQLite's ``?``); None if named.
+    order: tuple[str, ...] | None
+
+    @classmethod
+    def of(cls, statement: sa.ClauseElement, dialect: sa.Dialect) -> _Sql:
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        order = tuple(compiled.positiontup or ()) if compiled.positional else None
+        # The values fixed in the statement (``WHERE id = 1``); the others come per batch.
+        fixed = {
+            name: bind.effective_value
+            for bind, name in compiled.bind_names.items()
+            if not bind.required
+        }
+        return cls(str(compiled), fixed, order)
+
+    def params(self, values: dict[str, Any]) -> Any:
+        merged = {**self.defaults, **values}
+        return merged if self.order is None else tuple(merged[name] for name in self.order)
+
+
+class _WriterConnection:
+    """The audit writer's own DBAPI connection and its three statements.
+
+    Taken from the engine (so the engine's connect-time settings apply) and detached from its
+    pool: the writer keeps it while it runs, so a batch pays no checkout and no pre-ping, and
+    its session-level timeouts cannot leak to request sessions. The statements are the Core
+    statements of the tables, compiled once; on PostgreSQL a batch is two round trips in
+    pipeline mode (BEGIN with the claim; the INSERT, the head update and the COMMIT).
+    """
+
+    def __init__(self, engine: sa.Engine, timeout_ms: int) -> None:
+        self.timeout_ms = timeout_ms
+        fairy = engine.raw_connection()
+        fairy.detach()
+        self._fairy = fairy
+        self.dbapi = cast(Any, fairy.dbapi_connection)
+        self.dialect = dialect = engine.dialect
+        self.postgres = dialect.name == "postgresql"
+        self.pipeline = self.postgres and hasattr(self.dbapi, "pipeline")  # psycopg 3
+        self.claim = _Sql.of(_CLAIM, dialect)
+        self.insert = _Sql.of(sa.insert(_LOG), dialect)
+        self.move = _Sql.of(_MOVE_HEAD, dialect)
+        cur = self.dbapi.cursor()
+        try:
+            if self.postgres:
+                # Session-level: the connection is the writer's alone. A locked head row fails
+                # the batch after the timeout instead of hanging the waiting requests.
+                cur.execute(f"SET lock_timeout = {timeout_ms}")
+                cur.execute(f"SET statement_timeout = {timeout_ms * 2}")
+                self.dbapi.commit()
+            elif dialect.name == "sqlite":
+                cur.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+        finally:
+            cur.close()
+
+    def write(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
+        """Write one batch and commit it; return the rows' values, in order."""
+        if self.pipeline:
+            with self.dbapi.pipeline():
+                return self._write(entries)
+        return self._write(entries)
+
+    def _write(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
+        n = len(entries)
+        cur = self.dbapi.cursor()
+        try:
+            # Claiming the ids by updating the head first takes the write lock (PostgreSQL: the
+            # row lock; SQLite: the database lock) before the head is read.
+            try:
+                cur.execute(self.claim.text, self.claim.params({"n": n}))
+                claimed = cur.fetchone()
+            except Exception as exc:
+                if self.dead(exc):
+                    raise _StaleConnectionError(exc) from exc
+                raise
+            if claimed is None:
+                raise AuditUnavailableError("audit head row is missing; run `kuaxin db upgrade`")
+            last_id, prev = int(claimed[0]) - n, str(claimed[1])
+            ts = datetime.now(UTC).isoformat(timespec="microseconds")
+            values: list[dict[str, Any]] = []
+            for i, entry in enumerate(entries, start=1):
+                fields: dict[str, Any] = {"id": last_id + i, "ts": ts}
+                for name in _ENTRY_FIELDS:
+                    fields[name] = getattr(entry, name)
+                fields["prev_hash"] = prev
+                prev = fields["row_hash"] = row_hash(fields)
+                values.append(fields)
+            cur.executemany(self.insert.text, [self.insert.params(v) for v in values])
+            cur.execute(self.move.text, self.move.params({"h": prev}))
+            self.dbapi.commit()
+        finally:
+            cur.close()
+        return values
+
+    def dead(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the connection is lost (the dialect's own test)."""
+        dbapi_error = self.dialect.loaded_dbapi.Error
+        return isinstance(exc, dbapi_error) and bool(
+            self.dialect.is_disconnect(exc, self.dbapi, None)
+        )
+
+    def rollback(self) -> None:
+        """Roll the failed batch back (a lost connection cannot: it is closed next)."""
+        with contextlib.suppress(Exception):
+            self.dbapi.rollback()
+
+    def close(self) -> None:
+        """Close the connection (it was detached: it is closed, not returned to the pool)."""
+        with contextlib.suppress(Exception):
+            self._fairy.close()
 
 
 _HEAD = cast(sa.Table, AuditHead.__table__)
@@ -293,7 +425,7 @@ _CLAIM = (
 _MOVE_HEAD = sa.update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=sa.bindparam("h"))
 
 
-def _outcome(p: _Pending) -> list[AuditLog]:
+def _outcome(p: _Pending) -> list[dict[str, Any]]:
     # A fresh exception per request: one object raised in many threads would share a traceback.
     if isinstance(p.error, AuditUnavailableError):
         raise AuditUnavailableError(str(p.error)) from p.error.__cause__
@@ -301,8 +433,8 @@ def _outcome(p: _Pending) -> list[AuditLog]:
         raise AuditUnavailableError(
             f"audit log write failed: {type(p.error).__name__}: {p.error}"
         ) from p.error
-    assert p.rows is not None
-    return p.rows
+    assert p.values is not None
+    return p.values
 
 
 _writers: weakref.WeakKeyDictionary[sa.Engine, AuditWriter] = weakref.WeakKeyDictionary()
@@ -373,7 +505,7 @@ def append(
 
 async def append_async(
     bind: Session | sa.Engine, entries: Sequence[AuditEntry], timeout_s: float | None = None
-) -> list[AuditLog]:
+) -> None:
     """:func:`append` for ``async`` routes: the wait for the batch takes no thread.
 
     ``bind`` is the request's session, or the engine when the request has none (answered from
@@ -381,15 +513,16 @@ async def append_async(
     first (as :func:`append` does); a session that never touched the database costs nothing.
     """
     if not entries:
-        return []
+        return
     if isinstance(bind, Session):
         if bind.in_transaction():
             from starlette.concurrency import run_in_threadpool
 
-            return await run_in_threadpool(append, bind, entries, timeout_s)
+            await run_in_threadpool(append, bind, entries, timeout_s)
+            return
         found = bind.get_bind()
         bind = found if isinstance(found, sa.Engine) else found.engine
-    return await writer_for(bind, timeout_s).append_async(entries)
+    await writer_for(bind, timeout_s).append_async(entries)
 
 
 def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditLog]:

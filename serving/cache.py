@@ -15,6 +15,11 @@ Revocation stays prompt:
   here within ``ttl_s``;
 * a consent's own expiry is checked on every hit, cached or not;
 * only granted answers are cached: an unknown key or a missing consent is asked again each time.
+
+Hits refresh ahead: a hit on an answer older than three quarters of its ``ttl_s``
+(:data:`REFRESH_AFTER`) asks the :class:`MissLoader` to read it again in the background and is
+answered from the cache meanwhile; the new read replaces the answer (or drops it, when the
+consent is gone). A hot key is then never a miss, and no answer is older than ``ttl_s``.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ _generation_lock = threading.Lock()
 
 #: Most entries one cache holds (a full cache is emptied rather than grown).
 MAX_ENTRIES = 100_000
+#: Share of ``ttl_s`` after which a hit asks for a background refresh of its answer.
+REFRESH_AFTER = 0.75
 
 
 def generation() -> int:
@@ -76,9 +83,13 @@ class AccessCache(Generic[V]):
 
     def __init__(self, ttl_s: float) -> None:
         self.ttl_s = ttl_s
-        self._entries: dict[Hashable, tuple[float, int, V]] = {}
+        #: key -> (expires, generation, answer, refresh due)
+        self._entries: dict[Hashable, tuple[float, int, V, float]] = {}
+        #: Keys whose background refresh is under way (one at a time per key).
+        self._refreshing: set[Hashable] = set()
         self.hits = 0
         self.misses = 0
+        self.refreshes = 0
 
     def get(self, key: Hashable, load: Callable[[], V | None]) -> V | None:
         """Return the cached answer for ``key``, or ``load()``'s (cached when not None)."""
@@ -106,17 +117,45 @@ class AccessCache(Generic[V]):
             return
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
-        self._entries[key] = (started + self.ttl_s, gen, value)
+        ttl = self.ttl_s
+        self._entries[key] = (started + ttl, gen, value, started + ttl * REFRESH_AFTER)
 
-    def peek(self, key: Hashable) -> V | None:
-        """Return a live cached answer without loading (None on a miss)."""
+    def peek(self, key: Hashable, refresh: Callable[[Hashable], None] | None = None) -> V | None:
+        """Return a live cached answer without loading (None on a miss).
+
+        Parameters
+        ----------
+        key : hashable
+        refresh : callable, optional
+            Called with ``key`` (once until :meth:`refreshed`) when the answer is due for a
+            background refresh; the answer is returned all the same.
+        """
         if self.ttl_s <= 0:
             return None
         found = self._entries.get(key)
-        if found is not None and found[0] > time.monotonic() and found[1] == _generation:
-            self.hits += 1
-            return found[2]
-        return None
+        if found is None or found[1] != _generation:
+            return None
+        now = time.monotonic()
+        if found[0] <= now:
+            return None
+        self.hits += 1
+        if refresh is not None and found[3] <= now and key not in self._refreshing:
+            self._refreshing.add(key)
+            self.refreshes += 1
+            refresh(key)
+        return found[2]
+
+    def refreshed(
+        self, key: Hashable, value: V | None, gen: int, started: float, failed: bool
+    ) -> None:
+        """Take a background refresh's answer: kept, dropped when None, left when it failed."""
+        self._refreshing.discard(key)
+        if failed:
+            return  # the answer in hand lives out its ttl; a later hit asks again
+        if value is None:
+            self._entries.pop(key, None)  # no longer granted (revoked, expired)
+            return
+        self.put(key, value, gen, started)
 
 
 #: Seconds a :class:`MissLoader` thread waits for work before it ends.
@@ -139,13 +178,20 @@ class MissLoader(Generic[V]):
         Returns a new session (the app database's session factory).
     load : callable
         ``load(session, key)``: the answer for ``key``, or None (refused: not cached).
+    load_many : callable, optional
+        ``load_many(session, keys)``: a dict of the answers of several keys read at once (the
+        refreshes and misses pending together); when it fails, each key is read by ``load``.
     """
 
     def __init__(
-        self, sessions: Callable[[], Session], load: Callable[[Session, Any], V | None]
+        self,
+        sessions: Callable[[], Session],
+        load: Callable[[Session, Any], V | None],
+        load_many: Callable[[Session, list[Any]], dict[Any, V | None]] | None = None,
     ) -> None:
         self._sessions = sessions
         self._load = load
+        self._load_many = load_many
         self._cond = threading.Condition()
         self._queue: list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]] = []
         self._thread: threading.Thread | None = None
@@ -159,6 +205,25 @@ class MissLoader(Generic[V]):
             Whatever ``load`` raised for this key (e.g. a database error).
         """
         gen, started = _generation, time.monotonic()  # before loading (see AccessCache.put)
+        value = await self._enqueue(key)
+        cache.misses += 1
+        cache.put(key, value, gen, started)
+        return value
+
+    def refresh(self, cache: AccessCache[V], key: Hashable) -> None:
+        """Read ``key`` again in the background and hand the answer to ``cache`` (no wait).
+
+        Called on the event loop (by :meth:`AccessCache.peek` on a hit due for a refresh).
+        """
+        gen, started = _generation, time.monotonic()
+
+        def done(fut: asyncio.Future[V | None]) -> None:
+            failed = fut.cancelled() or fut.exception() is not None
+            cache.refreshed(key, None if failed else fut.result(), gen, started, failed)
+
+        self._enqueue(key).add_done_callback(done)
+
+    def _enqueue(self, key: Hashable) -> asyncio.Future[V | None]:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[V | None] = loop.create_future()
         with self._cond:
@@ -169,10 +234,7 @@ class MissLoader(Generic[V]):
                 )
                 self._thread.start()
             self._cond.notify()
-        value = await fut
-        cache.misses += 1
-        cache.put(key, value, gen, started)
-        return value
+        return fut
 
     def _take(self) -> list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]]:
         with self._cond:
@@ -198,7 +260,17 @@ class MissLoader(Generic[V]):
                 _wake(loop, fut, (None, exc))
             return
         try:
+            known: dict[Any, V | None] = {}
+            if self._load_many is not None and len(batch) > 1:
+                try:
+                    known = self._load_many(session, [key for key, _loop, _fut in batch])
+                except Exception:  # read one by one below: each caller gets its own outcome
+                    with contextlib.suppress(Exception):
+                        session.rollback()
             for key, loop, fut in batch:
+                if key in known:
+                    _wake(loop, fut, (known[key], None))
+                    continue
                 try:
                     outcome: tuple[V | None, BaseException | None] = (
                         self._load(session, key),

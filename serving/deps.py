@@ -17,8 +17,9 @@ then the route's own 404 for a firm that is not in the snapshot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Path, Request
@@ -32,7 +33,7 @@ from serving.access import OWN, SCOPES, Access, hidden_fields, redact, rule_for
 from serving.audit import AuditEntry, AuditUnavailableError, append, append_async
 from serving.auth import Principal, authenticate, hash_key
 from serving.cache import MAX_ENTRIES, AccessCache, MissLoader, not_expired
-from serving.consent import Grant, active_grant
+from serving.consent import Grant, active_grant, active_grants
 from serving.db import SESSION_KEY, Database
 from serving.metrics import route_template
 from serving.problems import FieldError, ProblemError, field_error
@@ -365,15 +366,20 @@ def cached_firm_access(
     scope: str,
     rule: Access | None,
     cache: AccessCache[Grant] | None,
+    refresh: Callable[[Hashable], None] | None = None,
 ) -> FirmAccess | None:
-    """:func:`firm_access` when it needs no database: an own record or a cached live consent."""
+    """:func:`firm_access` when it needs no database: an own record or a cached live consent.
+
+    ``refresh`` (the consent loader's, bound to ``cache``) rereads a consent due for it in the
+    background (:meth:`serving.cache.AccessCache.peek`).
+    """
     grant = rule.grant(principal.role) if rule is not None else None
     if principal.role == "enterprise" and (rule is None or grant == OWN):
         return firm_access(None, principal, usc_code, scope, rule)  # type: ignore[arg-type]
     needed = _consent_scope(principal, scope, rule)
     if needed is None:
         return None
-    found = _consent_cache(cache).peek((usc_code, principal.org, needed))
+    found = _consent_cache(cache).peek((usc_code, principal.org, needed), refresh)
     if found is None or not not_expired(found.expires_at):
         return None
     return FirmAccess(principal, usc_code, found.purpose, found.id, frozenset(found.scopes), rule)
@@ -447,7 +453,7 @@ def _grant_of(session: Session, key: tuple[str, str, str]) -> Grant | None:
 
 def consent_loader(db: Database) -> MissLoader[Grant]:
     """Build the app's loader of consent-cache misses (:class:`serving.cache.MissLoader`)."""
-    return MissLoader(db.sessions, _grant_of)
+    return MissLoader(db.sessions, _grant_of, active_grants)
 
 
 class _FirmAccessCheck(APIKeyHeader):
@@ -483,11 +489,14 @@ class _FirmAccessCheck(APIKeyHeader):
         principal = _cached_principal(request, key)
         if principal is not None:
             # A cached key and consent answer on the event loop: no thread, no database.
-            found = cached_firm_access(principal, checked_uscc(usc_code), self.scope, rule, cache)
+            loader = getattr(request.app.state, "consent_loader", None)
+            refresh = partial(loader.refresh, cache) if loader and cache is not None else None
+            found = cached_firm_access(
+                principal, checked_uscc(usc_code), self.scope, rule, cache, refresh
+            )
             if found is not None:
                 return found
             needed = _consent_scope(principal, self.scope, rule)
-            loader = getattr(request.app.state, "consent_loader", None)
             if needed is not None and cache is not None and loader is not None:
                 # A consent not asked for within auth_cache_s: read by the loader's thread,
                 # awaited here (no threadpool hop, no request session).

@@ -84,6 +84,7 @@ def test_revocation_in_this_process_takes_effect_at_once(svc: Any, svc_firms: An
 
 
 def test_a_cached_consent_past_its_expiry_is_not_used(svc: Any, svc_firms: Any) -> None:
+    from serving.cache import generation
     from serving.models import Consent
 
     key = svc.key("bank", "expiry bank")
@@ -96,10 +97,11 @@ def test_a_cached_consent_past_its_expiry_is_not_used(svc: Any, svc_firms: Any) 
     # Expire it in the database and in the cached copy (as time passing would).
     with svc.db.session() as s:
         s.get(Consent, consent_id).expires_at = datetime.now(UTC) - timedelta(seconds=1)
-    cache._entries[(svc_firms.a, "expiry bank", "score")] = (
-        time.monotonic() + 60,
-        cache._entries[(svc_firms.a, "expiry bank", "score")][1],
+    cache.put(
+        (svc_firms.a, "expiry bank", "score"),
         cached._replace(expires_at=datetime.now(UTC) - timedelta(seconds=1)),
+        generation(),
+        time.monotonic(),
     )
     assert svc.client.get(path, headers=headers(key)).status_code == 403
 
@@ -178,6 +180,136 @@ def test_the_loader_keeps_no_answer_read_across_an_invalidation() -> None:
         assert isinstance(both[0], RuntimeError) and both[1] == "grant of b"
 
     asyncio.run(run())
+
+
+def test_the_loader_reads_pending_keys_together_and_falls_back_one_by_one() -> None:
+    import asyncio
+
+    from serving.cache import AccessCache, MissLoader
+
+    cache: AccessCache[str] = AccessCache(60)
+    calls: list[list[str]] = []
+
+    class Session:
+        def rollback(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    def load(_session: Any, key: Any) -> str | None:
+        calls.append([key])
+        if key == "slow":
+            time.sleep(0.3)  # keeps the loader busy while the next keys queue up
+        return None if key == "refused" else f"one {key}"
+
+    def load_many(_session: Any, keys: list[Any]) -> dict[Any, str | None]:
+        calls.append(list(keys))
+        if "poison" in keys:
+            raise RuntimeError("bad batch")
+        return {k: None if k == "refused" else f"many {k}" for k in keys}
+
+    loader: MissLoader[str] = MissLoader(Session, load, load_many)  # type: ignore[arg-type]
+
+    async def behind_a_slow_read(keys: tuple[str, ...]) -> list[Any]:
+        slow = asyncio.ensure_future(loader.get(cache, "slow"))
+        await asyncio.sleep(0.1)
+        rest = await asyncio.gather(*(loader.get(cache, k) for k in keys))
+        await slow
+        return rest
+
+    got = asyncio.run(behind_a_slow_read(("a", "refused", "b")))
+    assert got == ["many a", None, "many b"]
+    assert calls == [["slow"], ["a", "refused", "b"]]  # one read for the three
+    assert cache.peek("a") == "many a" and cache.peek("refused") is None
+    calls.clear()
+    cache._entries.clear()
+    got = asyncio.run(behind_a_slow_read(("x", "poison", "y")))
+    # The batch failed: each of its keys was read on its own, and answered.
+    assert got == ["one x", "one poison", "one y"]
+    assert calls == [["slow"], ["x", "poison", "y"], ["x"], ["poison"], ["y"]]
+
+
+def test_a_hit_late_in_its_ttl_is_refreshed_in_the_background() -> None:
+    """Refresh-ahead: the hit is answered at once; the reread replaces or drops the answer."""
+    import asyncio
+
+    from serving.cache import AccessCache, MissLoader, generation
+
+    ttl = 0.4
+    cache: AccessCache[str] = AccessCache(ttl)
+    granted = {"a": "grant 1", "b": "grant of b", "c": "grant of c"}
+    reads: list[str] = []
+
+    class Session:
+        def rollback(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    def load(_session: Any, key: Any) -> str | None:
+        reads.append(key)
+        if key == "c":
+            raise RuntimeError("database down")
+        return granted.get(key)
+
+    loader: MissLoader[str] = MissLoader(Session, load)  # type: ignore[arg-type]
+
+    async def settle(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while len(reads) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # the done callback runs on this loop
+
+    async def run() -> None:
+        def refresh(key: Any) -> None:
+            loader.refresh(cache, key)
+
+        for key in "abc":
+            answer = f"grant of {key}" if key != "a" else "grant 0"
+            cache.put(key, answer, generation(), time.monotonic())
+        # Young answers: no reread.
+        assert cache.peek("a", refresh) == "grant 0" and reads == []
+        await asyncio.sleep(ttl * 0.8)
+        granted["a"] = "grant 1"  # changed in the database
+        del granted["b"]  # revoked
+        assert cache.peek("a", refresh) == "grant 0"  # answered from the cache meanwhile
+        assert cache.peek("a", refresh) == "grant 0" and cache.refreshes == 1  # one reread
+        assert cache.peek("b", refresh) == "grant of b"
+        assert cache.peek("c", refresh) == "grant of c"
+        await settle(3)
+        assert sorted(reads) == ["a", "b", "c"]
+        assert cache.peek("a") == "grant 1"  # replaced
+        assert cache.peek("b") is None  # dropped: no longer granted
+        assert cache.peek("c") == "grant of c"  # a failed reread leaves the answer in hand
+        await asyncio.sleep(ttl * 0.5)
+        # "a" was reread at 0.8 ttl, so it lives on past the first answer's ttl; "c" does not.
+        assert cache.peek("a") == "grant 1" and cache.peek("c") is None
+
+    asyncio.run(run())
+
+
+def test_a_consent_revoked_elsewhere_is_dropped_by_the_refresh_before_the_ttl(
+    make_service: Any, db_url: str, svc_firms: Any
+) -> None:
+    ttl = 1.5
+    svc = make_service(db_url, auth_cache_s=ttl)
+    key = svc.key("bank", "refresh bank")
+    consent_id = svc.consent(svc_firms.a, "refresh bank")
+    path = f"/v1/firms/{svc_firms.a}/score"
+    start = time.monotonic()
+    assert svc.client.get(path, headers=headers(key)).status_code == 200  # read and cached
+    _revoke_elsewhere(svc, "consents", consent_id)
+    time.sleep(ttl * 0.8)
+    cache = svc.app.state.consent_cache
+    # Due for a refresh: answered from the cache while the reread sees the revocation.
+    assert svc.client.get(path, headers=headers(key)).status_code == 200
+    assert cache.refreshes == 1
+    deadline = time.monotonic() + 5
+    while cache.peek((svc_firms.a, "refresh bank", "score")) is not None:
+        assert time.monotonic() < deadline, "the refresh did not drop the revoked consent"
+        time.sleep(0.01)
+    r = svc.client.get(path, headers=headers(key))
+    assert r.status_code == 403
+    if time.monotonic() - start < ttl:  # refused before the first answer's ttl ran out
+        assert cache.misses >= 2
 
 
 def test_the_score_body_is_the_response_models_serialisation(svc: Any, svc_firms: Any) -> None:

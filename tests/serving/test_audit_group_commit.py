@@ -7,12 +7,15 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from serving.audit import AuditEntry, AuditUnavailableError, append, verify, writer_for
 from serving.db import Database, upgrade
 from serving.models import AuditLog
+from tests.serving.conftest import database_url
 
 
 def entry(i: int) -> AuditEntry:
@@ -184,3 +187,42 @@ def test_waiting_requests_do_not_starve_the_writer_of_a_connection(db_url: str) 
     with sessions() as s:
         assert verify(s).ok
     engine.dispose()
+
+
+def test_a_writer_connection_lost_between_batches_is_replaced(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A server that dropped the writer's own connection (a restart) costs no request a 503."""
+    with database_url("postgresql", tmp_path, request) as url:
+        upgrade(url)
+        db = Database(url)
+        with db.sessions() as s:
+            assert append(s, [entry(1)])[0].id == 1
+        writer = writer_for(db.engine)
+        assert writer._conn is not None, "the writer keeps its connection between batches"
+        pid = writer._conn.dbapi.info.backend_pid
+        with db.engine.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        with db.sessions() as s:
+            assert append(s, [entry(2)])[0].id == 2
+        assert writer._conn is not None and writer._conn.dbapi.info.backend_pid != pid
+        with db.sessions() as s:
+            assert verify(s).ok
+        db.dispose()
+
+
+def test_the_writer_timeouts_stay_on_its_own_connection(db_url: str) -> None:
+    """The batch timeout is set on the writer's detached connection, not on pooled ones."""
+    upgrade(db_url)
+    db = Database(db_url, lock_timeout_s=7)
+    with db.sessions() as s:
+        append(s, [entry(1)], timeout_s=0.25)
+    writer = writer_for(db.engine)
+    assert writer._conn is not None and writer._conn.timeout_ms == 250
+    with db.engine.connect() as conn:
+        if db.dialect == "sqlite":
+            busy = conn.exec_driver_sql("PRAGMA busy_timeout").scalar()
+            assert busy == 7000
+        else:
+            assert conn.execute(sa.text("SHOW lock_timeout")).scalar() == "7s"
+    db.dispose()

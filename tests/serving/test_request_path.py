@@ -8,7 +8,14 @@ import numpy as np
 
 from features.uscc import generate
 from serving.auth import authenticate, create_key, revoke_key
-from serving.consent import active_consent, active_grant, grant, revoke, scopes_of
+from serving.consent import (
+    active_consent,
+    active_grant,
+    active_grants,
+    grant,
+    revoke,
+    scopes_of,
+)
 from serving.db import Database, upgrade
 from serving.models import Consent
 
@@ -41,6 +48,15 @@ def test_active_grant_equals_active_consent(db_url: str) -> None:
                 if fast is not None:  # the expiry travels with it (the access cache checks it)
                     assert fast.expires_at == orm.expires_at
         assert active_grant(s, firms[0], "Bank", "score")[1] == "long"  # type: ignore[index]
+        # Many keys at once (the cache loader's batches) answer as one key at a time does.
+        keys = [
+            (firm, org, scope)
+            for firm in firms
+            for org in ("Bank", "Other Bank", "No Bank")
+            for scope in ("score", "explanation", "quote")
+        ]
+        assert active_grants(s, keys) == {k: active_grant(s, *k) for k in keys}
+        assert active_grants(s, []) == {}
     db.dispose()
 
 
