@@ -349,14 +349,18 @@ def run_wrk(
                 "out": str(out),
             }
         )
+        before = cpu_times()
         subprocess.run(
             [wrk, "-t1", f"-c{conns}", f"-d{seconds:g}s", "--latency", "-s", str(script), base],
             check=True,
             capture_output=True,
             timeout=seconds + 60,
         )
+        busy = cpu_busy(before, cpu_times())
         res = json.loads(out.read_text())
     return {
+        # Share of all cores busy during the run (server, database and wrk together).
+        "cpu": busy,
         # Only 2xx answers count: a 429 or 503 is not served work.
         "rps": (res["requests"] - res["non2xx"]) / (res["duration_us"] / 1e6),
         "p50": res["p50"],
@@ -412,6 +416,22 @@ def stop(proc: subprocess.Popen) -> None:
 
 def load_avg() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) jiffies of all cores from ``/proc/stat`` ((0, 0) where there is none)."""
+    try:
+        fields = [float(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    except OSError:
+        return 0.0, 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def cpu_busy(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """Share of the machine's cores busy between two :func:`cpu_times` readings (0..1)."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
 def one_row_path(model_dir: Path, snap: Path, n: int = 3000) -> dict[str, float]:
@@ -758,14 +778,16 @@ def write_results(
         "",
         "## wrk (C load generator)",
         "",
-        "| server | endpoint | conns | rps (median) | p50 ms | p99 ms | runs: rps @ load avg |",
-        "| --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| server | endpoint | conns | rps (median) | p50 ms | p99 ms | CPU busy | "
+        "runs: rps @ load avg |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for p in points:
         runs = "; ".join(f"{r['rps']:.0f} @ {r['load'].split('/')[0]}" for r in p.runs)
+        cpu = p.median("cpu") if all("cpu" in r for r in p.runs) else float("nan")
         lines.append(
             f"| {p.server} | {p.endpoint} | {p.conns} | {p.median('rps'):.0f} | "
-            f"{p.median('p50'):.2f} | {p.median('p99'):.2f} | {runs} |"
+            f"{p.median('p50'):.2f} | {p.median('p99'):.2f} | {cpu:.0%} | {runs} |"
         )
     lines += [
         "",
@@ -890,9 +912,12 @@ def _ratio_lines(
                 )
     p1, p2 = rps("pg-w1", "score", 16), rps("pg-w2", "score", 16)
     if p1 and p2:
+        one = by[("pg-w1", "score", 16)]
+        cpu = one.median("cpu") if all("cpu" in r for r in one.runs) else float("nan")
         out.append(
             f"- PostgreSQL, two workers vs one on score (16 connections): {_ratio(p2, p1)}"
-            " (target ≥ 1.6×)."
+            f" (target ≥ 1.6×); with one worker the machine's cores were already {cpu:.0%} busy"
+            " (server, PostgreSQL and wrk), so a second worker has no free core to use here."
         )
     s1, s2 = rps("sqlite-w1", "score", 16), rps("sqlite-w2", "score", 16)
     if s1 and s2:

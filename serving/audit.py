@@ -30,11 +30,17 @@ import contextlib
 import hashlib
 import json
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, cast
+
+try:  # POSIX: SQLite writers of several processes queue on a file lock (see _WriterTurn)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -280,9 +286,8 @@ class AuditWriter:
                 if attempt == 2:
                     raise stale.cause from None
             except BaseException:
-                # A failed batch closes the connection: whatever state the failure left it in
-                # (SQLite keeps locks after an I/O error), the next batch starts on a fresh one.
-                conn.rollback()
+                # A failed batch (rolled back) closes the connection: whatever state the failure
+                # left it in (SQLite keeps locks after an I/O error), the next starts afresh.
                 self._drop_connection()
                 raise
         raise AssertionError("unreachable")
@@ -344,6 +349,8 @@ class _WriterConnection:
         self.claim = _Sql.of(_CLAIM, dialect)
         self.insert = _Sql.of(sa.insert(_LOG), dialect)
         self.move = _Sql.of(_MOVE_HEAD, dialect)
+        #: SQLite file databases: the writers of all processes queue on a file lock first.
+        self._turn = _WriterTurn.of(engine, timeout_ms)
         cur = self.dbapi.cursor()
         try:
             if self.postgres:
@@ -358,11 +365,16 @@ class _WriterConnection:
             cur.close()
 
     def write(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
-        """Write one batch and commit it; return the rows' values, in order."""
-        if self.pipeline:
-            with self.dbapi.pipeline():
+        """Write one batch and commit it (rolled back if it fails); return the rows' values."""
+        with self._turn:
+            try:
+                if self.pipeline:
+                    with self.dbapi.pipeline():
+                        return self._write(entries)
                 return self._write(entries)
-        return self._write(entries)
+            except BaseException:
+                self.rollback()  # before the turn passes: the next writer finds no lock held
+                raise
 
     def _write(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
         n = len(entries)
@@ -412,6 +424,58 @@ class _WriterConnection:
         """Close the connection (it was detached: it is closed, not returned to the pool)."""
         with contextlib.suppress(Exception):
             self._fairy.close()
+        self._turn.close()
+
+
+class _WriterTurn:
+    """Whose turn it is to write a SQLite file database's audit batch, across processes.
+
+    SQLite makes a writer that finds the database locked sleep in growing steps (up to 100 ms
+    a try), so two workers' writers taking turns wait far longer than a batch takes. An
+    exclusive ``flock`` on a file beside the database queues them instead: the next writer
+    starts as soon as the lock is released (polled every millisecond at most), bounded by the
+    batch timeout like the database lock. Elsewhere (PostgreSQL: the head row lock queues
+    writers; SQLite in memory; no ``fcntl``) a turn is free.
+    """
+
+    def __init__(self, path: str | None, timeout_ms: int) -> None:
+        self.timeout_s = timeout_ms / 1000
+        self._file = open(path, "a+b") if path is not None else None  # noqa: SIM115
+
+    @classmethod
+    def of(cls, engine: sa.Engine, timeout_ms: int) -> _WriterTurn:
+        """Return the turn of ``engine``'s database (free unless it is a SQLite file)."""
+        database = engine.url.database
+        file_db = engine.dialect.name == "sqlite" and database not in (None, "", ":memory:")
+        if not file_db or fcntl is None or str(database).startswith("file:"):
+            return cls(None, timeout_ms)
+        return cls(f"{database}-audit.lock", timeout_ms)
+
+    def __enter__(self) -> None:
+        if self._file is None or fcntl is None:
+            return
+        deadline, pause = time.monotonic() + self.timeout_s, 0.0001
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise AuditUnavailableError(
+                        "another process held the audit write turn past the timeout"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.001)
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None and fcntl is not None:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 _HEAD = cast(sa.Table, AuditHead.__table__)

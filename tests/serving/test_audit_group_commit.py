@@ -226,3 +226,26 @@ def test_the_writer_timeouts_stay_on_its_own_connection(db_url: str) -> None:
         else:
             assert conn.execute(sa.text("SHOW lock_timeout")).scalar() == "7s"
     db.dispose()
+
+
+def test_sqlite_writers_of_several_processes_take_turns_on_a_file_lock(tmp_path: Path) -> None:
+    """The turn is a lock file beside the database; held elsewhere too long, the batch fails."""
+    fcntl = pytest.importorskip("fcntl")
+    url = f"sqlite:///{tmp_path / 'kuaxin.db'}"
+    upgrade(url)
+    db = Database(url)
+    lock = tmp_path / "kuaxin.db-audit.lock"
+    with db.sessions() as s:
+        assert append(s, [entry(1)])[0].id == 1
+    assert lock.is_file()
+    with lock.open("a+b") as other:  # another process's writer in the middle of its batch
+        fcntl.flock(other, fcntl.LOCK_EX)
+        start = time.monotonic()
+        with db.sessions() as s, pytest.raises(AuditUnavailableError, match="write turn"):
+            append(s, [entry(2)], timeout_s=0.3)
+        assert 0.25 < time.monotonic() - start < 10
+        fcntl.flock(other, fcntl.LOCK_UN)
+    with db.sessions() as s:
+        assert append(s, [entry(3)], timeout_s=0.3)[0].id == 2
+        assert verify(s).ok
+    db.dispose()
