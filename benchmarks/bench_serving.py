@@ -916,8 +916,8 @@ def _ratio_lines(
         cpu = one.median("cpu") if all("cpu" in r for r in one.runs) else float("nan")
         out.append(
             f"- PostgreSQL, two workers vs one on score (16 connections): {_ratio(p2, p1)}"
-            f" (target ≥ 1.6×); with one worker the machine's cores were already {cpu:.0%} busy"
-            " (server, PostgreSQL and wrk), so a second worker has no free core to use here."
+            f" (target ≥ 1.6×); the machine's cores were {cpu:.0%} busy with one worker"
+            " (server, PostgreSQL and wrk together)."
         )
     s1, s2 = rps("sqlite-w1", "score", 16), rps("sqlite-w2", "score", 16)
     if s1 and s2:
