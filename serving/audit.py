@@ -350,19 +350,24 @@ class _WriterConnection:
         self.insert = _Sql.of(sa.insert(_LOG), dialect)
         self.move = _Sql.of(_MOVE_HEAD, dialect)
         #: SQLite file databases: the writers of all processes queue on a file lock first.
-        self._turn = _WriterTurn.of(engine, timeout_ms)
-        cur = self.dbapi.cursor()
+        self._turn = _WriterTurn(None, timeout_ms)
         try:
-            if self.postgres:
-                # Session-level: the connection is the writer's alone. A locked head row fails
-                # the batch after the timeout instead of hanging the waiting requests.
-                cur.execute(f"SET lock_timeout = {timeout_ms}")
-                cur.execute(f"SET statement_timeout = {timeout_ms * 2}")
-                self.dbapi.commit()
-            elif dialect.name == "sqlite":
-                cur.execute(f"PRAGMA busy_timeout = {timeout_ms}")
-        finally:
-            cur.close()
+            self._turn = _WriterTurn.of(engine, timeout_ms)
+            cur = self.dbapi.cursor()
+            try:
+                if self.postgres:
+                    # Session-level: the connection is the writer's alone. A locked head row
+                    # fails the batch after the timeout instead of hanging the waiting requests.
+                    cur.execute(f"SET lock_timeout = {timeout_ms}")
+                    cur.execute(f"SET statement_timeout = {timeout_ms * 2}")
+                    self.dbapi.commit()
+                elif dialect.name == "sqlite":
+                    cur.execute(f"PRAGMA busy_timeout = {timeout_ms}")
+            finally:
+                cur.close()
+        except BaseException:
+            self.close()  # a detached connection that is not kept must not be left open
+            raise
 
     def write(self, entries: list[AuditEntry]) -> list[dict[str, Any]]:
         """Write one batch and commit it (rolled back if it fails); return the rows' values."""
