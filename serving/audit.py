@@ -436,16 +436,24 @@ class _WriterTurn:
     """Whose turn it is to write a SQLite file database's audit batch, across processes.
 
     SQLite makes a writer that finds the database locked sleep in growing steps (up to 100 ms
-    a try), so two workers' writers taking turns wait far longer than a batch takes. An
-    exclusive ``flock`` on a file beside the database queues them instead: the next writer
-    starts as soon as the lock is released (polled every millisecond at most), bounded by the
-    batch timeout like the database lock. Elsewhere (PostgreSQL: the head row lock queues
-    writers; SQLite in memory; no ``fcntl``) a turn is free.
+    a try), so two workers' writers taking turns wait far longer than a batch takes. Two
+    exclusive ``flock`` files beside the database queue them instead, fairly: a writer takes
+    the *queue* lock, then the *write* lock, and lets the queue lock go; a writer that has just
+    finished must take the queue lock again, which the one waiting for the write lock holds, so
+    the turn passes to it instead of going back to the same process (with one lock the writer
+    that released it took it straight back, and the other process's requests waited up to
+    seconds). Locks are polled (at most every millisecond) and bounded by the batch timeout,
+    like the database lock. Elsewhere (PostgreSQL: the head row lock queues writers; SQLite in
+    memory; no ``fcntl``) a turn is free.
     """
 
     def __init__(self, path: str | None, timeout_ms: int) -> None:
         self.timeout_s = timeout_ms / 1000
-        self._file = open(path, "a+b") if path is not None else None  # noqa: SIM115
+        self._files = (
+            (open(f"{path}.queue", "a+b"), open(path, "a+b"))  # noqa: SIM115
+            if path is not None
+            else None
+        )
 
     @classmethod
     def of(cls, engine: sa.Engine, timeout_ms: int) -> _WriterTurn:
@@ -457,30 +465,42 @@ class _WriterTurn:
         return cls(f"{database}-audit.lock", timeout_ms)
 
     def __enter__(self) -> None:
-        if self._file is None or fcntl is None:
+        if self._files is None or fcntl is None:
             return
-        deadline, pause = time.monotonic() + self.timeout_s, 0.0001
-        while True:
-            try:
-                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise AuditUnavailableError(
-                        "another process held the audit write turn past the timeout"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.001)
+        queue, write = self._files
+        deadline = time.monotonic() + self.timeout_s
+        _lock_by(queue, deadline)
+        try:
+            _lock_by(write, deadline)
+        finally:
+            fcntl.flock(queue, fcntl.LOCK_UN)
 
     def __exit__(self, *_exc: object) -> None:
-        if self._file is not None and fcntl is not None:
-            fcntl.flock(self._file, fcntl.LOCK_UN)
+        if self._files is not None and fcntl is not None:
+            fcntl.flock(self._files[1], fcntl.LOCK_UN)
 
     def close(self) -> None:
-        """Close the lock file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        """Close the lock files."""
+        if self._files is not None:
+            for f in self._files:
+                f.close()
+            self._files = None
+
+
+def _lock_by(file: Any, deadline: float) -> None:
+    """Take an exclusive ``flock`` on ``file`` before ``deadline`` (monotonic), else 503."""
+    pause = 0.0001
+    while True:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise AuditUnavailableError(
+                    "another process held the audit write turn past the timeout"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.001)
 
 
 _HEAD = cast(sa.Table, AuditHead.__table__)

@@ -249,3 +249,38 @@ def test_sqlite_writers_of_several_processes_take_turns_on_a_file_lock(tmp_path:
         assert append(s, [entry(3)], timeout_s=0.3)[0].id == 2
         assert verify(s).ok
     db.dispose()
+
+
+def test_the_write_turn_passes_to_the_waiting_process(tmp_path: Path) -> None:
+    """A writer that has just written waits behind the one already waiting (no starvation)."""
+    fcntl = pytest.importorskip("fcntl")
+    from serving.audit import _WriterTurn
+
+    path = str(tmp_path / "kuaxin.db-audit.lock")
+    a, b = _WriterTurn(path, 5000), _WriterTurn(path, 5000)  # two processes' writers
+    order: list[str] = []
+
+    def other() -> None:
+        with b:
+            order.append("b")
+
+    a.__enter__()
+    waiting = threading.Thread(target=other)
+    waiting.start()
+    with open(f"{path}.queue", "a+b") as probe:  # wait until b holds the queue lock
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(probe, fcntl.LOCK_UN)
+            except BlockingIOError:
+                break
+            assert time.monotonic() < deadline, "the other writer never queued"
+            time.sleep(0.005)
+    a.__exit__(None, None, None)
+    with a:  # straight back for the next batch: b goes first
+        order.append("a")
+    waiting.join(10)
+    assert order == ["b", "a"]
+    a.close()
+    b.close()
