@@ -11,6 +11,7 @@ import importlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -134,6 +135,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.state.key_cache = AccessCache(settings.auth_cache_s)
     app.state.consent_cache = AccessCache(settings.auth_cache_s)
     app.state.consent_loader = consent_loader(db)
+    # Bound once: the hot path hands it to the cache, which calls it on a hit due for a refresh.
+    app.state.consent_refresh = partial(app.state.consent_loader.refresh, app.state.consent_cache)
     problems.install(app)
     # Limits run inside the request context, so refusals carry a request id and are counted.
     app.add_middleware(ProtectMiddleware, settings=settings)

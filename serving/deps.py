@@ -19,7 +19,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Path, Request
@@ -489,14 +488,14 @@ class _FirmAccessCheck(APIKeyHeader):
         principal = _cached_principal(request, key)
         if principal is not None:
             # A cached key and consent answer on the event loop: no thread, no database.
-            loader = getattr(request.app.state, "consent_loader", None)
-            refresh = partial(loader.refresh, cache) if loader and cache is not None else None
+            refresh = getattr(request.app.state, "consent_refresh", None)
             found = cached_firm_access(
                 principal, checked_uscc(usc_code), self.scope, rule, cache, refresh
             )
             if found is not None:
                 return found
             needed = _consent_scope(principal, self.scope, rule)
+            loader = getattr(request.app.state, "consent_loader", None)
             if needed is not None and cache is not None and loader is not None:
                 # A consent not asked for within auth_cache_s: read by the loader's thread,
                 # awaited here (no threadpool hop, no request session).
