@@ -1,19 +1,24 @@
 """The audit log: every access to firm data, hash-chained and append-only, group-committed.
 
 Each row's hash is SHA-256 over the canonical JSON of its fields and the previous row's hash,
-so changing, deleting or inserting a row breaks the chain from there on.
+so changing, deleting or inserting a row breaks the chain from there on. The log is a few
+such chains, *lanes* (migration 0004): each row names its lane, each lane links its rows in
+id order and has a head row in ``audit_head`` (its last row's id and hash) that the lane's
+writers lock, so a lane never forks. SQLite has one lane (its database lock serialises
+writers anyway); PostgreSQL has eight, and a writer takes the first one no other transaction
+holds, so the processes of a multi-worker server commit their batches side by side instead
+of queueing on one row lock for each other's durable COMMIT.
 
 Appends are **group-committed**: a request hands its entries to the process's
 :class:`AuditWriter` for its database and waits (a thread on an event, a coroutine on a
 future, so an ``async`` route waits without a threadpool hop). The writer's own thread takes
-every pending entry, claims their ids by updating the single ``audit_head`` row
-(a row lock on PostgreSQL, the database write lock on SQLite, so processes serialise there and
-the chain never forks), chains the hashes in memory, writes one multi-row INSERT, one head
-update and one COMMIT, and then releases every request of the batch; it ends after a few idle
-seconds and the next append starts it again. A request returns only
-after its own row is durable; when the batch fails, every request in it fails
+every pending entry, holds a lane's head row (the row lock on PostgreSQL; on SQLite updating
+the head takes the database write lock), draws the rows' ids, chains the hashes in memory,
+writes one multi-row INSERT, one head update and one COMMIT, and then releases every request
+of the batch; it ends after a few idle seconds and the next append starts it again. A request
+returns only after its own row is durable; when the batch fails, every request in it fails
 (:class:`AuditUnavailableError`, answered 503) and no row of it remains. The batch's statements
-run under a lock/statement timeout (``audit_timeout_s``), so a head row locked elsewhere fails
+run under a lock/statement timeout (``audit_timeout_s``), so head rows locked elsewhere fail
 the waiting requests in bounded time instead of hanging them.
 
 The writer keeps a connection of its own while it runs (detached from the engine's pool: no
@@ -334,7 +339,7 @@ class _WriterConnection:
     pool: the writer keeps it while it runs, so a batch pays no checkout and no pre-ping, and
     its session-level timeouts cannot leak to request sessions. The statements are the Core
     statements of the tables, compiled once; on PostgreSQL a batch is two round trips in
-    pipeline mode (BEGIN with the claim; the INSERT, the head update and the COMMIT).
+    pipeline mode (BEGIN, the lane and the ids; the INSERT, the head update and the COMMIT).
     """
 
     def __init__(self, engine: sa.Engine, timeout_ms: int) -> None:
@@ -346,7 +351,12 @@ class _WriterConnection:
         self.dialect = dialect = engine.dialect
         self.postgres = dialect.name == "postgresql"
         self.pipeline = self.postgres and hasattr(self.dbapi, "pipeline")  # psycopg 3
-        self.claim = _Sql.of(_CLAIM, dialect)
+        if self.postgres:
+            self.claim_free = _Sql.of(_CLAIM_FREE_LANE, dialect)
+            self.claim_any = _Sql.of(_CLAIM_ANY_LANE, dialect)
+            self.ids = _Sql.of(_NEXT_IDS, dialect)
+        else:
+            self.claim = _Sql.of(_CLAIM, dialect)
         self.insert = _Sql.of(sa.insert(_LOG), dialect)
         self.move = _Sql.of(_MOVE_HEAD, dialect)
         #: SQLite file databases: the writers of all processes queue on a file lock first.
@@ -385,33 +395,64 @@ class _WriterConnection:
         n = len(entries)
         cur = self.dbapi.cursor()
         try:
-            # Claiming the ids by updating the head first takes the write lock (PostgreSQL: the
-            # row lock; SQLite: the database lock) before the head is read.
             try:
-                cur.execute(self.claim.text, self.claim.params({"n": n}))
-                claimed = cur.fetchone()
+                lane, ids, prev = self._claim(cur, n)
             except Exception as exc:
                 if self.dead(exc):
                     raise _StaleConnectionError(exc) from exc
                 raise
-            if claimed is None:
-                raise AuditUnavailableError("audit head row is missing; run `kuaxin db upgrade`")
-            last_id, prev = int(claimed[0]) - n, str(claimed[1])
             ts = datetime.now(UTC).isoformat(timespec="microseconds")
             values: list[dict[str, Any]] = []
-            for i, entry in enumerate(entries, start=1):
-                fields: dict[str, Any] = {"id": last_id + i, "ts": ts}
+            for row_id, entry in zip(ids, entries, strict=True):
+                fields: dict[str, Any] = {"id": row_id, "ts": ts}
                 for name in _ENTRY_FIELDS:
                     fields[name] = getattr(entry, name)
                 fields["prev_hash"] = prev
                 prev = fields["row_hash"] = row_hash(fields)
+                fields["lane"] = lane
                 values.append(fields)
             cur.executemany(self.insert.text, [self.insert.params(v) for v in values])
-            cur.execute(self.move.text, self.move.params({"h": prev}))
+            cur.execute(
+                self.move.text, self.move.params({"lane": lane, "last": ids[-1], "h": prev})
+            )
             self.dbapi.commit()
         finally:
             cur.close()
         return values
+
+    def _claim(self, cur: Any, n: int) -> tuple[int, list[int], str]:
+        """Hold a lane's head row and draw ``n`` row ids: (lane, ids in chain order, last hash).
+
+        PostgreSQL: the first lane no other transaction holds (``SKIP LOCKED``: another
+        process's batch never waits for this one's commit), else the first lane, waited for;
+        ids come from the sequence *after* the lane is held, so they rise along each lane
+        (ids drawn before a wait are discarded: gaps are harmless, the links prove the chain).
+        SQLite: the one lane; updating its head takes the database write lock, and the ids
+        continue its count.
+        """
+        if not self.postgres:
+            cur.execute(self.claim.text, self.claim.params({"n": n}))
+            claimed = cur.fetchone()
+            if claimed is None:
+                raise AuditUnavailableError(_NO_HEAD)
+            last = int(claimed[0])
+            return 1, list(range(last - n + 1, last + 1)), str(claimed[1])
+        ids_cur = self.dbapi.cursor()
+        try:
+            # In pipeline mode both statements go in one round trip; they run in this order.
+            cur.execute(self.claim_free.text, self.claim_free.params({}))
+            ids_cur.execute(self.ids.text, self.ids.params({"n": n}))
+            head = cur.fetchone()
+            if head is None:  # every lane is held: queue for the first
+                cur.execute(self.claim_any.text, self.claim_any.params({}))
+                head = cur.fetchone()
+                if head is None:
+                    raise AuditUnavailableError(_NO_HEAD)
+                ids_cur.execute(self.ids.text, self.ids.params({"n": n}))
+            ids = sorted(int(r[0]) for r in ids_cur.fetchall())
+        finally:
+            ids_cur.close()
+        return int(head[0]), ids, str(head[2])
 
     def dead(self, exc: BaseException) -> bool:
         """Whether ``exc`` says the connection is lost (the dialect's own test)."""
@@ -505,13 +546,26 @@ def _lock_by(file: Any, deadline: float) -> None:
 
 _HEAD = cast(sa.Table, AuditHead.__table__)
 _LOG = cast(sa.Table, AuditLog.__table__)
+#: SQLite: the one lane's head; moving its count first takes the database write lock.
 _CLAIM = (
     sa.update(_HEAD)
     .where(_HEAD.c.id == 1)
     .values(last_id=_HEAD.c.last_id + sa.bindparam("n"))
     .returning(_HEAD.c.last_id, _HEAD.c.last_hash)
 )
-_MOVE_HEAD = sa.update(_HEAD).where(_HEAD.c.id == 1).values(last_hash=sa.bindparam("h"))
+_LANES = sa.select(_HEAD.c.id, _HEAD.c.last_id, _HEAD.c.last_hash).order_by(_HEAD.c.id).limit(1)
+#: PostgreSQL: the first lane whose head row nobody holds, else (all held) the first, waited for.
+_CLAIM_FREE_LANE = _LANES.with_for_update(skip_locked=True)
+_CLAIM_ANY_LANE = _LANES.with_for_update()
+_NEXT_IDS = sa.select(sa.Sequence("audit_log_ids").next_value()).select_from(
+    sa.func.generate_series(1, sa.bindparam("n"))
+)
+_MOVE_HEAD = (
+    sa.update(_HEAD)
+    .where(_HEAD.c.id == sa.bindparam("lane"))
+    .values(last_id=sa.bindparam("last"), last_hash=sa.bindparam("h"))
+)
+_NO_HEAD = "audit head row is missing; run `kuaxin db upgrade`"
 
 
 def _outcome(p: _Pending) -> list[dict[str, Any]]:
@@ -614,12 +668,15 @@ async def append_async(
     await writer_for(bind, timeout_s).append_async(entries)
 
 
-def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditLog]:
+def _iter_rows(session: Session, lane: int, batch: int = 5000) -> Iterator[AuditLog]:
     last = 0
     while True:
         rows = list(
             session.scalars(
-                sa.select(AuditLog).where(AuditLog.id > last).order_by(AuditLog.id).limit(batch)
+                sa.select(AuditLog)
+                .where(AuditLog.lane == lane, AuditLog.id > last)
+                .order_by(AuditLog.id)
+                .limit(batch)
             )
         )
         if not rows:
@@ -630,7 +687,7 @@ def _iter_rows(session: Session, batch: int = 5000) -> Iterator[AuditLog]:
 
 
 def verify(session: Session) -> VerifyResult:
-    """Check the whole chain and name the first broken row.
+    """Check every lane's chain and name the first broken row.
 
     Parameters
     ----------
@@ -640,27 +697,44 @@ def verify(session: Session) -> VerifyResult:
     Returns
     -------
     VerifyResult
-        ``ok`` when every row's hash matches its content, links to the previous row, ids run
-        1, 2, 3, ... without gaps and the head points at the last row.
+        ``ok`` when, on every lane, each row's hash matches its content and links to the
+        lane's previous row in id order (the first to the genesis hash), the lane's head points
+        at its last row, and no row is on a lane without a head. A row deleted, inserted or
+        moved breaks a link; rows cut off a lane's end disagree with its head.
     """
-    prev, expected_id, n = GENESIS_HASH, 1, 0
-    for row in _iter_rows(session):
-        n += 1
-        fields = {name: getattr(row, name) for name in HASHED_FIELDS}
-        if row.id != expected_id:
-            return VerifyResult(False, n, row.id, f"expected row id {expected_id} (rows missing)")
-        if row.prev_hash != prev:
-            return VerifyResult(False, n, row.id, "prev_hash does not match the previous row")
-        if row_hash(fields) != row.row_hash:
-            return VerifyResult(False, n, row.id, "row_hash does not match the row's content")
-        prev, expected_id = row.row_hash, expected_id + 1
-    head = session.get(AuditHead, 1)
-    if head is None:
-        return VerifyResult(False, n, None, "audit head row is missing")
-    if head.last_id != expected_id - 1 or head.last_hash != prev:
-        return VerifyResult(
-            False, n, expected_id, f"head points at row {head.last_id}; rows after {n} are missing"
-        )
+    heads = {h.id: (h.last_id, h.last_hash) for h in session.scalars(sa.select(AuditHead))}
+    if not heads:
+        return VerifyResult(False, 0, None, "audit head row is missing")
+    n = 0
+    for lane in sorted(heads):
+        prev, last_id = GENESIS_HASH, 0
+        for row in _iter_rows(session, lane):
+            n += 1
+            if row.prev_hash != prev:
+                return VerifyResult(
+                    False,
+                    n,
+                    row.id,
+                    f"prev_hash does not match the previous row of lane {lane} "
+                    "(rows missing, inserted or reordered)",
+                )
+            if row_hash({name: getattr(row, name) for name in HASHED_FIELDS}) != row.row_hash:
+                return VerifyResult(False, n, row.id, "row_hash does not match the row's content")
+            prev, last_id = row.row_hash, row.id
+        head_id, head_hash = heads[lane]
+        if head_id != last_id or head_hash != prev:
+            return VerifyResult(
+                False,
+                n,
+                max(head_id, last_id),
+                f"lane {lane}'s head points at row {head_id} but its last row is {last_id}: "
+                "rows are missing",
+            )
+    stray = session.scalar(
+        sa.select(AuditLog.id).where(AuditLog.lane.not_in(list(heads))).order_by(AuditLog.id)
+    )
+    if stray is not None:
+        return VerifyResult(False, n, stray, "row is on a lane that has no head row")
     return VerifyResult(True, n)
 
 

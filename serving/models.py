@@ -88,9 +88,14 @@ class Consent(Base):
 
 
 class AuditLog(Base):
-    """One access to firm data; ``row_hash`` chains it to the row before (append-only)."""
+    """One access to firm data; ``row_hash`` chains it to its lane's row before (append-only).
+
+    ``lane`` names the chain the row is on (migration 0004): each lane links its rows by
+    ``prev_hash`` in id order and has its own head row.
+    """
 
     __tablename__ = "audit_log"
+    __table_args__ = (sa.Index("ix_audit_log_lane_id", "lane", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     ts: Mapped[str] = mapped_column(sa.String(32))  # ISO-8601 UTC text: hashes the same everywhere
@@ -104,10 +109,11 @@ class AuditLog(Base):
     model_version: Mapped[str] = mapped_column(sa.String(100))
     prev_hash: Mapped[str] = mapped_column(sa.String(64))
     row_hash: Mapped[str] = mapped_column(sa.String(64))
+    lane: Mapped[int] = mapped_column(sa.SmallInteger, default=1, server_default="1")
 
 
 class AuditHead(Base):
-    """The single lock row of the audit chain: last id and hash (appends update it first)."""
+    """The lock row of one audit lane (``id`` = the lane): its last row's id and hash."""
 
     __tablename__ = "audit_head"
 

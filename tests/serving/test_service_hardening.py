@@ -73,14 +73,15 @@ def test_audit_and_access_log_times_carry_their_offset(svc: Any, svc_firms: Any)
 
 # --------------------------------------------------------------------- stuck audit lock (4)
 def _hold_audit_head(url: str, ready: threading.Event, release: threading.Event) -> None:
-    """Hold the audit head row (PostgreSQL) or the write lock (SQLite) until ``release``."""
+    """Hold every audit lane's head row (PostgreSQL) or the write lock (SQLite) until
+    ``release``."""
     engine = sa.create_engine(url, poolclass=sa.NullPool)
     with engine.connect() as conn:
         if conn.dialect.name == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
             conn.exec_driver_sql("UPDATE audit_head SET last_id = last_id WHERE id = 1")
         else:
-            conn.execute(sa.text("SELECT * FROM audit_head WHERE id = 1 FOR UPDATE"))
+            conn.execute(sa.text("SELECT * FROM audit_head FOR UPDATE"))
         ready.set()
         release.wait(60)
         conn.rollback()
