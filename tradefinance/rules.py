@@ -258,12 +258,12 @@ def _array_mask(rule: Rule, col: pd.Series, grades: Sequence[str]) -> np.ndarray
                 (ranks.get(str(v), np.nan) for v in values), np.float64, len(values)
             )
             # A better grade has a smaller rank: "grade >= BB" is rank(BB) >= rank(actual).
-            ok = _NUMERIC_OPS[rule.op](float(ranks[str(rule.value)]), actual)
+            ok = np.asarray(_NUMERIC_OPS[rule.op](float(ranks[str(rule.value)]), actual))
         return np.where(present, ok, passes_missing)
     if isinstance(rule.value, str) or not pd.api.types.is_numeric_dtype(col.dtype):
         return None
     x = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    ok = _NUMERIC_OPS[rule.op](x, float(rule.value))
+    ok = np.asarray(_NUMERIC_OPS[rule.op](x, float(rule.value)))
     return np.where(np.isnan(x), passes_missing, ok)
 
 

@@ -507,6 +507,7 @@ def find_recourse(
         changes with the best progress found.
     """
     cfg = config or load_recourse_config()
+    checked: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]] | None = None
     if failures is not None:
         weight = cfg.failure_weight
 
@@ -514,8 +515,6 @@ def find_recourse(
             fails = np.asarray(failures(frame))
             return fails == 0, fails * weight + frame["log_odds"].to_numpy()
 
-    else:
-        checked = None
     search = _Search(model, row, goal, cfg, progress, goal_mask, checked, cache, deadline)
     if search.already_met:
         before = search.before
