@@ -20,6 +20,9 @@ Hits refresh ahead: a hit on an answer older than three quarters of its ``ttl_s`
 (:data:`REFRESH_AFTER`) asks the :class:`MissLoader` to read it again in the background and is
 answered from the cache meanwhile; the new read replaces the answer (or drops it, when the
 consent is gone). A hot key is then never a miss, and no answer is older than ``ttl_s``.
+Refreshes are not urgent (nobody waits for them), so the loader lets them gather for a
+moment (:data:`REFRESH_GATHER`) and reads them together with one query; a miss is read at once,
+with every refresh pending by then.
 """
 
 from __future__ import annotations
@@ -45,6 +48,10 @@ _generation_lock = threading.Lock()
 MAX_ENTRIES = 100_000
 #: Share of ``ttl_s`` after which a hit asks for a background refresh of its answer.
 REFRESH_AFTER = 0.75
+#: Share of the refresh window (``ttl_s`` after :data:`REFRESH_AFTER`) a refresh may wait for
+#: others to share its read: hot keys then cost a few reads a second, not one each, and the
+#: reread still lands well before the answer in hand expires.
+REFRESH_GATHER = 0.2
 
 
 def generation() -> int:
@@ -194,6 +201,8 @@ class MissLoader(Generic[V]):
         self._load_many = load_many
         self._cond = threading.Condition()
         self._queue: list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]] = []
+        #: When the pending keys must be read (a miss: now; refreshes: after a short gather).
+        self._due = float("inf")
         self._thread: threading.Thread | None = None
 
     async def get(self, cache: AccessCache[V], key: Hashable) -> V | None:
@@ -221,11 +230,14 @@ class MissLoader(Generic[V]):
             failed = fut.cancelled() or fut.exception() is not None
             cache.refreshed(key, None if failed else fut.result(), gen, started, failed)
 
-        self._enqueue(key).add_done_callback(done)
+        gather = cache.ttl_s * (1 - REFRESH_AFTER) * REFRESH_GATHER
+        self._enqueue(key, gather).add_done_callback(done)
 
-    def _enqueue(self, key: Hashable) -> asyncio.Future[V | None]:
+    def _enqueue(self, key: Hashable, gather: float = 0.0) -> asyncio.Future[V | None]:
+        """Queue ``key`` to be read within ``gather`` seconds (0: at once)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[V | None] = loop.create_future()
+        due = time.monotonic() + gather
         with self._cond:
             self._queue.append((key, loop, fut))
             if self._thread is None:
@@ -233,16 +245,20 @@ class MissLoader(Generic[V]):
                     target=self._run, name="kuaxin-cache-loader", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            if due < self._due:  # only a sooner read needs the thread woken
+                self._due = due
+                self._cond.notify()
         return fut
 
     def _take(self) -> list[tuple[Any, asyncio.AbstractEventLoop, asyncio.Future[V | None]]]:
         with self._cond:
-            while not self._queue:
-                if not self._cond.wait(IDLE_EXIT_S) and not self._queue:
+            while (wait := self._due - time.monotonic()) > 0:
+                if self._queue:
+                    self._cond.wait(wait)
+                elif not self._cond.wait(IDLE_EXIT_S) and not self._queue:
                     self._thread = None
                     return []
-            batch, self._queue = self._queue, []
+            batch, self._queue, self._due = self._queue, [], float("inf")
             return batch
 
     def _run(self) -> None:

@@ -286,6 +286,59 @@ def test_a_hit_late_in_its_ttl_is_refreshed_in_the_background() -> None:
     asyncio.run(run())
 
 
+def test_refreshes_gather_into_one_read_and_a_miss_does_not_wait_for_them() -> None:
+    """Background refreshes due together share one read; a miss is read at once, with them."""
+    import asyncio
+
+    from serving.cache import REFRESH_AFTER, REFRESH_GATHER, AccessCache, MissLoader
+
+    ttl = 2.0
+    gather = ttl * (1 - REFRESH_AFTER) * REFRESH_GATHER  # 0.1 s
+    cache: AccessCache[str] = AccessCache(ttl)
+    reads: list[tuple[float, list[str]]] = []
+
+    class Session:
+        def rollback(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    def load(_session: Any, key: Any) -> str | None:
+        reads.append((time.monotonic(), [key]))
+        return f"one {key}"
+
+    def load_many(_session: Any, keys: list[Any]) -> dict[Any, str | None]:
+        reads.append((time.monotonic(), list(keys)))
+        return {k: f"many {k}" for k in keys}
+
+    loader: MissLoader[str] = MissLoader(Session, load, load_many)  # type: ignore[arg-type]
+
+    async def settle(n: int) -> None:
+        deadline = time.monotonic() + 5
+        while sum(len(k) for _, k in reads) < n and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+
+    async def run() -> None:
+        t0 = time.monotonic()
+        for key in ("a", "b", "c"):
+            loader.refresh(cache, key)
+            await asyncio.sleep(gather / 10)
+        await settle(3)
+        # One read for the three, not before the first refresh had gathered the others.
+        assert [k for _, k in reads] == [["a", "b", "c"]]
+        assert reads[0][0] - t0 >= gather * 0.9
+        reads.clear()
+        t1 = time.monotonic()
+        loader.refresh(cache, "d")
+        got = await loader.get(cache, "e")  # a miss: read now, with the pending refresh
+        assert got == "many e"
+        assert [sorted(k) for _, k in reads] == [["d", "e"]]
+        assert reads[0][0] - t1 < gather  # the miss did not wait out the gather
+        await asyncio.sleep(0.02)  # the refresh's done callback runs on this loop
+        assert cache.peek("d") == "many d"
+
+    asyncio.run(run())
+
+
 def test_a_consent_revoked_elsewhere_is_dropped_by_the_refresh_before_the_ttl(
     make_service: Any, db_url: str, svc_firms: Any
 ) -> None:
