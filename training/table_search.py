@@ -105,6 +105,8 @@ class Choice:
         scaled by weight / folds).
     trials : DataFrame
         One row per candidate and trial.
+    fits : list of Fit
+        Every configuration evaluated (only with ``keep_fits``: they hold all their boosters).
     """
 
     params: dict[str, Any]
@@ -117,6 +119,7 @@ class Choice:
     members: list[tuple[Fit, float]] = field(default_factory=list)
     booster: lgb.Booster | None = None
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    fits: list[Fit] = field(default_factory=list)
 
     @property
     def fixed(self) -> bool:
@@ -345,6 +348,7 @@ def search_table(
     num_threads: int = 1,
     on_step: Any = None,
     baseline: lgb.Booster | None = None,
+    keep_fits: bool = False,
 ) -> Choice:
     """Choose an ensemble of configurations and the blend weight for these rows by inner CV.
 
@@ -369,6 +373,8 @@ def search_table(
         LightGBM's defaults already fitted on these rows at ``DEFAULT_ROUNDS`` with the table
         seed (the outer fold's baseline): the anchor is this booster instead of a second,
         identical fit.
+    keep_fits : bool
+        Keep every evaluated configuration on the choice (diagnostics; costs their memory).
 
     Returns
     -------
@@ -414,7 +420,7 @@ def search_table(
     top = members[0][0]
     return Choice(
         top.params, top.rounds, weight, blended_score, name, blended, y,
-        members, ensemble_booster(members), table,
+        members, ensemble_booster(members), table, fits if keep_fits else [],
     )  # fmt: skip
 
 
