@@ -436,6 +436,16 @@ def test_the_outer_folds_baseline_is_the_anchor_not_a_second_fit():
     names = list(cfg["table"]["candidates"])
     assert names[:3] == ["defaults", "defaults_early_stopped", "xgboost_defaults"]
     assert "xgboost_defaults" in set(choice.trials["name"])
+    assert choice.fits == []  # the evaluated fits are not kept unless asked for
+
+
+def test_keep_fits_returns_every_evaluated_configuration_for_the_diagnostic():
+    x, y, features, cfg = _small_search()
+    choice = search_table(x, y, features, cfg, trials=1, seconds=None, keep_fits=True)
+    evaluated = set(choice.trials.loc[choice.trials["value"].notna(), "name"])
+    assert {f.name for f in choice.fits} == evaluated
+    assert all(any(m is f for f in choice.fits) for m, _ in choice.members)
+    assert all(f.oof.shape == y.shape for f in choice.fits)
 
 
 def test_candidates_with_the_same_parameters_share_one_run_and_the_budget_is_kept():
