@@ -284,26 +284,3 @@ def active_grants(
             for row in conn.execute(_ACTIVE_MANY, params):
                 rows_of.setdefault((row.firm_usc, org), []).append(row)
     return {key: _first_grant(rows_of.get(key[:2], ()), key[2]) for key in wanted}
-
-
-def active_consents_for(
-    session: Session, firm_uscs: list[str], institution: str, scope: str
-) -> dict[str, Consent]:
-    """Active consents with ``scope`` of many firms to one institution (for batch calls)."""
-    now = datetime.now(UTC)
-    found: dict[str, Consent] = {}
-    # Chunks keep the IN list under every driver's parameter limit.
-    for start in range(0, len(firm_uscs), 900):
-        chunk = firm_uscs[start : start + 900]
-        rows = session.scalars(
-            sa.select(Consent).where(
-                Consent.firm_usc.in_(chunk),
-                Consent.institution == institution,
-                Consent.revoked_at.is_(None),
-                Consent.expires_at > now,
-            )
-        )
-        for row in rows:
-            if scope in scopes_of(row) and row.firm_usc not in found:
-                found[row.firm_usc] = row
-    return found

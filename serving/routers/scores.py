@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from features.uscc import validate as validate_uscc
 from serving.auth import Principal
-from serving.consent import active_consents_for
+from serving.consent import active_grants
 from serving.deps import (
     CONSENT_ROLES,
     DbSession,
@@ -134,9 +134,10 @@ def batch_scores(
     if principal.role in CONSENT_ROLES:
         rule = route_rule(request)
         scope = (rule.grant(principal.role) if rule is not None else None) or "score"
-        consents = active_consents_for(session, codes, principal.org, scope)
+        # The same grant per firm as the one-firm routes read (newest expiry first).
+        consents = active_grants(session, [(code, principal.org, scope) for code in codes])
         for code in codes:
-            consent = consents.get(code)
+            consent = consents[(code, principal.org, scope)]
             if consent is None:
                 errors.append(
                     BatchError(
