@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.concurrency import run_in_threadpool
 
 from serving import problems
+from serving.audit import writer_for
 from serving.cache import AccessCache
 from serving.db import Database, upgrade
 from serving.deps import consent_loader, enforce_access
@@ -131,6 +132,8 @@ def create_app(settings: Settings | None = None, state: ServingState | None = No
     app.state.serving = serving
     app.state.metrics = metrics
     app.state.db = db
+    # The process's audit writer of this database takes the service's batch settings.
+    writer_for(db.engine, settings.audit_timeout_s, settings.audit_linger_ms / 1000)
     app.state.writes = WriteHealth(settings.ready_failure_window_s)
     app.state.key_cache = AccessCache(settings.auth_cache_s)
     app.state.consent_cache = AccessCache(settings.auth_cache_s)

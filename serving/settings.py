@@ -134,6 +134,13 @@ class Settings(BaseSettings):
         description="seconds an audit batch may wait for the chain's head row before the "
         "requests in it fail with 503",
     )
+    audit_linger_ms: float = Field(
+        default=3.0,
+        ge=0,
+        le=50,
+        description="milliseconds a busy audit writer may wait for a fuller batch (0: never); "
+        "fewer commits per request when several workers share the database",
+    )
     recourse_max_steps: int = Field(
         default=40, ge=1, description="search depth of recourse (single-feature moves)"
     )

@@ -386,3 +386,52 @@ def test_going_back_to_one_chain_is_refused_when_lanes_were_used(
         db.dispose()
         with pytest.raises(RuntimeError, match="lanes other than 1"):
             command.downgrade(alembic_config(url), "0003")
+
+
+def test_a_busy_writer_lingers_for_a_fuller_batch_and_an_idle_one_does_not(db_url: str) -> None:
+    """``linger_s``: back to back, the writer waits (bounded) for as many entries as before."""
+    upgrade(db_url)
+    db = Database(db_url)
+    writer = writer_for(db.engine, linger_s=0.0)
+
+    def spaced(n: int, gap: float) -> float:
+        """Append n single entries from n threads, ``gap`` apart; seconds the first waited."""
+        out: dict[int, float] = {}
+
+        def work(i: int) -> None:
+            t0 = time.monotonic()
+            with db.sessions() as s:
+                append(s, [entry(i)])
+            out[i] = time.monotonic() - t0
+
+        threads = []
+        for i in range(n):
+            threads.append(threading.Thread(target=work, args=(i,)))
+            threads[-1].start()
+            time.sleep(gap)
+        for t in threads:
+            t.join(30)
+        return out[0]
+
+    # Idle (nothing arrived while the last batch was written): no wait, one batch per entry.
+    writer.linger_s = 2.0
+    before = writer.batches
+    spaced(3, 0.3)
+    assert writer.batches - before == 3
+    # Back to back after a batch of four: the next waits until four entries are there.
+    with writer._cond:
+        writer._busy, writer._in_flight = True, 4
+    before, entries = writer.batches, writer.entries
+    first_waited = spaced(4, 0.1)
+    assert writer.batches - before == 1 and writer.entries - entries == 4
+    assert first_waited >= 0.25  # it waited for the three that came after it
+    # The wait is bounded by linger_s when the entries do not come.
+    writer.linger_s = 0.3
+    with writer._cond:
+        writer._busy, writer._in_flight = True, 50
+    waited = spaced(1, 0.0)
+    assert 0.25 <= waited < 5
+    with db.sessions() as s:
+        assert verify(s).ok
+    writer.linger_s = 0.0
+    db.dispose()
