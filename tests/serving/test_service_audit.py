@@ -146,9 +146,11 @@ def _append_in_process(url: str, worker: int, n: int) -> None:
 
 
 def test_concurrent_processes_do_not_fork_the_chain(db_url: str) -> None:
-    # Separate processes share no lock: only the database serialises the appends.
+    # Separate processes share no lock: only the database serialises the appends. Spawned,
+    # not forked: a fork copies locks that another thread of this process (a writer, a
+    # server from an earlier test) holds at that moment, and the child can hang on them.
     upgrade(db_url)
-    ctx = mp.get_context("fork")
+    ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_append_in_process, args=(db_url, w, 20)) for w in range(3)]
     for p in procs:
         p.start()
