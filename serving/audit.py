@@ -19,7 +19,9 @@ of the batch; it ends after a few idle seconds and the next append starts it aga
 returns only after its own row is durable; when the batch fails, every request in it fails
 (:class:`AuditUnavailableError`, answered 503) and no row of it remains. The batch's statements
 run under a lock/statement timeout (``audit_timeout_s``), so head rows locked elsewhere fail
-the waiting requests in bounded time instead of hanging them.
+the waiting requests in bounded time instead of hanging them. A writer running back to back
+(entries arrived while it wrote) may wait ``linger_s`` (the service's ``audit_linger_ms``) for
+as many entries as its last batch and their latecomers, so fewer commits carry the same rows.
 
 The writer keeps a connection of its own while it runs (detached from the engine's pool: no
 checkout or pre-ping per batch, its session-level timeouts set once) and the statements
