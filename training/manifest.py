@@ -173,6 +173,8 @@ def probe_booster(booster_file: Path | str, timeout: float = PROBE_TIMEOUT_S) ->
             [sys.executable, "-c", _PROBE, str(file)],
             capture_output=True,
             text=True,
+            # LightGBM's parse errors quote the file's bytes, which need not be UTF-8.
+            errors="replace",
             timeout=timeout,
             check=False,
         )

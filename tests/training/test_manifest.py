@@ -74,6 +74,27 @@ def test_a_parser_crash_stays_in_the_child(package: Path) -> None:
         CreditModel.load(package, isolated=True)
 
 
+def test_a_parser_error_quoting_bytes_that_are_not_utf8_is_still_a_manifest_error(
+    tmp_path: Path,
+) -> None:
+    # LightGBM's "expect a tree here. met ..." quotes the file's bytes; a truncation that cut
+    # a multi-byte character (as one CI run did) once surfaced as UnicodeDecodeError.
+    import lightgbm as lgb
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.random((500, 5))
+    data = lgb.Dataset(x, (x[:, 0] > 0.5).astype(int))
+    good = tmp_path / "good.txt"
+    lgb.train({"objective": "binary", "verbose": -1, "seed": 0}, data, 20).save_model(good)
+    raw = good.read_bytes()
+    cut = raw.index(b"Tree=3\n")
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(raw[:cut] + b"\xdd\xfe\xdd not a tree\n" + raw[cut : cut + 50])
+    with pytest.raises(ManifestError, match=r"crashed the parser|not a usable LightGBM model"):
+        probe_booster(bad)
+
+
 def test_probe_counts_features_of_a_good_booster(trained_model_dir: Path) -> None:
     n = probe_booster(trained_model_dir / BOOSTER_FILE)
     assert n == len(CreditModel.load(trained_model_dir).feature_names)
