@@ -34,7 +34,7 @@ def _fold(name: str, i: int, per_search: float, out: Path) -> str:
     from training.result import _stub
     from training.scale import load_config
     from training.table_prep import prepare_table, read_table
-    from training.table_search import _inner, search_table
+    from training.table_search import _inner, inner_linear_oof, search_table
 
     path, target, positive = TABLES[name]
     cfg = load_config()
@@ -63,10 +63,7 @@ def _fold(name: str, i: int, per_search: float, out: Path) -> str:
     all_fits = choice.fits
     inner = _inner(x[tr], y[tr], features, cfg, 1)
     ch = cfg["challenger"]
-    linear_oof = np.zeros(len(tr))
-    for itr, iva in inner.folds:
-        card = Scorecard.fit(inner.x[itr], inner.y[itr], features, ch["C"], ch["max_iter"])
-        linear_oof[iva] = card.log_odds(inner.x[iva])
+    linear_oof = inner_linear_oof(inner, ch)
     card = Scorecard.fit(x[tr], y[tr], features, ch["C"], ch["max_iter"])
     test = []
     for f in all_fits:  # fold-bagged, also for the defaults (their refit is the baseline)

@@ -234,18 +234,24 @@ def fold_mean_auc(y: np.ndarray, score: np.ndarray, folds: list[tuple[Any, Any]]
     return float(np.mean([roc_auc_score(y[va], score[va]) for _, va in folds]))
 
 
-def _choose_weight(
-    inner: _Inner, margin: np.ndarray, weights: list[float], card_cfg: dict[str, Any]
-) -> tuple[float, float, np.ndarray]:
-    """Blend weight with the best inner mean AUC (ties: the smaller weight)."""
-    if max(weights) <= 0:
-        return 0.0, fold_mean_auc(inner.y, margin, inner.folds), margin
+def inner_linear_oof(inner: _Inner, card_cfg: dict[str, Any]) -> np.ndarray:
+    """Return the linear scorecard's inner out-of-fold log-odds (one fit per inner fold)."""
     linear = np.zeros(len(inner.y))
     for tr, va in inner.folds:
         card = Scorecard.fit(
             inner.x[tr], inner.y[tr], inner.features, card_cfg["C"], card_cfg["max_iter"]
         )
         linear[va] = card.log_odds(inner.x[va])
+    return linear
+
+
+def _choose_weight(
+    inner: _Inner, margin: np.ndarray, weights: list[float], card_cfg: dict[str, Any]
+) -> tuple[float, float, np.ndarray]:
+    """Blend weight with the best inner mean AUC (ties: the smaller weight)."""
+    if max(weights) <= 0:
+        return 0.0, fold_mean_auc(inner.y, margin, inner.folds), margin
+    linear = inner_linear_oof(inner, card_cfg)
     best = (-1.0, 0.0, margin)
     for w in sorted(weights):
         blended = (1 - w) * margin + w * linear

@@ -32,10 +32,13 @@ def entry(i: int) -> AuditEntry:
 
 
 @contextmanager
-def head_locked(db: Database) -> Iterator[None]:
-    """Hold every lane's head row from another connection (as stuck writers would)."""
+def head_locked(db: Database, lane: int | None = None) -> Iterator[None]:
+    """Hold every lane's head row, or one ``lane``'s, from another connection (as stuck writers
+    or another process's batch would)."""
     with db.engine.connect() as conn:
-        if db.dialect == "sqlite":
+        if lane is not None:
+            conn.execute(sa.text("SELECT 1 FROM audit_head WHERE id = :l FOR UPDATE"), {"l": lane})
+        elif db.dialect == "sqlite":
             conn.exec_driver_sql("BEGIN IMMEDIATE")
         else:
             conn.execute(sa.text("SELECT last_id FROM audit_head FOR UPDATE"))
@@ -290,17 +293,6 @@ def test_the_write_turn_passes_to_the_waiting_process(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ lanes
-@contextmanager
-def lane_held(db: Database, lane: int) -> Iterator[None]:
-    """Hold one lane's head row from another connection (another process's batch)."""
-    with db.engine.connect() as conn:
-        conn.execute(sa.text("SELECT 1 FROM audit_head WHERE id = :l FOR UPDATE"), {"l": lane})
-        try:
-            yield
-        finally:
-            conn.rollback()
-
-
 def test_a_batch_takes_a_free_lane_instead_of_waiting(
     tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
@@ -310,7 +302,7 @@ def test_a_batch_takes_a_free_lane_instead_of_waiting(
         db = Database(url)
         with db.sessions() as s:
             first = append(s, [entry(1)], timeout_s=30)[0]
-        with lane_held(db, 1):
+        with head_locked(db, lane=1):
             start = time.monotonic()
             with db.sessions() as s:
                 rows = append(s, [entry(2), entry(3)], timeout_s=30)
@@ -381,7 +373,7 @@ def test_going_back_to_one_chain_is_refused_when_lanes_were_used(
     with database_url("postgresql", tmp_path, request) as url:
         upgrade(url)
         db = Database(url)
-        with lane_held(db, 1), db.sessions() as s:
+        with head_locked(db, lane=1), db.sessions() as s:
             append(s, [entry(1)])
         db.dispose()
         with pytest.raises(RuntimeError, match="lanes other than 1"):
