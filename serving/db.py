@@ -148,7 +148,10 @@ class Database:
                 raise
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """End the engine's audit writer (its connection, its lane) and close every pooled one."""
+        from serving.audit import close_writer  # audit imports the models, which import this
+
+        close_writer(self.engine)
         self.engine.dispose()
 
 

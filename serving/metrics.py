@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-import secrets
 import time
+from random import getrandbits
 from typing import cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -138,8 +138,10 @@ class RequestContextMiddleware:
         incoming = next((v for k, v in scope["headers"] if k == b"x-request-id"), b"").decode(
             "latin-1"
         )
-        # 32 random hex digits, as a uuid4's hex (without building a UUID object per request).
-        request_id = incoming if _REQUEST_ID.match(incoming) else secrets.token_hex(16)
+        # 32 random hex digits, as a uuid4's hex. A correlation id, not a secret: the process's
+        # generator (reseeded in every forked or spawned worker) instead of a getrandom system
+        # call per request, which cost 6 % of a loaded worker's event loop.
+        request_id = incoming if _REQUEST_ID.match(incoming) else f"{getrandbits(128):032x}"
         scope.setdefault("state", {})["request_id"] = request_id
         status = [500]
         start = time.perf_counter()
