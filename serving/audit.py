@@ -25,7 +25,9 @@ as many entries as its last batch and their latecomers, so fewer commits carry t
 
 The writer keeps a connection of its own while it runs (detached from the engine's pool: no
 checkout or pre-ping per batch, its session-level timeouts set once) and the statements
-compiled once from the tables; on PostgreSQL a batch is two round trips in pipeline mode. The
+compiled once from the tables; on PostgreSQL a batch is two round trips in pipeline mode, and
+one once the writer owns a lane (an advisory lock) and knows its head (see
+:class:`_WriterConnection`). The
 writer thread builds no ORM objects: the async path needs none, and the blocking
 :func:`append` builds its rows on the caller's thread.
 """

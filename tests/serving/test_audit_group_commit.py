@@ -71,6 +71,14 @@ def _run_threads(db: Database, ids: range, timeout_s: float, out: dict[int, obje
     return threads
 
 
+@pytest.fixture
+def pg_url(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database (for what only PostgreSQL has: lanes, restarts)."""
+    with database_url("postgresql", tmp_path, request) as url:
+        upgrade(url)
+        yield url
+
+
 def _wait_queued(db: Database, n: int) -> None:
     writer = writer_for(db.engine)
     deadline = time.monotonic() + 20
@@ -209,28 +217,24 @@ def test_waiting_requests_do_not_starve_the_writer_of_a_connection(db_url: str) 
     engine.dispose()
 
 
-def test_a_writer_connection_lost_between_batches_is_replaced(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_a_writer_connection_lost_between_batches_is_replaced(pg_url: str) -> None:
     """A server that dropped the writer's own connection (a restart) costs no request a 503."""
-    with database_url("postgresql", tmp_path, request) as url:
-        upgrade(url)
-        db = Database(url)
-        with db.sessions() as s:
-            assert append(s, [entry(1)])[0].id == 1
-        writer = writer_for(db.engine)
-        assert writer._conn is not None, "the writer keeps its connection between batches"
-        pid = writer._conn.dbapi.info.backend_pid
-        with db.engine.begin() as conn:
-            conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
-        with db.sessions() as s:
-            # The owner had drawn ids ahead on the lost connection: the retry draws its own.
-            assert append(s, [entry(2)])[0].id > 1
-        assert writer._conn is not None and writer._conn.dbapi.info.backend_pid != pid
-        with db.sessions() as s:
-            result = verify(s)
-        assert result.ok and result.rows == 2, result
-        db.dispose()
+    db = Database(pg_url)
+    with db.sessions() as s:
+        assert append(s, [entry(1)])[0].id == 1
+    writer = writer_for(db.engine)
+    assert writer._conn is not None, "the writer keeps its connection between batches"
+    pid = writer._conn.dbapi.info.backend_pid
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    with db.sessions() as s:
+        # The owner had drawn ids ahead on the lost connection: the retry draws its own.
+        assert append(s, [entry(2)])[0].id > 1
+    assert writer._conn is not None and writer._conn.dbapi.info.backend_pid != pid
+    with db.sessions() as s:
+        result = verify(s)
+    assert result.ok and result.rows == 2, result
+    db.dispose()
 
 
 def test_the_writer_timeouts_stay_on_its_own_connection(db_url: str) -> None:
@@ -309,31 +313,27 @@ def test_the_write_turn_passes_to_the_waiting_process(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------ lanes
-def test_a_batch_takes_a_free_lane_instead_of_waiting(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_a_batch_takes_a_free_lane_instead_of_waiting(pg_url: str) -> None:
     """PostgreSQL: with lane 1 held elsewhere, a batch commits on lane 2 at once."""
-    with database_url("postgresql", tmp_path, request) as url:
-        upgrade(url)
-        db = Database(url)
+    db = Database(pg_url)
+    with db.sessions() as s:
+        first = append(s, [entry(1)], timeout_s=30)[0]
+    with head_locked(db, lane=1):
+        start = time.monotonic()
         with db.sessions() as s:
-            first = append(s, [entry(1)], timeout_s=30)[0]
-        with head_locked(db, lane=1):
-            start = time.monotonic()
-            with db.sessions() as s:
-                rows = append(s, [entry(2), entry(3)], timeout_s=30)
-            waited = time.monotonic() - start
-        with db.sessions() as s:
-            later = append(s, [entry(4)])[0]
-            result = verify(s)
-            heads = dict(s.execute(sa.text("SELECT id, last_id FROM audit_head")).all())
-        assert first.lane == 1 and [r.lane for r in rows] == [2, 2] and later.lane == 1
-        assert waited < 10  # not the 30 s lock wait: it never queued behind lane 1
-        assert rows[0].prev_hash == "0" * 64 and rows[1].prev_hash == rows[0].row_hash
-        assert later.prev_hash == first.row_hash  # lane 1 goes on from its own last row
-        assert heads[1] == later.id and heads[2] == rows[1].id
-        assert result.ok and result.rows == 4, result
-        db.dispose()
+            rows = append(s, [entry(2), entry(3)], timeout_s=30)
+        waited = time.monotonic() - start
+    with db.sessions() as s:
+        later = append(s, [entry(4)])[0]
+        result = verify(s)
+        heads = dict(s.execute(sa.text("SELECT id, last_id FROM audit_head")).all())
+    assert first.lane == 1 and [r.lane for r in rows] == [2, 2] and later.lane == 1
+    assert waited < 10  # not the 30 s lock wait: it never queued behind lane 1
+    assert rows[0].prev_hash == "0" * 64 and rows[1].prev_hash == rows[0].row_hash
+    assert later.prev_hash == first.row_hash  # lane 1 goes on from its own last row
+    assert heads[1] == later.id and heads[2] == rows[1].id
+    assert result.ok and result.rows == 4, result
+    db.dispose()
 
 
 def test_a_row_on_a_lane_without_a_head_fails_verify(db_url: str) -> None:
@@ -379,21 +379,17 @@ def test_lanes_migration_keeps_the_chain_and_its_ids(db_url: str) -> None:
     db.dispose()
 
 
-def test_going_back_to_one_chain_is_refused_when_lanes_were_used(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_going_back_to_one_chain_is_refused_when_lanes_were_used(pg_url: str) -> None:
     from alembic import command
 
     from serving.db import alembic_config
 
-    with database_url("postgresql", tmp_path, request) as url:
-        upgrade(url)
-        db = Database(url)
-        with head_locked(db, lane=1), db.sessions() as s:
-            append(s, [entry(1)])
-        db.dispose()
-        with pytest.raises(RuntimeError, match="lanes other than 1"):
-            command.downgrade(alembic_config(url), "0003")
+    db = Database(pg_url)
+    with head_locked(db, lane=1), db.sessions() as s:
+        append(s, [entry(1)])
+    db.dispose()
+    with pytest.raises(RuntimeError, match="lanes other than 1"):
+        command.downgrade(alembic_config(pg_url), "0003")
 
 
 def test_a_busy_writer_lingers_for_a_fuller_batch_and_an_idle_one_does_not(db_url: str) -> None:
@@ -445,69 +441,59 @@ def test_a_busy_writer_lingers_for_a_fuller_batch_and_an_idle_one_does_not(db_ur
     db.dispose()
 
 
-def test_a_lane_owner_writes_its_next_batches_in_one_round_trip(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_a_lane_owner_writes_its_next_batches_in_one_round_trip(pg_url: str) -> None:
     """PostgreSQL: each writer owns a lane; batches after the first are one statement."""
-    with database_url("postgresql", tmp_path, request) as url:
-        upgrade(url)
-        db_a, db_b = Database(url), Database(url)  # two engines: two writers, as two workers
-        rows_a, rows_b = [], []
-        for i in range(6):
-            with db_a.sessions() as s:
-                rows_a += append(s, [entry(2 * i), entry(2 * i + 100)])
-            with db_b.sessions() as s:
-                rows_b += append(s, [entry(2 * i + 1)])
-        conn_a, conn_b = writer_for(db_a.engine)._conn, writer_for(db_b.engine)._conn
-        assert conn_a is not None and conn_b is not None
-        assert {conn_a.lane, conn_b.lane} == {1, 2}
-        assert {r.lane for r in rows_a} == {conn_a.lane} and {r.lane for r in rows_b} == {
-            conn_b.lane
-        }
-        # The first batch of each read its head and drew ids ahead; the other five needed neither.
-        assert conn_a.fast_batches == 5 and conn_b.fast_batches == 5
-        for rows in (rows_a, rows_b):
-            assert [r.id for r in rows] == sorted(r.id for r in rows)
-            assert all(b.prev_hash == a.row_hash for a, b in itertools.pairwise(rows))
+    db_a, db_b = Database(pg_url), Database(pg_url)  # two engines: two writers, as two workers
+    rows_a, rows_b = [], []
+    for i in range(6):
         with db_a.sessions() as s:
-            result = verify(s)
-            heads = dict(s.execute(sa.text("SELECT id, last_id FROM audit_head")).all())
-        assert result.ok and result.rows == 18, result
-        assert heads[conn_a.lane] == rows_a[-1].id and heads[conn_b.lane] == rows_b[-1].id
-        db_a.dispose()
-        db_b.dispose()
+            rows_a += append(s, [entry(2 * i), entry(2 * i + 100)])
+        with db_b.sessions() as s:
+            rows_b += append(s, [entry(2 * i + 1)])
+    conn_a, conn_b = writer_for(db_a.engine)._conn, writer_for(db_b.engine)._conn
+    assert conn_a is not None and conn_b is not None
+    assert {conn_a.lane, conn_b.lane} == {1, 2}
+    assert {r.lane for r in rows_a} == {conn_a.lane} and {r.lane for r in rows_b} == {conn_b.lane}
+    # The first batch of each read its head and drew ids ahead; the other five needed neither.
+    assert conn_a.fast_batches == 5 and conn_b.fast_batches == 5
+    for rows in (rows_a, rows_b):
+        assert [r.id for r in rows] == sorted(r.id for r in rows)
+        assert all(b.prev_hash == a.row_hash for a, b in itertools.pairwise(rows))
+    with db_a.sessions() as s:
+        result = verify(s)
+        heads = dict(s.execute(sa.text("SELECT id, last_id FROM audit_head")).all())
+    assert result.ok and result.rows == 18, result
+    assert heads[conn_a.lane] == rows_a[-1].id and heads[conn_b.lane] == rows_b[-1].id
+    db_a.dispose()
+    db_b.dispose()
 
 
-def test_a_head_moved_by_a_writer_without_a_lane_sends_the_batch_the_long_way(
-    tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
+def test_a_head_moved_by_a_writer_without_a_lane_sends_the_batch_the_long_way(pg_url: str) -> None:
     """The owner's cached head is only a guess: another writer on its lane is never forked."""
-    with database_url("postgresql", tmp_path, request) as url:
-        upgrade(url)
-        db = Database(url)
-        with db.sessions() as s:
-            first = append(s, [entry(1)])[0]
-        writer = writer_for(db.engine)
-        owner = writer._conn
-        assert owner is not None and owner.lane == first.lane == 1
-        # A writer that owns no lane (more writers than lanes, or an older release) takes the
-        # first free head: the owner's, between the owner's batches.
-        other_db = Database(url)
-        other = _WriterConnection(other_db.engine, 5000)
-        other.lane = None
-        foreign = other.write([entry(2)])
-        assert foreign[0]["lane"] == 1 and foreign[0]["prev_hash"] == first.row_hash
-        with db.sessions() as s:
-            later = append(s, [entry(3), entry(4)])
-        assert owner.fast_batches == 0  # the one-statement batch found the head moved
-        assert [r.lane for r in later] == [1, 1]
-        assert later[0].prev_hash == foreign[0]["row_hash"]
-        assert later[0].id > foreign[0]["id"]  # ids drawn ahead before the move were dropped
-        with db.sessions() as s:
-            again = append(s, [entry(5)])[0]
-            result = verify(s)
-        assert owner.fast_batches == 1 and again.prev_hash == later[1].row_hash
-        assert result.ok and result.rows == 5, result
-        other.close()
-        other_db.dispose()
-        db.dispose()
+    db = Database(pg_url)
+    with db.sessions() as s:
+        first = append(s, [entry(1)])[0]
+    writer = writer_for(db.engine)
+    owner = writer._conn
+    assert owner is not None and owner.lane == first.lane == 1
+    # A writer that owns no lane (more writers than lanes, or an older release) takes the
+    # first free head: the owner's, between the owner's batches.
+    other_db = Database(pg_url)
+    other = _WriterConnection(other_db.engine, 5000)
+    other.lane = None
+    foreign = other.write([entry(2)])
+    assert foreign[0]["lane"] == 1 and foreign[0]["prev_hash"] == first.row_hash
+    with db.sessions() as s:
+        later = append(s, [entry(3), entry(4)])
+    assert owner.fast_batches == 0  # the one-statement batch found the head moved
+    assert [r.lane for r in later] == [1, 1]
+    assert later[0].prev_hash == foreign[0]["row_hash"]
+    assert later[0].id > foreign[0]["id"]  # ids drawn ahead before the move were dropped
+    with db.sessions() as s:
+        again = append(s, [entry(5)])[0]
+        result = verify(s)
+    assert owner.fast_batches == 1 and again.prev_hash == later[1].row_hash
+    assert result.ok and result.rows == 5, result
+    other.close()
+    other_db.dispose()
+    db.dispose()
