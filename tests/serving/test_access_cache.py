@@ -234,7 +234,9 @@ def test_a_hit_late_in_its_ttl_is_refreshed_in_the_background() -> None:
 
     from serving.cache import AccessCache, MissLoader, generation
 
-    ttl = 0.4
+    # Answers are aged by the time they are put with, not by sleeping to 0.8 ttl (a loaded CI
+    # machine overslept that by more than the 0.2 ttl left); the margins left are ≥ 0.4 s.
+    ttl = 2.0
     cache: AccessCache[str] = AccessCache(ttl)
     granted = {"a": "grant 1", "b": "grant of b", "c": "grant of c"}
     reads: list[str] = []
@@ -262,12 +264,15 @@ def test_a_hit_late_in_its_ttl_is_refreshed_in_the_background() -> None:
         def refresh(key: Any) -> None:
             loader.refresh(cache, key)
 
-        for key in "abc":
-            answer = f"grant of {key}" if key != "a" else "grant 0"
-            cache.put(key, answer, generation(), time.monotonic())
+        def put_all(age: float) -> None:
+            for key in "abc":
+                answer = f"grant of {key}" if key != "a" else "grant 0"
+                cache.put(key, answer, generation(), time.monotonic() - age)
+
+        put_all(0.0)
         # Young answers: no reread.
         assert cache.peek("a", refresh) == "grant 0" and reads == []
-        await asyncio.sleep(ttl * 0.8)
+        put_all(ttl * 0.8)  # the same answers, read 0.8 ttl ago
         granted["a"] = "grant 1"  # changed in the database
         del granted["b"]  # revoked
         assert cache.peek("a", refresh) == "grant 0"  # answered from the cache meanwhile
