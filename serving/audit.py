@@ -407,8 +407,9 @@ class _WriterConnection:
     remembers the lane's last id and hash after each batch, with ids drawn ahead while the lane
     was held (:data:`PREFETCH_PER_ROW`). The next batch is then **one round trip**: one statement
     that locks the head row only if it is free and still where this writer left it
-    (``SKIP LOCKED``, last id and hash compared), moves it and inserts the rows from arrays,
-    and the COMMIT. When the head moved (a writer without a lane, an older release) or is held,
+    (``SKIP LOCKED``, last id and hash compared), moves it and inserts the rows (one JSON
+    parameter), run in autocommit mode so the statement is its own durable transaction
+    (no BEGIN, no COMMIT, no pipeline). When the head moved (a writer without a lane, an older release) or is held,
     that statement writes nothing and the batch takes the two-round-trip path, which re-reads a
     lane; ids drawn ahead are then dropped, so ids still rise along every lane.
     """
@@ -466,12 +467,19 @@ class _WriterConnection:
         """Write one batch and commit it (rolled back if it fails); return the rows' values."""
         with self._turn:
             try:
-                if self._head is not None and self._server_spoke():
-                    # An idle connection the server wrote to is one it is closing (a restart,
-                    # a terminated backend): nothing of this batch was sent, so it is retried.
-                    raise _StaleConnectionError(
-                        ConnectionError("the server closed the writer's connection")
-                    )
+                if self._head is not None and time.monotonic() - self._last_ok < FAST_FRESH_S:
+                    if self._server_spoke():
+                        # An idle connection the server wrote to is one it is closing (a
+                        # restart, a terminated backend): nothing of this batch was sent, so
+                        # it is retried.
+                        raise _StaleConnectionError(
+                            ConnectionError("the server closed the writer's connection")
+                        )
+                    values = self._write_fast(entries)
+                    if values is not None:
+                        return values
+                # The two-round-trip batch: what a lane's head says is read again first.
+                self._head, self._ids = None, []
                 if self.pipeline:
                     with self.dbapi.pipeline():
                         return self._write(entries)
@@ -484,16 +492,6 @@ class _WriterConnection:
         n = len(entries)
         cur = self.dbapi.cursor()
         try:
-            if self._head is not None and time.monotonic() - self._last_ok < FAST_FRESH_S:
-                if len(self._ids) < n:
-                    # More ids first (the ones in hand are kept: none is skipped while the
-                    # head stays where this writer left it); the batch is then two round trips.
-                    self._draw(cur, n - len(self._ids))
-                values = self._write_fast(cur, entries)
-                if values is not None:
-                    return values
-            # The two-round-trip batch: what a lane's head says is read again first.
-            self._head, self._ids = None, []
             try:
                 lane, ids, prev = self._claim(cur, n)
             except Exception as exc:
@@ -512,12 +510,29 @@ class _WriterConnection:
             cur.close()
         return values
 
-    def _write_fast(self, cur: Any, entries: list[AuditEntry]) -> list[dict[str, Any]] | None:
+    def _write_fast(self, entries: list[AuditEntry]) -> list[dict[str, Any]] | None:
         """Write a batch on the owned lane in one round trip; None if its head is not as left.
 
-        Nothing is written then (the statement's head lock and move found no row), and the
-        empty transaction's commit costs nothing.
+        One statement in autocommit mode: it is its own transaction, committed (durably) when
+        it ends, so the batch needs neither BEGIN nor COMMIT nor the pipeline's machinery.
+        Nothing is written when the head moved (the statement's lock and move found no row).
         """
+        assert self.lane is not None and self._head is not None
+        n = len(entries)
+        cur = self.dbapi.cursor()
+        self.dbapi.autocommit = True
+        try:
+            if len(self._ids) < n:
+                # More ids first (the ones in hand are kept: none is skipped while the head
+                # stays where this writer left it); the batch is then two round trips.
+                self._draw(cur, n - len(self._ids))
+            return self._write_one(cur, entries)
+        finally:
+            cur.close()
+            with contextlib.suppress(Exception):  # a lost connection is closed next anyway
+                self.dbapi.autocommit = False
+
+    def _write_one(self, cur: Any, entries: list[AuditEntry]) -> list[dict[str, Any]] | None:
         assert self.lane is not None and self._head is not None
         n = len(entries)
         last_id, last_hash = self._head
@@ -529,10 +544,8 @@ class _WriterConnection:
             "head_last_id": values[-1]["id"],
             "head_last_hash": values[-1]["row_hash"],
         }
-        for column in _LOG.columns:
-            params[f"col_{column.name}"] = [v[column.name] for v in values]
+        params["rows"] = json.dumps(values, ensure_ascii=False)
         cur.execute(self.fast, params)
-        self.dbapi.commit()
         if cur.rowcount != n:
             return None
         del self._ids[:n]
@@ -746,14 +759,12 @@ def _fast_append_sql(dialect: sa.Dialect) -> str:
     """Return the owner's one-statement batch (PostgreSQL, psycopg's ``%(name)s`` parameters).
 
     ``held`` locks the head row only if nobody holds it and it is where the owner left it;
-    ``moved`` moves it; the rows are inserted from one array per column only if it moved, so
+    ``moved`` moves it; the rows, one JSON array of objects (one parameter: encoding it costs
+    the writer a fraction of what one array per column does), are inserted only if it moved, so
     either both happen or nothing does (the statement's row count says which).
     """
     head, log = _HEAD.name, _LOG.name
     columns = ", ".join(c.name for c in _LOG.columns)
-    arrays = ", ".join(
-        f"CAST(%(col_{c.name})s AS {c.type.compile(dialect=dialect)}[])" for c in _LOG.columns
-    )
     return (
         f"WITH held AS (SELECT id FROM {head} WHERE id = %(head_lane)s"
         " AND last_id = %(head_prev_id)s AND last_hash = %(head_prev_hash)s"
@@ -761,7 +772,8 @@ def _fast_append_sql(dialect: sa.Dialect) -> str:
         f" moved AS (UPDATE {head} SET last_id = %(head_last_id)s,"
         f" last_hash = %(head_last_hash)s FROM held WHERE {head}.id = held.id"
         f" RETURNING {head}.id)"
-        f" INSERT INTO {log} ({columns}) SELECT * FROM unnest({arrays})"
+        f" INSERT INTO {log} ({columns}) SELECT {columns}"
+        f" FROM json_populate_recordset(NULL::{log}, CAST(%(rows)s AS json))"
         " WHERE EXISTS (SELECT 1 FROM moved)"
     )
 

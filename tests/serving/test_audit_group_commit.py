@@ -497,3 +497,33 @@ def test_a_head_moved_by_a_writer_without_a_lane_sends_the_batch_the_long_way(pg
     other.close()
     other_db.dispose()
     db.dispose()
+
+
+def test_a_one_statement_batch_stores_every_field_as_hashed(pg_url: str) -> None:
+    """The rows travel as one JSON parameter: text that needs escaping and NULLs come back
+    exactly, so their hashes verify."""
+    db = Database(pg_url)
+    odd = AuditEntry(
+        request_id='req-"quoted"\\back',
+        key_id=None,
+        role="insurer",
+        institution='深圳跨境 Bank, "Ltd"\n{json: [1]}',
+        firm_usc="91440300MA5G2X7K3Q",
+        purpose="tab\tand 'single'",
+        endpoint="GET /v1/firms/{usc_code}/score",
+        model_version="m1",
+    )
+    with db.sessions() as s:
+        append(s, [entry(1)])
+        written = append(s, [odd, entry(2)])
+    conn = writer_for(db.engine)._conn
+    assert conn is not None and conn.fast_batches == 1
+    with db.sessions() as s:
+        stored = s.get(AuditLog, written[0].id)
+        result = verify(s)
+    assert stored is not None
+    for name in ("request_id", "key_id", "institution", "purpose", "row_hash", "prev_hash"):
+        assert getattr(stored, name) == getattr(written[0], name), name
+    assert stored.key_id is None and stored.institution == odd.institution
+    assert result.ok and result.rows == 3, result
+    db.dispose()
