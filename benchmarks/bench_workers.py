@@ -12,7 +12,10 @@ in interleaved repetitions and records per run:
 * audit rows per commit: rows the run added over distinct batch timestamps (a batch stamps all
   its rows with one ``ts``).
 
-It prints one markdown table of the medians. Usage::
+A configuration may name another checkout (``pg:2:3@/path/to/tree``): its servers run that
+tree's code, interleaved with this tree's, so a change is judged within one run (this VM's
+speed swings by a quarter between runs minutes apart). It prints one markdown table of the
+medians. Usage::
 
     .venv/bin/python benchmarks/bench_workers.py --work /tmp/kx_b3 \\
         --postgres postgresql+psycopg://postgres@127.0.0.1:5432/test \\
@@ -119,7 +122,8 @@ def main() -> None:
         "--configs",
         nargs="+",
         default=["pg:1:3", "pg:2:3"],
-        help="database:workers:linger_ms, database sqlite or pg",
+        help="database:workers:linger_ms[@DIR], database sqlite or pg; @DIR serves the code of"
+        " another checkout (A/B of a change, interleaved with this tree's)",
     )
     ap.add_argument("--endpoint", choices=["score", "health"], default="score")
     ap.add_argument("--reps", type=int, default=3)
@@ -132,19 +136,26 @@ def main() -> None:
     servers: dict[str, bs.Server] = {}
     try:
         for cfg in args.configs:
-            database, workers, linger = cfg.split(":")
+            spec, _, tree = cfg.partition("@")
+            database, workers, linger = spec.split(":")
             if database == "pg" and not args.postgres:
                 raise SystemExit(f"{cfg}: --postgres (or KUAXIN_TEST_POSTGRES_URL) is needed")
             os.environ["KUAXIN_AUDIT_LINGER_MS"] = linger
-            name = f"prof-{database}-w{workers}-l{linger}"
-            servers[cfg] = bs.start_server(
-                name,
-                snap,
-                model_dir,
-                args.work,
-                "sqlite" if database == "sqlite" else args.postgres,
-                int(workers),
-            )
+            name = f"prof-{database}-w{workers}-l{linger}-{len(servers)}"
+            root = bs.ROOT
+            if tree:  # start_server puts bs.ROOT first on the server's PYTHONPATH
+                bs.ROOT = Path(tree).resolve()
+            try:
+                servers[cfg] = bs.start_server(
+                    name,
+                    snap,
+                    model_dir,
+                    args.work,
+                    "sqlite" if database == "sqlite" else args.postgres,
+                    int(workers),
+                )
+            finally:
+                bs.ROOT = root
         runs: dict[str, list[dict[str, float]]] = {cfg: [] for cfg in args.configs}
         for rep in range(args.reps):
             for cfg, server in servers.items():
