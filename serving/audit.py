@@ -408,10 +408,11 @@ class _WriterConnection:
     was held (:data:`PREFETCH_PER_ROW`). The next batch is then **one round trip**: one statement
     that locks the head row only if it is free and still where this writer left it
     (``SKIP LOCKED``, last id and hash compared), moves it and inserts the rows (one JSON
-    parameter), run in autocommit mode so the statement is its own durable transaction
-    (no BEGIN, no COMMIT, no pipeline). When the head moved (a writer without a lane, an older release) or is held,
-    that statement writes nothing and the batch takes the two-round-trip path, which re-reads a
-    lane; ids drawn ahead are then dropped, so ids still rise along every lane.
+    parameter), run in autocommit mode so the statement is its own durable transaction (no
+    BEGIN, no COMMIT, no pipeline). When the head moved (a writer without a lane, an older
+    release) or is held, that statement writes nothing and the batch takes the two-round-trip
+    path, which re-reads a lane; ids drawn ahead are then dropped, so ids still rise along
+    every lane.
     """
 
     def __init__(self, engine: sa.Engine, timeout_ms: int) -> None:
@@ -553,16 +554,12 @@ class _WriterConnection:
         self._committed(self.lane, values)
         return values
 
-    def _draw(self, cur: Any, n: int, fetch: bool = True) -> None:
-        """Draw ``n`` ids and as many ahead as such a batch takes.
-
-        With ``fetch`` they join the ids in hand; else the caller fetches them from ``cur``.
-        """
+    def _draw(self, cur: Any, n: int) -> None:
+        """Draw ``n`` ids and as many ahead as such a batch takes, after the ids in hand."""
         cur.execute(
             self.ids.text, self.ids.params({"n": n + min(PREFETCH_MAX, PREFETCH_PER_ROW * n)})
         )
-        if fetch:
-            self._ids += sorted(int(r[0]) for r in cur.fetchall())
+        self._ids += sorted(int(r[0]) for r in cur.fetchall())
 
     def _server_spoke(self) -> bool:
         """Whether the server sent something to this idle connection (a poll, no round trip)."""
@@ -614,12 +611,12 @@ class _WriterConnection:
             if self.lane is not None:
                 # The owned lane, unless something else holds it; its ids are drawn ahead too.
                 cur.execute(self.claim_own.text, self.claim_own.params({"lane": self.lane}))
-                self._draw(ids_cur, n, fetch=False)  # in the same round trip, after the lock
+                self._draw(ids_cur, n)  # in the same round trip, after the lock
                 head = cur.fetchone()
                 if head is not None:
-                    ids = sorted(int(r[0]) for r in ids_cur.fetchall())
-                    self._ids = ids[n:]
-                    return int(head[0]), ids[:n], str(head[2])
+                    ids, self._ids = self._ids[:n], self._ids[n:]
+                    return int(head[0]), ids, str(head[2])
+                self._ids = []  # drawn for a lane not held: another lane draws its own
             # In pipeline mode both statements go in one round trip; they run in this order.
             cur.execute(self.claim_free.text, self.claim_free.params({}))
             ids_cur.execute(self.ids.text, self.ids.params({"n": n}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import multiprocessing as mp
 import threading
@@ -503,15 +504,12 @@ def test_a_one_statement_batch_stores_every_field_as_hashed(pg_url: str) -> None
     """The rows travel as one JSON parameter: text that needs escaping and NULLs come back
     exactly, so their hashes verify."""
     db = Database(pg_url)
-    odd = AuditEntry(
+    odd = dataclasses.replace(
+        entry(0),
         request_id='req-"quoted"\\back',
         key_id=None,
-        role="insurer",
         institution='深圳跨境 Bank, "Ltd"\n{json: [1]}',
-        firm_usc="91440300MA5G2X7K3Q",
         purpose="tab\tand 'single'",
-        endpoint="GET /v1/firms/{usc_code}/score",
-        model_version="m1",
     )
     with db.sessions() as s:
         append(s, [entry(1)])
