@@ -341,16 +341,22 @@ class AuditWriter:
         """Claim ids, chain, insert, move the head and commit: one transaction.
 
         A connection found dead before anything was claimed (a restarted server) is replaced
-        and the batch tried once more, which is what a pool's pre-ping did per checkout.
+        and the batch tried once more, which is what a pool's pre-ping did per checkout. A
+        one-statement batch lost with its connection may have committed before the loss: the
+        new connection looks for its last row first and writes the batch only if it is absent.
         """
+        sent: list[dict[str, Any]] | None = None
         for attempt in (1, 2):
             conn = self._connection()
             try:
+                if sent is not None and conn.landed(sent):
+                    return sent  # the lost connection's statement had committed the batch
                 return conn.write(entries)
             except _StaleConnectionError as stale:
                 self._drop_connection()
                 if attempt == 2:
                     raise stale.cause from None
+                sent = stale.sent
             except BaseException:
                 # A failed batch (rolled back) closes the connection: whatever state the failure
                 # left it in (SQLite keeps locks after an I/O error), the next starts afresh.
@@ -360,11 +366,16 @@ class AuditWriter:
 
 
 class _StaleConnectionError(Exception):
-    """The writer's connection was dead before the batch claimed anything (safe to retry)."""
+    """The writer's connection was lost before the batch was committed, or maybe just after.
 
-    def __init__(self, cause: BaseException) -> None:
+    ``sent`` holds the rows of a one-statement batch the connection was lost in (committed
+    whole or not at all, unknown which); None when nothing of the batch had been written.
+    """
+
+    def __init__(self, cause: BaseException, sent: list[dict[str, Any]] | None = None) -> None:
         super().__init__(str(cause))
         self.cause = cause
+        self.sent = sent
 
 
 @dataclass(frozen=True)
@@ -442,6 +453,7 @@ class _WriterConnection:
         else:
             self.claim = _Sql.of(_CLAIM, dialect)
         self.insert = _Sql.of(sa.insert(_LOG), dialect)
+        self.find = _Sql.of(_FIND_ROW, dialect)
         self.move = _Sql.of(_MOVE_HEAD, dialect)
         #: SQLite file databases: the writers of all processes queue on a file lock first.
         self._turn = _WriterTurn(None, timeout_ms)
@@ -546,13 +558,30 @@ class _WriterConnection:
             "head_last_hash": values[-1]["row_hash"],
         }
         params["rows"] = json.dumps(values, ensure_ascii=False)
-        cur.execute(self.fast, params)
+        try:
+            cur.execute(self.fast, params)
+        except Exception as exc:
+            if self.dead(exc):
+                raise _StaleConnectionError(exc, sent=values) from exc
+            raise
         if cur.rowcount != n:
             return None
         del self._ids[:n]
         self.fast_batches += 1
         self._committed(self.lane, values)
         return values
+
+    def landed(self, values: list[dict[str, Any]]) -> bool:
+        """Whether the batch of ``values`` is in the log (its last row, by id and hash)."""
+        last = values[-1]
+        cur = self.dbapi.cursor()
+        try:
+            cur.execute(self.find.text, self.find.params({"id": last["id"], "h": last["row_hash"]}))
+            found = cur.fetchone() is not None
+            self.dbapi.commit()
+        finally:
+            cur.close()
+        return found
 
     def _draw(self, cur: Any, n: int) -> None:
         """Draw ``n`` ids and as many ahead as such a batch takes, after the ids in hand."""
@@ -748,6 +777,10 @@ _MOVE_HEAD = (
     sa.update(_HEAD)
     .where(_HEAD.c.id == sa.bindparam("lane"))
     .values(last_id=sa.bindparam("last"), last_hash=sa.bindparam("h"))
+)
+#: A row by id and hash (did a batch lost with its connection commit?).
+_FIND_ROW = sa.select(_LOG.c.id).where(
+    _LOG.c.id == sa.bindparam("id"), _LOG.c.row_hash == sa.bindparam("h")
 )
 _NO_HEAD = "audit head row is missing; run `kuaxin db upgrade`"
 

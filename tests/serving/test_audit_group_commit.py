@@ -18,6 +18,7 @@ from serving.audit import (
     PREFETCH_PER_ROW,
     AuditEntry,
     AuditUnavailableError,
+    _StaleConnectionError,
     _WriterConnection,
     append,
     verify,
@@ -523,5 +524,58 @@ def test_a_one_statement_batch_stores_every_field_as_hashed(pg_url: str) -> None
     for name in ("request_id", "key_id", "institution", "purpose", "row_hash", "prev_hash"):
         assert getattr(stored, name) == getattr(written[0], name), name
     assert stored.key_id is None and stored.institution == odd.institution
+    assert result.ok and result.rows == 3, result
+    db.dispose()
+
+
+def _terminate(db: Database, pid: int) -> None:
+    """Terminate a backend and wait until the server has let it go."""
+    with db.engine.begin() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with db.engine.connect() as conn:
+            if not conn.execute(
+                sa.text("SELECT 1 FROM pg_stat_activity WHERE pid = :p"), {"p": pid}
+            ).first():
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"backend {pid} still there")
+
+
+@pytest.mark.parametrize("committed", [False, True])
+def test_a_one_statement_batch_lost_with_its_connection_is_written_once(
+    pg_url: str, committed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's statement met a lost connection: retried if it did not commit, not if it did."""
+    db = Database(pg_url)
+    with db.sessions() as s:
+        append(s, [entry(1)])
+    writer = writer_for(db.engine)
+    conn = writer._conn
+    assert conn is not None
+    pid = conn.dbapi.info.backend_pid
+    if committed:
+        # The statement commits, then the connection is lost before its answer is read.
+        real = conn._write_one
+
+        def write_then_lose(cur: object, entries: list[AuditEntry]) -> object:
+            values = real(cur, entries)
+            _terminate(db, pid)
+            raise _StaleConnectionError(ConnectionError("lost"), sent=values)
+
+        monkeypatch.setattr(conn, "_write_one", write_then_lose)
+    else:
+        # The server closed the connection; the statement is sent before anything is noticed.
+        _terminate(db, pid)
+        monkeypatch.setattr(conn, "_server_spoke", lambda: False)
+    with db.sessions() as s:
+        rows = append(s, [entry(2), entry(3)])
+    assert writer._conn is not None and writer._conn is not conn
+    with db.sessions() as s:
+        result = verify(s)
+        stored = list(s.scalars(sa.select(AuditLog.request_id).order_by(AuditLog.id)))
+    assert stored == ["req-1", "req-2", "req-3"]  # every entry once
+    assert [r.request_id for r in rows] == ["req-2", "req-3"]
     assert result.ok and result.rows == 3, result
     db.dispose()
