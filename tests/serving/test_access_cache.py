@@ -344,6 +344,53 @@ def test_refreshes_gather_into_one_read_and_a_miss_does_not_wait_for_them() -> N
     asyncio.run(run())
 
 
+def test_a_sweep_rereads_answers_hit_since_their_read_before_they_expire() -> None:
+    """Answers hit since they were read are reread when due, without a hit in the late window."""
+    import asyncio
+
+    from serving.cache import SWEEP_SHARE, AccessCache, MissLoader, generation
+
+    ttl = 2.0
+    cache: AccessCache[str] = AccessCache(ttl)
+    reads: list[list[str]] = []
+
+    class Session:
+        def rollback(self) -> None: ...
+
+        def close(self) -> None: ...
+
+    def load_many(_session: Any, keys: list[Any]) -> dict[Any, str | None]:
+        reads.append(sorted(keys))
+        return {k: f"reread {k}" for k in keys}
+
+    loader: MissLoader[str] = MissLoader(Session, lambda _s, k: None, load_many)  # type: ignore[arg-type]
+
+    def refresh(key: Any) -> None:
+        loader.refresh(cache, key)
+
+    async def run() -> None:
+        now = time.monotonic()
+        for key in "abc":  # read half a ttl ago: due for a refresh in a quarter of a ttl
+            cache.put(key, f"first {key}", generation(), now - ttl * 0.5)
+        assert cache.peek("a", refresh) == "first a"  # hit (and a sweep: nothing due yet)
+        assert cache.peek("b", refresh) == "first b"
+        assert reads == [] and cache.refreshes == 0
+        cache.put("d", "first d", generation(), time.monotonic())
+        # Past the next sweep: a and b are due within a sweep's period (or already due).
+        await asyncio.sleep(ttl * (0.25 - SWEEP_SHARE / 2))
+        assert cache.peek("d", refresh) == "first d"  # a young key's hit sweeps the others
+        assert cache.refreshes == 2  # a and b (hit since their read); not c, not d
+        deadline = time.monotonic() + 5
+        while not reads and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.02)  # the done callbacks run on this loop
+        assert reads == [["a", "b"]]  # one gathered read
+        assert cache.peek("a") == "reread a" and cache.peek("b") == "reread b"
+        assert cache.peek("c") == "first c"  # never hit: left to expire
+
+    asyncio.run(run())
+
+
 def test_a_consent_revoked_elsewhere_is_dropped_by_the_refresh_before_the_ttl(
     make_service: Any, db_url: str, svc_firms: Any
 ) -> None:
