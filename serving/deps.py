@@ -17,9 +17,11 @@ then the route's own 404 for a firm that is not in the snapshot.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar, cast
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, cast, get_args, get_origin
 
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -172,23 +174,41 @@ def route_rule(request: Request) -> Access | None:
     return rule_for(request.method, path) if path is not None else None
 
 
-_QUERY_NAMES: dict[int, frozenset[str]] = {}
+_QUERY_NAMES: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
 
-def _query_names(route: Any) -> frozenset[str] | None:
-    """Query parameters a route declares, its dependencies' included (cached per route)."""
+def _is_sequence(annotation: Any) -> bool:
+    """Whether a parameter's annotation takes several values (``list[str] | None`` does)."""
+    origin = get_origin(annotation)
+    if origin in (Annotated, Union, UnionType):
+        return any(_is_sequence(a) for a in get_args(annotation))
+    kind = origin or annotation
+    if not isinstance(kind, type) or issubclass(kind, (str, bytes)):
+        return False
+    return issubclass(kind, (Sequence, set, frozenset))
+
+
+def _query_names(route: Any) -> tuple[frozenset[str], frozenset[str]] | None:
+    """Query parameters a route declares (its dependencies' included) and the one-value ones.
+
+    Cached per route.
+    """
     dependant = getattr(route, "dependant", None)
     if dependant is None:
         return None
     names = _QUERY_NAMES.get(id(route))
     if names is None:
         found: set[str] = set()
+        single: set[str] = set()
         todo = [dependant]
         while todo:  # the route's own parameters and those of every dependency below it
             dep = todo.pop()
-            found.update(p.alias for p in dep.query_params)
+            for p in dep.query_params:
+                found.add(p.alias)
+                if not _is_sequence(p.field_info.annotation):
+                    single.add(p.alias)
             todo.extend(dep.dependencies)
-        names = frozenset(found)
+        names = (frozenset(found), frozenset(single))
         _QUERY_NAMES[id(route)] = names
     return names
 
@@ -201,11 +221,15 @@ def _refuse_unknown_query(request: Request) -> None:
     """
     if not request.scope.get("query_string") or not request.scope["path"].startswith("/v1/"):
         return  # no query at all (most calls): nothing to parse
-    known = _query_names(request.scope.get("route"))
-    if known is None:
+    declared = _query_names(request.scope.get("route"))
+    if declared is None:
         return
-    unknown = sorted(set(request.query_params) - known)
-    if unknown:
+    known, single = declared
+    given = Counter(name for name, _ in request.query_params.multi_items())
+    unknown = sorted(set(given) - known)
+    # A one-value parameter given twice would silently be read as its last value.
+    repeated = sorted(name for name in single if given[name] > 1)
+    if unknown or repeated:
         errors = [
             FieldError(
                 field=f"query.{name[:60]}",
@@ -213,6 +237,9 @@ def _refuse_unknown_query(request: Request) -> None:
                 expected=", ".join(sorted(known)) or "no query parameters",
             )
             for name in unknown[:10]
+        ] + [
+            FieldError(field=f"query.{name}", message="given more than once", expected="one value")
+            for name in repeated[:10]
         ]
         raise ProblemError(
             422,

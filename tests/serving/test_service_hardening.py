@@ -170,6 +170,19 @@ def test_unknown_query_parameters_are_422(svc: Any, svc_firms: Any) -> None:
     assert svc.client.get("/v1/products?x=1").status_code == 401  # the key is checked first
 
 
+def test_a_one_value_query_parameter_given_twice_is_422(svc: Any, svc_firms: Any) -> None:
+    """Read silently as its last value otherwise; a repeatable parameter may repeat."""
+    ent = svc.key("enterprise", "firm", svc_firms.a)
+    base = f"/v1/firms/{svc_firms.a}/access-log"
+    r = svc.client.get(f"{base}?limit=5&limit=7", headers=h(ent))
+    assert r.status_code == 422, r.text
+    error = r.json()["errors"][0]
+    assert error["field"] == "query.limit" and error["expected"] == "one value"
+    assert "given more than once" in r.json()["detail"]
+    r = svc.client.get(f"{base}?role=bank&role=insurer&limit=5", headers=h(ent))
+    assert r.status_code == 200, r.text
+
+
 def test_openapi_bounds_every_integer(svc: Any) -> None:
     spec = svc.client.get("/openapi.json").json()
     unbounded = []
