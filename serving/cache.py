@@ -30,8 +30,9 @@ chance of no hit inside the last quarter of its ttl, and its next request then w
 each a read of its own, and the second worker served fewer requests than the first alone).
 So a hit also *sweeps*, at most every :data:`SWEEP_SHARE` of the ttl: every answer hit since it
 was read and due for its refresh before the next sweep is reread in the background, in the same
-gathered query. A key asked for at least once per three quarters of a ttl stays in the cache;
-one no longer asked for expires as before.
+gathered query. An answer hit in the first 65 % of its ttl (sweeps take what falls due
+within one period, so the last 10 % before the refresh is the sweep's blind spot) or in its
+last quarter (as before) is reread before it expires; one no longer asked for expires.
 """
 
 from __future__ import annotations
