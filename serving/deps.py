@@ -20,10 +20,13 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
-from types import UnionType
-from typing import Annotated, Any, TypeVar, Union, cast, get_args, get_origin
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import Depends, Path, Request
+
+# FastAPI's own rule for a parameter read as several values (``getlist``), so a repeated
+# one-value parameter is refused by the same test FastAPI parses it with.
+from fastapi._compat import field_annotation_is_sequence
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import APIKeyHeader
 from sqlalchemy.exc import SQLAlchemyError
@@ -177,17 +180,6 @@ def route_rule(request: Request) -> Access | None:
 _QUERY_NAMES: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
 
-def _is_sequence(annotation: Any) -> bool:
-    """Whether a parameter's annotation takes several values (``list[str] | None`` does)."""
-    origin = get_origin(annotation)
-    if origin in (Annotated, Union, UnionType):
-        return any(_is_sequence(a) for a in get_args(annotation))
-    kind = origin or annotation
-    if not isinstance(kind, type) or issubclass(kind, (str, bytes)):
-        return False
-    return issubclass(kind, (Sequence, set, frozenset))
-
-
 def _query_names(route: Any) -> tuple[frozenset[str], frozenset[str]] | None:
     """Query parameters a route declares (its dependencies' included) and the one-value ones.
 
@@ -205,7 +197,7 @@ def _query_names(route: Any) -> tuple[frozenset[str], frozenset[str]] | None:
             dep = todo.pop()
             for p in dep.query_params:
                 found.add(p.alias)
-                if not _is_sequence(p.field_info.annotation):
+                if not field_annotation_is_sequence(p.field_info.annotation):
                     single.add(p.alias)
             todo.extend(dep.dependencies)
         names = (frozenset(found), frozenset(single))
