@@ -26,8 +26,8 @@ with every refresh pending by then.
 
 A hit alone would leave a lukewarm key to expire: one asked a few times a second has a fair
 chance of no hit inside the last quarter of its ttl, and its next request then waits for a read
-(with 200 consented firms spread over two workers, about half the refreshes became such misses,
-each a read of its own, and the second worker served fewer requests than the first alone).
+(with 200 consented firms spread over two workers, each worker's loader made 231 reads in 3 s
+against 51 with one worker, and the second worker served fewer requests than the first alone).
 So a hit also *sweeps*, at most every :data:`SWEEP_SHARE` of the ttl: every answer hit since it
 was read and due for its refresh before the next sweep is reread in the background, in the same
 gathered query. An answer hit in the first 65 % of its ttl (sweeps take what falls due
